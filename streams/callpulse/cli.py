@@ -1,0 +1,245 @@
+"""The `callpulse` command: worker, topics create, simulate, validate, wallboard, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from .config import ConfigError, load_config
+
+
+def _kafka_kwargs(kafka) -> dict:
+    """aiokafka connection settings from the config (bootstrap servers, TLS, SASL)."""
+    kwargs: dict = {"bootstrap_servers": kafka.bootstrap_servers, "security_protocol": kafka.security_protocol}
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+        kwargs["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        kwargs.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                      sasl_plain_password=kafka.sasl_password)
+    return kwargs
+
+
+# ---- worker ------------------------------------------------------------------------------------
+
+def cmd_worker(args) -> int:
+    """Run a Faust worker (two stages, web server with /metrics) against the configured Kafka."""
+    from .app import app
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
+    app.main()
+    return 0
+
+
+# ---- topics ------------------------------------------------------------------------------------
+
+def topic_plan(config) -> dict[str, int]:
+    """Every topic the app uses, with its partition count (one count for all data topics)."""
+    from .app import STATE_TABLE
+
+    n = config.kafka.partitions
+    app_id = config.stream.app_id
+    return {
+        config.kafka.topic_events: n,
+        config.kafka.topic_batches: n,
+        config.kafka.topic_dead_letter: n,
+        f"{app_id}-{STATE_TABLE}-changelog": n,
+        f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
+    }
+
+
+async def create_topics(config) -> list[str]:
+    """Create the app's topics explicitly; existing ones must have the planned partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**_kafka_kwargs(config.kafka))
+    await admin.start()
+    try:
+        plan = topic_plan(config)
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, n, config.kafka.replication_factor) for name, n in plan.items() if name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+        problems = []
+        for desc in await admin.describe_topics(list(plan)):
+            have = len(desc.get("partitions", []))
+            if have != plan[desc["topic"]]:
+                problems.append(f"{desc['topic']}: has {have} partitions, expected {plan[desc['topic']]}")
+        if problems:
+            raise SystemExit("topic partition counts do not match the config (callpulse needs one count for all its topics):\n  " + "\n  ".join(problems))
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def cmd_topics(args) -> int:
+    config = load_config(args.config)
+    created = asyncio.run(create_topics(config))
+    for name, n in topic_plan(config).items():
+        print(f"{'created' if name in created else 'exists '}  {name}  ({n} partition{'s' if n > 1 else ''})")
+    return 0
+
+
+# ---- simulate ----------------------------------------------------------------------------------
+
+async def publish(config, events, speed: float | None, stop_after: int | None = None) -> int:
+    """Send events to the events topic; with a speed, each is sent when the wall clock reaches its
+    time (compressed by `speed`), otherwise as fast as possible. Returns the number sent."""
+    from aiokafka import AIOKafkaProducer
+
+    from .simulator import event_time
+
+    producer = AIOKafkaProducer(**_kafka_kwargs(config.kafka), linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    try:
+        origin_event = origin_wall = None
+        for event in events:
+            if speed:
+                t = event_time(event)
+                if origin_event is None:
+                    origin_event, origin_wall = t, time.time()
+                delay = origin_wall + (t - origin_event) / speed - time.time()
+                if delay > 0:
+                    await producer.flush()
+                    await asyncio.sleep(delay)
+            key = (event.get("call_id") or event.get("agent_id") or "").encode() or None
+            await producer.send(config.kafka.topic_events, orjson.dumps(event), key=key)
+            sent += 1
+            if stop_after and sent >= stop_after:
+                break
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def cmd_simulate(args) -> int:
+    from .simulator import simulate
+
+    config = load_config(args.config)
+    now = time.time()
+    if args.fast:  # history that ends now, sent as fast as the broker takes it
+        start, speed = now - args.duration, None
+    else:  # starts `backfill` seconds ago: the past is sent at once, the rest in real time
+        start, speed = now - args.backfill, 1.0
+    events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration)
+    try:
+        sent = asyncio.run(publish(config, events, speed))
+    except KeyboardInterrupt:
+        return 130
+    print(f"sent {sent} events to {config.kafka.topic_events}", file=sys.stderr)
+    return 0
+
+
+# ---- validate ----------------------------------------------------------------------------------
+
+def read_events_file(path: Path) -> list[bytes]:
+    """A file of events: one JSON object, a JSON array of objects, or JSON lines."""
+    data = path.read_bytes()
+    stripped = data.strip()
+    try:
+        whole = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        return [line for line in data.splitlines() if line.strip()]
+    if isinstance(whole, list):
+        return [orjson.dumps(item) for item in whole]
+    return [stripped]
+
+
+def cmd_validate(args) -> int:
+    from .events import Router
+
+    router = Router(max_future_seconds=float("inf"))
+    bad = total = 0
+    for path in args.files:
+        for n, raw in enumerate(read_events_file(Path(path)), 1):
+            total += 1
+            event, rejected = router.check(raw)
+            if rejected is not None:
+                bad += 1
+                print(f"{path}:{n}: {rejected.reason}: {rejected.detail}")
+    print(f"{total - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+# ---- wallboard and demo ------------------------------------------------------------------------
+
+def cmd_wallboard(args) -> int:
+    from .wallboard import run
+
+    run(args.urls, window=args.window, interval=args.interval)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callpulse", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $CALLPULSE_CONFIG, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run a stream worker against the configured Kafka")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("topics", help="manage the Kafka topics")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("simulate", help="publish seeded, realistic call-center traffic")
+    p.add_argument("--scenario", default="normal")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--duration", type=float, default=8 * 3600, help="seconds of traffic (default 8 h)")
+    p.add_argument("--backfill", type=float, default=900, help="start this many seconds in the past (sent at once)")
+    p.add_argument("--fast", action="store_true", help="send --duration seconds of history ending now, as fast as possible")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="validate events in files against the event schema")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("wallboard", help="terminal wallboard from running workers")
+    p.add_argument("urls", nargs="+", help="worker base URLs, e.g. http://localhost:6066")
+    p.add_argument("--window", default="15m")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(func=cmd_wallboard)
+
+    p = sub.add_parser("demo", help="embedded broker + worker + simulator + live wallboard")
+    p.add_argument("--scenario", default="normal")
+    p.add_argument("--broker-port", type=int, default=19092)
+    p.add_argument("--web-port", type=int, default=6066)
+    p.add_argument("--window", default="15m")
+    p.add_argument("--seconds", type=float, default=None, help="stop by itself after this many seconds")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config:
+        os.environ["CALLPULSE_CONFIG"] = args.config
+    try:
+        load_config(args.config)  # fail early, naming the key
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"callpulse: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

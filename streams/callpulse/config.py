@@ -1,0 +1,791 @@
+"""Configuration: one TOML file plus ``CALLPULSE_*`` environment overrides, checked at start-up.
+
+Everything is validated once, when the worker starts, so a typo stops the process with a message
+that names the offending key (``queues.sales.thresholds_seconds[1]: must be > 0, got -5``) instead
+of producing wrong numbers on a wallboard hours later.
+
+Layout of the file (every key is optional; ``deploy/callpulse.example.toml`` lists them all)::
+
+    [kafka]            # KafkaConfig
+    [stream]           # StreamConfig
+    [queue_defaults]   # QueueConfig for every queue that has no section of its own
+    [queues.sales]     # per-queue overrides; keys left out inherit from [queue_defaults]
+
+Precedence: environment variable > file > built-in default. An environment variable that is set
+but empty (``CALLPULSE_WEB_PORT=``, common with compose files) counts as unset.
+
+Only the standard library is used, so the configuration can be checked without Kafka or Faust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "ENV_OVERRIDES",
+    "FORMULAS",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
+    "Config",
+    "ConfigError",
+    "KafkaConfig",
+    "QueueConfig",
+    "StreamConfig",
+    "load_config",
+]
+
+#: Service-level formulas; notation A answered, Ab abandoned, F flowed out, T threshold,
+#: S short-abandon time. See shared/docs/kpi-reference.md.
+FORMULAS = ("SL-A", "SL-B", "SL-C", "SL-D", "SL-E", "SL-F", "SL-G")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: Service-level target used for every threshold whose target is not configured.
+DEFAULT_TARGET = 0.8
+#: Name of ``Config.queue_defaults``; not allowed as a queue id in ``[queues]``.
+DEFAULTS_NAME = "*"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration. The message starts with the key path (or environment variable,
+    or file path) it is about: ``"<key>: <problem>"``; ``key`` holds that path."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers for messages
+# --------------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _fail(where: str, problem: str) -> NoReturn:
+    raise ConfigError(f"{where}: {problem}", key=where)
+
+
+def _key(name: str) -> str:
+    """A table key as it would be written in TOML: bare if possible, else quoted."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def _queue_path(name: str) -> str:
+    return "queue_defaults" if name == DEFAULTS_NAME else f"queues.{_key(name)}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, for 'got ...' in messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, Mapping)):
+        return "a table"
+    if isinstance(value, (datetime.time, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _num_list(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(_num(v) for v in values) + "]"
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Validators: (value, where) -> normalized value, or ConfigError naming `where`
+# --------------------------------------------------------------------------------------------
+
+Check = Callable[[Any, str], Any]
+
+
+def _number(value: Any, where: str, *, gt: float | None = None, ge: float | None = None) -> float:
+    # bool is a subclass of int: `true` must not silently become 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(where, f"must be a number, got {_show(value)}")
+    if not math.isfinite(value):
+        _fail(where, f"must be a finite number, got {_show(value)}")
+    if gt is not None and not value > gt:
+        _fail(where, f"must be > {_num(gt)}, got {_show(value)}")
+    if ge is not None and not value >= ge:
+        _fail(where, f"must be >= {_num(ge)}, got {_show(value)}")
+    return float(value)
+
+
+def _positive(value: Any, where: str) -> float:
+    return _number(value, where, gt=0)
+
+
+def _non_negative(value: Any, where: str) -> float:
+    return _number(value, where, ge=0)
+
+
+def _integer(lo: int, hi: int | None = None) -> Check:
+    wanted = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def check(value: Any, where: str) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < lo
+            or (hi is not None and value > hi)
+        ):
+            _fail(where, f"must be {wanted}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        _fail(where, f"must be a string, got {_show(value)}")
+    if not value.strip():
+        _fail(where, "must not be empty")
+    return value
+
+
+def _optional_string(value: Any, where: str) -> str | None:
+    """Unset (None) or a string; an empty string also means unset."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        _fail(where, f"must be a string, got {_show(value)}")
+    return value if value.strip() else None
+
+
+def _secret(value: Any, where: str) -> str | None:
+    """Like _optional_string, but never echoes the value."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        _fail(where, f"must be a string, got a {type(value).__name__} (value not shown)")
+    return value if value else None
+
+
+def _choice(choices: tuple[str, ...], what: str, *, optional: bool = False) -> Check:
+    def check(value: Any, where: str) -> str | None:
+        if optional and (value is None or (isinstance(value, str) and not value.strip())):
+            return None
+        if not isinstance(value, str):
+            _fail(where, f"must be a string, got {_show(value)}")
+        normalized = value.strip().upper()
+        if normalized not in choices:
+            hint = _did_you_mean(normalized, choices)
+            _fail(where, f"unknown {what} {value!r}{hint}; expected one of {', '.join(choices)}")
+        return normalized
+
+    return check
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _topic(value: Any, where: str) -> str:
+    value = _string(value, where)
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        _fail(
+            where,
+            f"must be a Kafka topic name (1-249 characters from A-Z a-z 0-9 . _ -), got {value!r}",
+        )
+    return value
+
+
+def _bootstrap_servers(value: Any, where: str) -> str:
+    value = _string(value, where)
+    servers = [part.strip() for part in value.split(",")]
+    for server in servers:
+        if not server:
+            _fail(where, f"must be a comma-separated list of host:port, got {value!r}")
+        host, sep, port = server.rpartition(":")
+        if sep and (not host or not port.isdigit() or not 1 <= int(port) <= 65535):
+            _fail(where, f"{server!r} is not host:port with a port 1..65535")
+    return ",".join(servers)
+
+
+def _timezone(value: Any, where: str) -> str:
+    value = _string(value, where)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        known = available_timezones()
+        by_lower = {name.lower(): name for name in known}
+        if value.lower() in by_lower:
+            hint = f" (did you mean {by_lower[value.lower()]}?)"
+        else:
+            match = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
+            hint = f" (did you mean {by_lower[match[0]]}?)" if match else ""
+        _fail(where, f"unknown time zone {value!r}{hint}; use an IANA name like Europe/Moscow")
+    return value
+
+
+_HH_MM = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def _time_of_day(value: Any, where: str) -> datetime.time:
+    if isinstance(value, datetime.time) and value.tzinfo is None:
+        return value  # TOML local time (06:00:00) or a time given in code
+    if isinstance(value, str):
+        match = _HH_MM.fullmatch(value.strip())
+        if match and int(match[1]) < 24 and int(match[2]) < 60:
+            return datetime.time(int(match[1]), int(match[2]))
+    _fail(where, f'must be a time of day "HH:MM" (00:00 to 23:59), got {_show(value)}')
+
+
+def _label(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        _fail(where, f"must be a string, got {_show(value)}")
+    return value
+
+
+def _thresholds(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        _fail(where, f"must be a list of seconds like [10, 20], got {_show(value)}")
+    if not value:
+        _fail(where, "must list at least one threshold")
+    result: list[float] = []
+    for i, item in enumerate(value):
+        seconds = _number(item, f"{where}[{i}]", gt=0)
+        if result and seconds == result[-1]:
+            _fail(f"{where}[{i}]", f"duplicate threshold {_num(seconds)}")
+        if result and seconds < result[-1]:
+            _fail(
+                f"{where}[{i}]",
+                f"thresholds must be ascending, got {_num(seconds)} after {_num(result[-1])}",
+            )
+        result.append(seconds)
+    return tuple(result)
+
+
+def _target(value: Any, where: str) -> float:
+    ratio = _number(value, where)
+    if not 0 < ratio <= 1:
+        hint = f" (for {_num(ratio)} % write {_num(ratio / 100)})" if 1 < ratio <= 100 else ""
+        _fail(where, f"must be a ratio in (0, 1], got {_show(value)}{hint}")
+    return ratio
+
+
+def _targets(
+    value: Any, where: str, thresholds: tuple[float, ...], thresholds_where: str
+) -> tuple[float, ...]:
+    """A number (same target for every threshold), a list (one per threshold) or a table
+    {"10" = 0.7, "20" = 0.8} keyed by threshold; an empty list/tuple means DEFAULT_TARGET each."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (_target(value, where),) * len(thresholds)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return (DEFAULT_TARGET,) * len(thresholds)
+        if len(value) != len(thresholds):
+            _fail(
+                where,
+                f"must have one target per threshold: {thresholds_where} has {len(thresholds)} "
+                f"{_num_list(thresholds)}, got {len(value)} targets {_show(value)}",
+            )
+        return tuple(_target(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, Mapping):
+        by_threshold: dict[float, float] = {}
+        for raw_key, item in value.items():
+            key_where = f"{where}.{_key(str(raw_key))}"
+            try:
+                seconds = float(raw_key)
+            except (TypeError, ValueError):
+                _fail(key_where, 'keys must be thresholds in seconds, like "20" = 0.8')
+            if seconds not in thresholds:
+                _fail(
+                    key_where, f"no such threshold; {thresholds_where} is {_num_list(thresholds)}"
+                )
+            if seconds in by_threshold:
+                _fail(key_where, f"threshold {_num(seconds)} is given twice")
+            by_threshold[seconds] = _target(item, key_where)
+        missing = [t for t in thresholds if t not in by_threshold]
+        if missing:
+            _fail(
+                where,
+                f"no target for threshold {', '.join(_num(t) for t in missing)} "
+                f"(every threshold in {thresholds_where} {_num_list(thresholds)} needs one)",
+            )
+        return tuple(by_threshold[t] for t in thresholds)
+    _fail(
+        where,
+        'must be a ratio (0.8), a list ([0.7, 0.8]) or a table ({"10" = 0.7, "20" = 0.8}), '
+        f"got {_show(value)}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The configuration objects
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """How one queue is measured. Constructing one validates and normalizes it (lists become
+    tuples, ints become floats, "HH:MM" becomes a time)."""
+
+    name: str
+    """The queue id as it appears in events; ``"*"`` for ``Config.queue_defaults``."""
+    label: str = ""
+    """Display name, any language; empty means the queue id."""
+    thresholds_seconds: tuple[float, ...] = (10.0, 20.0)
+    """Service-level thresholds T in seconds: ascending, unique, > 0."""
+    targets: tuple[float, ...] = ()
+    """Target ratio in (0, 1] per threshold, same length. Empty (the default) means
+    DEFAULT_TARGET (0.8) for every threshold, so overriding only the thresholds works."""
+    formula: str = "SL-C"
+    """One of FORMULAS."""
+    short_abandon_seconds: float = 5.0
+    """S: callers who hang up within S seconds count as short abandons (>= 0)."""
+    timezone: str = "UTC"
+    """IANA time zone of the queue's business day."""
+    business_day_start: datetime.time = datetime.time(0, 0)
+    """Local time at which the queue's daily counters start over."""
+    orphan_after_seconds: float = 3600.0
+    """A call waiting longer than this (> 0) with no further event is reported as orphaned."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            _fail("queues", f"queue name must be a non-empty string, got {_show(self.name)}")
+        path = _queue_path(self.name)
+        set_ = object.__setattr__
+        label = _label(self.label, f"{path}.label")
+        set_(self, "label", label if label.strip() else self.name)
+        thresholds = _thresholds(self.thresholds_seconds, f"{path}.thresholds_seconds")
+        set_(self, "thresholds_seconds", thresholds)
+        set_(
+            self,
+            "targets",
+            _targets(self.targets, f"{path}.targets", thresholds, f"{path}.thresholds_seconds"),
+        )
+        for name, check in _QUEUE_SIMPLE_FIELDS.items():
+            if name != "label":
+                set_(self, name, check(getattr(self, name), f"{path}.{name}"))
+
+    def target_for(self, threshold: float) -> float:
+        """The target ratio for one of this queue's thresholds; KeyError for any other value."""
+        for seconds, target in zip(self.thresholds_seconds, self.targets):
+            if seconds == threshold or math.isclose(seconds, threshold, rel_tol=1e-9):
+                return target
+        raise KeyError(
+            f"queue {self.name!r} has no threshold {threshold!r}; "
+            f"its thresholds_seconds are {_num_list(self.thresholds_seconds)}"
+        )
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        """``ZoneInfo(self.timezone)`` (zoneinfo caches instances, so this is cheap)."""
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, repr=False)
+class KafkaConfig:
+    """Where the broker is and which topics callpulse uses."""
+
+    bootstrap_servers: str = "localhost:9092"
+    """Comma-separated host:port list of Kafka brokers."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; required with SASL_*."""
+    sasl_username: str | None = None
+    """Required with SASL_*."""
+    sasl_password: str | None = None
+    """Required with SASL_*; never shown by repr() or in error messages."""
+    ssl_cafile: str | None = None
+    """CA bundle to verify the brokers (SSL / SASL_SSL); unset means the system CAs."""
+    ssl_certfile: str | None = None
+    """Client certificate for mutual TLS."""
+    ssl_keyfile: str | None = None
+    """Private key of ssl_certfile."""
+    topic_events: str = "callpulse-events"
+    """Input: canonical events, any key."""
+    topic_batches: str = "callpulse-queue-batches"
+    """Internal: validated events grouped per queue, keyed by queue."""
+    topic_dead_letter: str = "callpulse-dead-letter"
+    """Rejected events with the reason and the original bytes."""
+    partitions: int = 4
+    """Partition count of every topic callpulse creates (>= 1)."""
+    replication_factor: int = 1
+    """Replication factor of every topic callpulse creates (>= 1)."""
+
+    def __post_init__(self) -> None:
+        for name, check in _KAFKA_FIELDS.items():
+            object.__setattr__(self, name, check(getattr(self, name), f"kafka.{name}"))
+        if self.security_protocol.startswith("SASL_"):
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
+                if getattr(self, name) is None:
+                    _fail(
+                        f"kafka.{name}",
+                        f"required when kafka.security_protocol is {self.security_protocol!r} "
+                        f"(set it in [kafka] or with {_ENV_NAME[('kafka', name)]})",
+                    )
+        seen: dict[str, str] = {}
+        for name in ("topic_events", "topic_batches", "topic_dead_letter"):
+            topic = getattr(self, name)
+            if topic in seen:
+                _fail(f"kafka.{name}", f"must differ from kafka.{seen[topic]} (both are {topic!r})")
+            seen[topic] = name
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sasl_password" and value is not None:
+                parts.append("sasl_password='***'")
+            else:
+                parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the Faust worker runs."""
+
+    app_id: str = "callpulse"
+    """Faust app id, which is also the Kafka consumer group."""
+    web_host: str = "0.0.0.0"
+    """Address the worker's HTTP server binds to."""
+    web_port: int = 6066
+    """Port of the worker's HTTP server (1..65535)."""
+    lateness_seconds: float = 60.0
+    """Out-of-order tolerance: how late (event time) an event may arrive and still count (> 0)."""
+    max_future_seconds: float = 300.0
+    """Events dated further than this ahead of the wall clock are rejected (> 0)."""
+    batch_max_events: int = 1000
+    """Largest batch of events processed at once (>= 1)."""
+    batch_max_seconds: float = 0.05
+    """Longest wait to fill a batch (> 0)."""
+    snapshot_interval_seconds: float = 30.0
+    """How often the live state is snapshotted (> 0)."""
+    data_dir: str = "var/callpulse"
+    """Directory for local state; relative paths are relative to the working directory."""
+
+    def __post_init__(self) -> None:
+        for name, check in _STREAM_FIELDS.items():
+            object.__setattr__(self, name, check(getattr(self, name), f"stream.{name}"))
+
+
+class _ReadOnlyDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses changes: Config.queues. Unlike MappingProxyType it survives
+    pickle, copy.deepcopy and dataclasses.asdict."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("Config.queues is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``Config()`` is the built-in default."""
+
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    queue_defaults: QueueConfig = field(default_factory=lambda: QueueConfig(name=DEFAULTS_NAME))
+    queues: Mapping[str, QueueConfig] = field(default_factory=dict)
+    """Explicitly configured queues by id, in file order (a read-only dict)."""
+
+    def __post_init__(self) -> None:
+        if self.queue_defaults.name != DEFAULTS_NAME:
+            _fail(
+                "queue_defaults",
+                f"name must be {DEFAULTS_NAME!r}, got {self.queue_defaults.name!r}",
+            )
+        for name, queue in self.queues.items():
+            if queue.name != name:
+                _fail(_queue_path(name), f"QueueConfig.name is {queue.name!r}, expected {name!r}")
+        object.__setattr__(self, "queues", _ReadOnlyDict(self.queues))
+        # Not a dataclass field: stays out of repr, ==, asdict() and replace().
+        object.__setattr__(self, "_queue_cache", {})
+
+    def queue(self, name: str) -> QueueConfig:
+        """The configured queue, or queue_defaults with name and label set to ``name``.
+        Results are cached, so calling this per event is cheap (one dict lookup)."""
+        cache: dict[str, QueueConfig] = self._queue_cache  # type: ignore[attr-defined]
+        try:
+            return cache[name]
+        except KeyError:
+            pass
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = dataclasses.replace(self.queue_defaults, name=name, label=name)
+        cache[name] = queue
+        return queue
+
+    def all_thresholds(self) -> tuple[float, ...]:
+        """Sorted union of every threshold of queue_defaults and the configured queues, plus their
+        non-zero short_abandon_seconds: the histogram bucket boundaries that make every
+        service-level fraction exact."""
+        values: set[float] = set()
+        for queue in (self.queue_defaults, *self.queues.values()):
+            values.update(queue.thresholds_seconds)
+            if queue.short_abandon_seconds > 0:
+                values.add(queue.short_abandon_seconds)
+        return tuple(sorted(values))
+
+
+# --------------------------------------------------------------------------------------------
+# Field tables: validator per key, and the environment variables
+# --------------------------------------------------------------------------------------------
+
+# kind decides how an environment string is parsed before the validator runs.
+_INT, _FLOAT, _STR, _SECRET = "int", "float", "str", "secret"
+
+_KAFKA_SPEC: dict[str, tuple[str, Check]] = {
+    "bootstrap_servers": (_STR, _bootstrap_servers),
+    "security_protocol": (_STR, _choice(SECURITY_PROTOCOLS, "security protocol")),
+    "sasl_mechanism": (_STR, _choice(SASL_MECHANISMS, "SASL mechanism", optional=True)),
+    "sasl_username": (_STR, _optional_string),
+    "sasl_password": (_SECRET, _secret),
+    "ssl_cafile": (_STR, _optional_string),
+    "ssl_certfile": (_STR, _optional_string),
+    "ssl_keyfile": (_STR, _optional_string),
+    "topic_events": (_STR, _topic),
+    "topic_batches": (_STR, _topic),
+    "topic_dead_letter": (_STR, _topic),
+    "partitions": (_INT, _integer(1)),
+    "replication_factor": (_INT, _integer(1)),
+}
+_STREAM_SPEC: dict[str, tuple[str, Check]] = {
+    "app_id": (_STR, _string),
+    "web_host": (_STR, _string),
+    "web_port": (_INT, _integer(1, 65535)),
+    "lateness_seconds": (_FLOAT, _positive),
+    "max_future_seconds": (_FLOAT, _positive),
+    "batch_max_events": (_INT, _integer(1)),
+    "batch_max_seconds": (_FLOAT, _positive),
+    "snapshot_interval_seconds": (_FLOAT, _positive),
+    "data_dir": (_STR, _string),
+}
+_KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
+_STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
+# thresholds_seconds and targets depend on each other and are handled separately.
+_QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
+    "label": _label,
+    "formula": _choice(FORMULAS, "formula"),
+    "short_abandon_seconds": _non_negative,
+    "timezone": _timezone,
+    "business_day_start": _time_of_day,
+    "orphan_after_seconds": _positive,
+}
+_QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
+
+#: Environment variable -> "section.key" it overrides.
+ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
+    {
+        "CALLPULSE_KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
+        "CALLPULSE_KAFKA_SECURITY_PROTOCOL": "kafka.security_protocol",
+        "CALLPULSE_KAFKA_SASL_MECHANISM": "kafka.sasl_mechanism",
+        "CALLPULSE_KAFKA_SASL_USERNAME": "kafka.sasl_username",
+        "CALLPULSE_KAFKA_SASL_PASSWORD": "kafka.sasl_password",
+        "CALLPULSE_KAFKA_SSL_CAFILE": "kafka.ssl_cafile",
+        "CALLPULSE_KAFKA_SSL_CERTFILE": "kafka.ssl_certfile",
+        "CALLPULSE_KAFKA_SSL_KEYFILE": "kafka.ssl_keyfile",
+        "CALLPULSE_TOPIC_EVENTS": "kafka.topic_events",
+        "CALLPULSE_TOPIC_BATCHES": "kafka.topic_batches",
+        "CALLPULSE_TOPIC_DEAD_LETTER": "kafka.topic_dead_letter",
+        "CALLPULSE_PARTITIONS": "kafka.partitions",
+        "CALLPULSE_REPLICATION_FACTOR": "kafka.replication_factor",
+        "CALLPULSE_APP_ID": "stream.app_id",
+        "CALLPULSE_WEB_HOST": "stream.web_host",
+        "CALLPULSE_WEB_PORT": "stream.web_port",
+        "CALLPULSE_LATENESS_SECONDS": "stream.lateness_seconds",
+        "CALLPULSE_DATA_DIR": "stream.data_dir",
+    }
+)
+_ENV_NAME = {tuple(path.split(".")): env for env, path in ENV_OVERRIDES.items()}
+CONFIG_ENV = "CALLPULSE_CONFIG"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+_SECTIONS = ("kafka", "stream", "queue_defaults", "queues")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (or ``$CALLPULSE_CONFIG`` when path is None; no file at all gives the
+    built-in defaults), apply ``CALLPULSE_*`` overrides from ``env`` (default ``os.environ``)
+    and validate everything. Raises ConfigError naming the offending key."""
+    env = os.environ if env is None else env
+    where = None
+    if path is None:
+        from_env = _env_value(env, CONFIG_ENV)
+        if from_env is not None:
+            path, where = from_env, CONFIG_ENV
+    data = {} if path is None else _read_toml(path, where)
+    return _build(data, env)
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return None if raw is None or not raw.strip() else raw
+
+
+def _read_toml(path: str | os.PathLike[str], where: str | None) -> dict[str, Any]:
+    path = os.path.expanduser(os.fspath(path))
+    label = where or path
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        _fail(label, f"config file not found: {path}")
+    except IsADirectoryError:
+        _fail(label, f"config file path is a directory: {path}")
+    except OSError as exc:
+        _fail(label, f"cannot read config file {path}: {exc.strerror or exc}")
+    try:
+        text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors add
+    except UnicodeDecodeError as exc:
+        _fail(path, f"config file is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        _fail(path, f"TOML syntax error: {exc}")
+
+
+def _check_keys(section: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+    for key in section:
+        if key not in allowed:
+            hint = _did_you_mean(key, allowed) or f"; expected one of: {', '.join(allowed)}"
+            _fail(f"{where}.{_key(key)}", f"unknown key{hint}")
+
+
+def _table(value: Any, where: str, how: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        _fail(where, f"must be a table ({how}), got {_show(value)}")
+    return value
+
+
+def _section_values(
+    data: Mapping[str, Any],
+    section: str,
+    spec: dict[str, tuple[str, Check]],
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    table = _table(data.get(section, {}), section, f"[{section}]")
+    _check_keys(table, section, tuple(spec))
+    values = {key: spec[key][1](value, f"{section}.{key}") for key, value in table.items()}
+    for key, (kind, check) in spec.items():
+        env_name = _ENV_NAME.get((section, key))
+        raw = _env_value(env, env_name) if env_name else None
+        if raw is not None:
+            values[key] = check(_parse_env(raw, kind), env_name)
+    return values
+
+
+def _parse_env(raw: str, kind: str) -> Any:
+    """Turn an environment string into the type the validator expects; on failure return the
+    string itself so the validator reports it ("must be an integer ..., got 'abc'")."""
+    if kind == _SECRET:
+        return raw
+    text = raw.strip()
+    try:
+        if kind == _INT:
+            return int(text)
+        if kind == _FLOAT:
+            return float(text)
+    except ValueError:
+        pass
+    return text
+
+
+def _queue_from_table(
+    table: Mapping[str, Any], name: str, base: QueueConfig
+) -> QueueConfig:
+    where = _queue_path(name)
+    is_defaults = name == DEFAULTS_NAME
+    for key in table:
+        if key == "name":
+            _fail(f"{where}.name", "not a key: the queue id is the table name, [queues.ID]")
+        if key == "label" and is_defaults:
+            _fail(
+                f"{where}.label",
+                "labels are per queue (set queues.ID.label); a queue without one shows its id",
+            )
+    _check_keys(table, where, _QUEUE_KEYS[1:] if is_defaults else _QUEUE_KEYS)
+
+    values = {
+        key: check(table[key], f"{where}.{key}")
+        for key, check in _QUEUE_SIMPLE_FIELDS.items()
+        if key in table
+    }
+    if "thresholds_seconds" in table:
+        thresholds_where = f"{where}.thresholds_seconds"
+        thresholds = _thresholds(table["thresholds_seconds"], thresholds_where)
+    else:
+        thresholds_where = "queue_defaults.thresholds_seconds"
+        thresholds = base.thresholds_seconds
+    if "targets" in table:
+        targets = _targets(table["targets"], f"{where}.targets", thresholds, thresholds_where)
+    elif "thresholds_seconds" in table:
+        targets = (DEFAULT_TARGET,) * len(thresholds)
+    else:
+        targets = base.targets
+    return dataclasses.replace(
+        base,
+        name=name,
+        label=values.pop("label", ""),
+        thresholds_seconds=thresholds,
+        targets=targets,
+        **values,
+    )
+
+
+def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            hint = _did_you_mean(section, _SECTIONS) or f"; expected one of: {', '.join(_SECTIONS)}"
+            _fail(_key(section), f"unknown section{hint}")
+        _table(value, section, f"[{section}]")
+
+    kafka = KafkaConfig(**_section_values(data, "kafka", _KAFKA_SPEC, env))
+    stream = StreamConfig(**_section_values(data, "stream", _STREAM_SPEC, env))
+    defaults = _queue_from_table(
+        data.get("queue_defaults", {}), DEFAULTS_NAME, QueueConfig(name=DEFAULTS_NAME)
+    )
+
+    queues: dict[str, QueueConfig] = {}
+    for name, table in data.get("queues", {}).items():
+        where = f"queues.{_key(name)}"
+        if not name.strip():
+            _fail(where, "a queue id must not be empty")
+        if name == DEFAULTS_NAME:
+            _fail(where, f"{DEFAULTS_NAME!r} is reserved; use [queue_defaults]")
+        if not isinstance(table, Mapping):
+            hint = " (did you mean [queue_defaults]?)" if name in _QUEUE_KEYS else ""
+            _fail(
+                where,
+                f"must be a table [queues.ID] of per-queue settings, got {_show(table)}{hint}",
+            )
+        queues[name] = _queue_from_table(table, name, defaults)
+
+    return Config(kafka=kafka, stream=stream, queue_defaults=defaults, queues=queues)

@@ -1,0 +1,194 @@
+"""Prometheus exporter: a custom collector that builds fresh metric families at every scrape.
+
+Only the queues this worker owns right now are exported, so when a partition moves to another
+worker its queues disappear here and appear there. HELP texts state each definition.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from . import events as ev
+from .kpi import FORMULA_TEXT
+from .model import FLOW_OUT_REASONS, WINDOW_NAMES, Histogram, threshold_key
+
+NS = "callcenter"
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+WINDOW_RULE = (
+    "Window by event time at one-second resolution (5m = current second and the 299 before; today = "
+    "since the queue's business-day start in its time zone). Offered counts at queue entry; answered, "
+    "abandoned and flowed-out count when the wait ended; handled when the conversation ended."
+)
+WAIT_RULE = "Wait = time of the ending event minus time of call.offered, by event time."
+
+
+class PipelineHealth:
+    """Per-worker counters of the pipeline itself (they restart at zero with the process)."""
+
+    def __init__(self, event_types: Iterable[str]):
+        self.events = {t: 0 for t in sorted(event_types)}
+        self.rejected = {r: 0 for r in ev.REJECT_REASONS}
+        self.duplicates = 0
+        self.late = 0
+        self.lag = Histogram(LAG_BUCKETS)
+
+    def count_routed(self, routed: ev.Routed) -> None:
+        for kind, n in routed.types.items():
+            self.events[kind] = self.events.get(kind, 0) + n
+        self.count_rejected(routed.rejected)
+
+    def count_rejected(self, rejected: Iterable[ev.Rejected]) -> None:
+        for r in rejected:
+            self.rejected[r.reason] = self.rejected.get(r.reason, 0) + 1
+
+    def count_batch(self, result) -> None:
+        self.duplicates += result.outcomes.get("duplicate", 0)
+        self.late += result.outcomes.get("late", 0)
+        for lag in result.lags:
+            self.lag.observe(max(0.0, lag))
+        self.count_rejected(result.rejected)
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{NS}_{name}", doc, labels=labels)
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    # prometheus_client appends _total to counter families itself.
+    return CounterMetricFamily(f"{NS}_{name}", doc, labels=labels)
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
+    buckets = [("+Inf" if math.isinf(b) else format(b, "g"), n) for b, n in hist.cumulative()]
+    family.add_metric(labels, buckets, hist.sum)
+
+
+class QueueCollector(Collector):
+    def __init__(self, states, health: PipelineHealth):
+        self.states = states
+        self.health = health
+
+    def collect(self):
+        _, views = self.states.read_all()
+        yield from self._live(views)
+        yield from self._totals(views)
+        yield from self._windows(views)
+        yield from self._config(views)
+        yield from self._pipeline(views)
+
+    def _live(self, views: dict):
+        waiting = _gauge("calls_waiting", "Calls in the queue now (offered, wait not ended), excluding orphaned calls.", ["queue"])
+        oldest = _gauge("oldest_call_wait_seconds", "Wait so far of the longest-waiting call in the queue now (0 when none waits). " + WAIT_RULE + " The running wait uses the worker's stream clock.", ["queue"])
+        over = _gauge("calls_waiting_over_threshold", "Calls waiting now whose wait already exceeds the threshold: service-level misses in the making.", ["queue", "threshold"])
+        agents = _gauge("agents", "Agents serving the queue (a member of it) by state: available, on_call, wrap_up, not_ready (includes logged in but not yet ready). An agent in several queues counts in each.", ["queue", "state"])
+        orphaned = _gauge("calls_orphaned", "Calls whose wait exceeds the queue's orphan_after_seconds: their ending event was probably lost. Not counted in calls_waiting.", ["queue"])
+        for queue, v in views.items():
+            live = v["live"]
+            waiting.add_metric([queue], live["calls_waiting"])
+            oldest.add_metric([queue], live["oldest_call_wait_seconds"])
+            for t, n in live["calls_waiting_over_threshold"].items():
+                over.add_metric([queue, t], n)
+            for state, n in live["agents"].items():
+                agents.add_metric([queue, state], n)
+            orphaned.add_metric([queue], live["calls_orphaned"])
+        yield from (waiting, oldest, over, agents, orphaned)
+
+    def _totals(self, views: dict):
+        simple = {
+            "offered": _counter("calls_offered", "Calls that entered the queue (call.offered), counted at entry.", ["queue"]),
+            "answered": _counter("calls_answered", "Calls answered by an agent (call.answered), counted when answered.", ["queue"]),
+            "abandoned": _counter("calls_abandoned", "Calls whose caller hung up while waiting (call.abandoned), counted when abandoned.", ["queue"]),
+            "short_abandoned": _counter("calls_short_abandoned", "Abandoned calls whose wait was at most the queue's short-abandon time (default 5 s).", ["queue"]),
+            "handled": _counter("calls_handled", "Answered calls whose conversation ended (call.ended or call.transferred).", ["queue"]),
+        }
+        flowed = _counter("calls_flowed_out", "Calls that left the queue other than answered or abandoned (call.flowed_out), by reason.", ["queue", "reason"])
+        answered_within = _counter("calls_answered_within_threshold", "Answered calls whose wait was at most the threshold (wait <= T). " + WAIT_RULE, ["queue", "threshold"])
+        abandoned_within = _counter("calls_abandoned_within_threshold", "Abandoned calls whose wait was at most the threshold (wait <= T). " + WAIT_RULE, ["queue", "threshold"])
+        handle = _counter("handle_seconds", "Seconds of handled calls by phase: talk (answer to end, minus hold), hold (hold_started to hold_ended), wrapup (call end to wrapup_ended, counted when wrap-up ends).", ["queue", "phase"])
+        answer_hist = HistogramMetricFamily(f"{NS}_answer_wait_seconds", "Wait of answered calls (speed of answer). Bucket bounds include every service-level threshold, so le=T gives A<=T exactly. " + WAIT_RULE, labels=["queue"])
+        abandon_hist = HistogramMetricFamily(f"{NS}_abandon_wait_seconds", "Wait of abandoned calls before the caller hung up. Bucket bounds include every threshold and the short-abandon time. " + WAIT_RULE, labels=["queue"])
+        for queue, v in views.items():
+            totals = v["totals"]
+            for name, family in simple.items():
+                family.add_metric([queue], totals[name])
+            for reason in FLOW_OUT_REASONS:
+                flowed.add_metric([queue, reason], totals[f"flowed_out:{reason}"])
+            for t in v["thresholds"]:
+                key = threshold_key(t)
+                answered_within.add_metric([queue, key], totals[f"answered_within:{key}"])
+                abandoned_within.add_metric([queue, key], totals[f"abandoned_within:{key}"])
+            for phase in ("talk", "hold", "wrapup"):
+                handle.add_metric([queue, phase], totals[f"{phase}_seconds"])
+            _histogram(answer_hist, [queue], v["answer_wait_histogram"])
+            _histogram(abandon_hist, [queue], v["abandon_wait_histogram"])
+        yield from simple.values()
+        yield from (flowed, answered_within, abandoned_within, handle, answer_hist, abandon_hist)
+
+    def _windows(self, views: dict):
+        calls = _gauge("window_calls", "Calls in a rolling window by outcome (offered, answered, abandoned, short_abandoned, flowed_out, handled). " + WINDOW_RULE, ["queue", "window", "outcome"])
+        within = _gauge("window_calls_within_threshold", "Answered or abandoned calls in the window whose wait was at most the threshold; with window_calls any of the seven service-level formulas can be computed. " + WINDOW_RULE, ["queue", "window", "threshold", "outcome"])
+        sl = _gauge("service_level_ratio", "Service level in the window by the queue's formula (see callcenter_queue_info{formula}): " + "; ".join(f"{k} = {v}" for k, v in FORMULA_TEXT.items()) + ". Absent when the denominator is 0. " + WINDOW_RULE, ["queue", "window", "threshold"])
+        derived = {
+            "answer_rate": _gauge("answer_rate_ratio", "answered / offered in the window (offered counted at entry, answered at answer, so a short window can briefly exceed 1). " + WINDOW_RULE, ["queue", "window"]),
+            "abandon_rate": _gauge("abandon_rate_ratio", "abandoned / offered in the window (offered counted at entry, abandoned when the caller hung up). " + WINDOW_RULE, ["queue", "window"]),
+            "average_answer_wait_seconds": _gauge("average_answer_wait_seconds", "Average speed of answer: sum of waits of answered calls / answered calls, in the window. " + WINDOW_RULE, ["queue", "window"]),
+            "average_abandon_wait_seconds": _gauge("average_abandon_wait_seconds", "Sum of waits of abandoned calls / abandoned calls, in the window. " + WINDOW_RULE, ["queue", "window"]),
+            "average_handle_seconds": _gauge("average_handle_seconds", "Average handle time: (talk + hold + wrap-up seconds) / handled calls, in the window. " + WINDOW_RULE, ["queue", "window"]),
+            "occupancy": _gauge("occupancy_ratio", "Occupancy of the queue's agents: seconds on_call or wrap_up / seconds available, on_call or wrap_up, in the window (not_ready excluded).", ["queue", "window"]),
+        }
+        for queue, v in views.items():
+            for window in WINDOW_NAMES:
+                w = v["windows"][window]
+                for outcome in ("offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled"):
+                    calls.add_metric([queue, window, outcome], w[outcome])
+                for t, n in w["answered_within"].items():
+                    within.add_metric([queue, window, t, "answered"], n)
+                for t, n in w["abandoned_within"].items():
+                    within.add_metric([queue, window, t, "abandoned"], n)
+                for t, value in w["service_level"].items():
+                    if value is not None:
+                        sl.add_metric([queue, window, t], value)
+                for name, family in derived.items():
+                    if w[name] is not None:
+                        family.add_metric([queue, window], w[name])
+        yield from (calls, within, sl)
+        yield from derived.values()
+
+    def _config(self, views: dict):
+        target = _gauge("service_level_target_ratio", "Configured service-level target per threshold (from the queue's config).", ["queue", "threshold"])
+        info = _gauge("queue_info", "Always 1; labels carry the queue's display label, service-level formula and IANA time zone from the config.", ["queue", "label", "formula", "timezone"])
+        short = _gauge("short_abandon_threshold_seconds", "Configured short-abandon time: abandons with a wait at most this long are short abandons.", ["queue"])
+        for queue, v in views.items():
+            for t, value in v["targets"].items():
+                target.add_metric([queue, t], value)
+            info.add_metric([queue, v["label"], v["formula"], v["timezone"]], 1)
+            short.add_metric([queue], v["short_abandon_seconds"])
+        yield from (target, info, short)
+
+    def _pipeline(self, views: dict):
+        h = self.health
+        events = _counter("events", "Valid events received by this worker's first stage, by type (an agent event counts once however many queues it concerns).", ["type"])
+        for kind, n in h.events.items():
+            events.add_metric([kind], n)
+        rejected = _counter("events_rejected", "Events sent to the dead-letter topic with the original bytes, by reason: malformed_json, not_an_object, unknown_type, schema_violation, future_time, too_late (older than the queue's newest event minus the lateness), unmatched_outcome (no call.offered within the lateness).", ["reason"])
+        for reason, n in h.rejected.items():
+            rejected.add_metric([reason], n)
+        duplicates = _counter("events_duplicate", "Events ignored because their event_id was already applied to the queue (counted per queue the event concerns).", [])
+        duplicates.add_metric([], h.duplicates)
+        late = _counter("events_late", "Events applied although older than the queue's newest event (out of order, within the lateness).", [])
+        late.add_metric([], h.late)
+        last = _gauge("last_event_timestamp_seconds", "Event time (Unix seconds) of the newest event applied to the queue.", ["queue"])
+        for queue, v in views.items():
+            if v["last_event_time"] is not None:
+                last.add_metric([queue], v["last_event_time"])
+        lag = HistogramMetricFamily(f"{NS}_event_lag_seconds", "Processing delay: wall clock when the second stage applied an event minus the event's time.", labels=[])
+        _histogram(lag, [], h.lag)
+        yield from (events, rejected, duplicates, late, last, lag)

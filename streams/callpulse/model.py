@@ -1,0 +1,545 @@
+"""Per-queue state: a deterministic fold over the queue's validated events, read against a clock.
+
+`QueueModel.apply()` is the only way state changes, and it depends on nothing but the events
+(never on the wall clock), so replaying the same events rebuilds the same state: this is how a
+worker recovers a queue from its changelog. Reading (`QueueModel.read(now)`) is where the clock
+comes in: live waits, open agent states and the rolling windows are evaluated at `now`.
+
+Attribution (what the README documents):
+- `offered` counts at the time the call entered the queue;
+- answered / abandoned / flowed-out count at the time the wait ended, with the wait in seconds;
+- a handled call counts when the conversation ended (`call.ended` or `call.transferred`), with its
+  talk and hold seconds; wrap-up seconds count when wrap-up ended;
+- agent seconds (occupancy) count in the seconds the agent spent in the state.
+Rolling windows have one-second resolution: the 5m window at clock `now` holds the events whose
+time falls in the current second or the 299 before it. `today` holds the events since the start of
+the queue's business day in the queue's own time zone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from datetime import date, datetime, time, timedelta
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from . import kpi
+
+WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
+WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
+LONGEST_WINDOW = WINDOWS[-1][1]
+FLOW_OUT_REASONS = ("timeout", "exit_key", "overflow", "callback", "transfer", "queue_full", "no_agents", "other")
+AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
+BUSY_STATES = frozenset(("on_call", "wrap_up"))
+STAFFED_STATES = frozenset(("available", "on_call", "wrap_up"))
+
+# Outcome of applying one event.
+APPLIED, LATE, DUPLICATE, TOO_LATE = "applied", "late", "duplicate", "too_late"
+
+# How long live entries whose closing event never came are kept (seconds of event time).
+FORGET_ORPHANED_CALL_AFTER = 24 * 3600.0
+FORGET_UNENDED_CONVERSATION_AFTER = 12 * 3600.0
+FORGET_WRAPUP_AFTER = 3600.0
+
+
+def threshold_key(threshold: float) -> str:
+    """The label value of a threshold: 10.0 -> "10", 7.5 -> "7.5"."""
+    return format(threshold, "g")
+
+
+def field_layout(thresholds: Iterable[float]) -> list[str]:
+    """Names of the counters kept per second, per day and in total, for one queue."""
+    fields = [
+        "offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled",
+        "answer_wait_seconds", "abandon_wait_seconds",
+        "talk_seconds", "hold_seconds", "wrapup_seconds",
+        "agent_busy_seconds", "agent_staffed_seconds",
+    ]
+    fields += [f"flowed_out:{reason}" for reason in FLOW_OUT_REASONS]
+    for t in thresholds:
+        fields += [f"answered_within:{threshold_key(t)}", f"abandoned_within:{threshold_key(t)}"]
+    return fields
+
+
+class BusinessDay:
+    """Maps an instant to the queue's business date (time zone and day start are per queue)."""
+
+    def __init__(self, timezone: str, day_start: time):
+        self.zone = ZoneInfo(timezone)
+        self.day_start = day_start
+        self._cached = (0.0, 0.0, "")  # [start, end) of the last business day looked up, its date
+
+    def _start_of(self, day: date) -> float:
+        return datetime.combine(day, self.day_start, tzinfo=self.zone).timestamp()
+
+    def bounds(self, t: float) -> tuple[float, float, str]:
+        """(start, end, ISO date) of the business day containing instant t (epoch seconds)."""
+        start, end, iso = self._cached
+        if start <= t < end:
+            return self._cached
+        day = datetime.fromtimestamp(t, self.zone).date()
+        start = self._start_of(day)
+        if t < start:
+            day -= timedelta(days=1)
+            start = self._start_of(day)
+        end = self._start_of(day + timedelta(days=1))
+        if t >= end:  # day start later than local midnight can leave t in the next day
+            day += timedelta(days=1)
+            start, end = end, self._start_of(day + timedelta(days=1))
+        self._cached = (start, end, day.isoformat())
+        return self._cached
+
+
+class Histogram:
+    """Cumulative histogram of waits; bucket bounds include every service-level threshold."""
+
+    def __init__(self, bounds: Iterable[float]):
+        self.bounds = sorted(set(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)  # last slot is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le semantics: value <= bound
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        out, running = [], 0
+        for bound, count in zip(self.bounds + [math.inf], self.counts):
+            running += count
+            out.append((bound, running))
+        return out
+
+    def to_state(self) -> dict:
+        return {"bounds": self.bounds, "counts": self.counts, "sum": self.sum}
+
+    def load_state(self, state: dict) -> None:
+        # Bounds may have changed with the config: re-bucket the old counts at their upper bounds.
+        for bound, count in zip(state["bounds"] + [math.inf], state["counts"]):
+            self.counts[bisect.bisect_left(self.bounds, bound)] += count
+        self.sum += state["sum"]
+
+
+class QueueModel:
+    """Live state, cumulative counters and rolling windows of one queue."""
+
+    def __init__(self, config: Any, lateness_seconds: float, histogram_bounds: Iterable[float]):
+        self.config = config
+        self.name: str = config.name
+        self.lateness = lateness_seconds
+        self.thresholds: tuple[float, ...] = tuple(config.thresholds_seconds)
+        self.fields = field_layout(self.thresholds)
+        self.index = {name: i for i, name in enumerate(self.fields)}
+        self.business_day = BusinessDay(config.timezone, config.business_day_start)
+        size = len(self.fields)
+        self.totals = [0.0] * size
+        self.days: dict[str, list[float]] = {}
+        self.buckets: dict[int, list[float]] = {}  # second -> counters of events in that second
+        self.window_sums = [[0.0] * size for _ in WINDOWS]
+        self.window_low: list[int] | None = None  # first second inside each window; None: recompute
+        self.answer_waits = Histogram(histogram_bounds)
+        self.abandon_waits = Histogram(histogram_bounds)
+        self.waiting: dict[str, float] = {}  # call_id -> time it entered the queue
+        self.pending: dict[str, tuple[float, dict, bytes]] = {}  # wait outcome seen before its offer
+        self.talking: dict[str, list] = {}  # call_id -> [answered_at, hold_started_at | None, hold_seconds]
+        self.ended: dict[str, float] = {}  # call_id -> conversation end, until its wrap-up ends
+        self.agents: dict[str, tuple[str, float, str | None]] = {}  # agent_id -> (state, since, reason)
+        self.seen: dict[int, set[str]] = {}  # second -> event ids, kept while the second is within lateness
+        self.watermark = -math.inf  # newest event time applied
+        self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
+        self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
+        self._watermark_second = None
+        self._precompute_increments()
+
+    # ---- applying events -------------------------------------------------------------------
+
+    def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
+        """Fold one validated event (time t in epoch seconds) into the state; return its outcome."""
+        if t < self.watermark - self.lateness:
+            return TOO_LATE
+        second = math.floor(t)
+        ids = self.seen.get(second)
+        if ids is None:
+            ids = self.seen[second] = set()
+        event_id = event["event_id"]
+        if event_id in ids:
+            return DUPLICATE
+        ids.add(event_id)
+        handler = _HANDLERS.get(event["type"])
+        if handler is not None:
+            handler(self, event, t, raw)
+        if t > self.watermark:
+            self.watermark = t
+            if second != self._watermark_second:
+                self._watermark_second = second
+                self._expire()
+            return APPLIED
+        return LATE if t < self.watermark else APPLIED
+
+    def _precompute_increments(self) -> None:
+        ix = self.index
+        self._offered = [(ix["offered"], 1.0)]
+        self._flow = {r: [(ix["flowed_out"], 1.0), (ix[f"flowed_out:{r}"], 1.0)] for r in FLOW_OUT_REASONS}
+        self._answered_within = [ix[f"answered_within:{threshold_key(t)}"] for t in self.thresholds]
+        self._abandoned_within = [ix[f"abandoned_within:{threshold_key(t)}"] for t in self.thresholds]
+
+    def _count(self, t: float, increments: list[tuple[int, float]]) -> None:
+        """Add counters at instant t: to its second, its business day, the totals and open windows."""
+        second = math.floor(t)
+        bucket = self.buckets.get(second)
+        lows = self.window_low
+        if bucket is None and (lows is None or second >= lows[-1]):
+            bucket = self.buckets[second] = [0.0] * len(self.fields)
+        day = self._day_counters(t)
+        totals = self.totals
+        for i, amount in increments:
+            totals[i] += amount
+            day[i] += amount
+            if bucket is not None:
+                bucket[i] += amount
+        if lows is not None:
+            for low, sums in zip(lows, self.window_sums):
+                if second >= low:
+                    for i, amount in increments:
+                        sums[i] += amount
+
+    def _day_counters(self, t: float) -> list[float]:
+        iso = self.business_day.bounds(t)[2]
+        day = self.days.get(iso)
+        if day is None:
+            day = self.days[iso] = [0.0] * len(self.fields)
+            for old in sorted(self.days)[:-3]:  # keep the last three business days
+                del self.days[old]
+        return day
+
+    def _end_wait(self, kind: str, event: dict, t: float, entered: float) -> None:
+        wait = max(0.0, t - entered)  # clocks of two subsystems may disagree by a little
+        ix = self.index
+        if kind == "call.answered":
+            inc = [(ix["answered"], 1.0), (ix["answer_wait_seconds"], wait)]
+            inc += [(i, 1.0) for i, limit in zip(self._answered_within, self.thresholds) if wait <= limit]
+            self.answer_waits.observe(wait)
+            self.talking[event["call_id"]] = [t, None, 0.0]
+        elif kind == "call.abandoned":
+            inc = [(ix["abandoned"], 1.0), (ix["abandon_wait_seconds"], wait)]
+            inc += [(i, 1.0) for i, limit in zip(self._abandoned_within, self.thresholds) if wait <= limit]
+            if wait <= self.config.short_abandon_seconds:
+                inc.append((ix["short_abandoned"], 1.0))
+            self.abandon_waits.observe(wait)
+        else:  # call.flowed_out
+            inc = self._flow.get(event.get("reason"), self._flow["other"])
+        self._count(t, inc)
+
+    def _on_offered(self, event: dict, t: float, raw: bytes) -> None:
+        call_id = event["call_id"]
+        if call_id in self.waiting:  # offered twice with different event ids: keep the first entry
+            self.waiting[call_id] = min(self.waiting[call_id], t)
+            return
+        self._count(t, self._offered)
+        pending = self.pending.pop(call_id, None)
+        if pending is not None:  # its outcome arrived first (out of order): settle it now
+            outcome_time, outcome, _ = pending
+            self._end_wait(outcome["type"], outcome, outcome_time, t)
+        else:
+            self.waiting[call_id] = t
+
+    def _on_wait_ended(self, event: dict, t: float, raw: bytes) -> None:
+        call_id = event["call_id"]
+        entered = self.waiting.pop(call_id, None)
+        if entered is None:
+            self.pending[call_id] = (t, event, raw)  # wait for the offer, up to the lateness
+        else:
+            self._end_wait(event["type"], event, t, entered)
+
+    def _on_hold_started(self, event: dict, t: float, raw: bytes) -> None:
+        call = self.talking.get(event["call_id"])
+        if call is not None and call[1] is None:
+            call[1] = t
+
+    def _on_hold_ended(self, event: dict, t: float, raw: bytes) -> None:
+        call = self.talking.get(event["call_id"])
+        if call is not None and call[1] is not None:
+            call[2] += max(0.0, t - call[1])
+            call[1] = None
+
+    def _on_conversation_ended(self, event: dict, t: float, raw: bytes) -> None:
+        call = self.talking.pop(event["call_id"], None)
+        if call is None:
+            return
+        answered_at, hold_started, hold = call
+        if hold_started is not None:
+            hold += max(0.0, t - hold_started)
+        talk = max(0.0, t - answered_at - hold)
+        ix = self.index
+        self._count(t, [(ix["handled"], 1.0), (ix["talk_seconds"], talk), (ix["hold_seconds"], hold)])
+        self.ended[event["call_id"]] = t
+
+    def _on_wrapup_ended(self, event: dict, t: float, raw: bytes) -> None:
+        ended_at = self.ended.pop(event["call_id"], None)
+        if ended_at is not None:
+            self._count(t, [(self.index["wrapup_seconds"], max(0.0, t - ended_at))])
+
+    def _set_agent(self, agent_id: str, t: float, state: str | None, reason: str | None) -> None:
+        """Close the agent's previous state at t (counting its seconds) and open the new one."""
+        previous = self.agents.get(agent_id)
+        if previous is not None:
+            old_state, since, _ = previous
+            if t < since:  # an older state change arriving late: the newer one stands
+                return
+            self._count_agent_seconds(old_state, since, t)
+        if state is None:
+            self.agents.pop(agent_id, None)
+        else:
+            self.agents[agent_id] = (state, t, reason)
+
+    def _count_agent_seconds(self, state: str, start: float, end: float) -> None:
+        if state not in STAFFED_STATES or end <= start:
+            return
+        ix = self.index
+        fields = [ix["agent_staffed_seconds"]]
+        if state in BUSY_STATES:
+            fields.append(ix["agent_busy_seconds"])
+        # Split the span at business-day boundaries, and at whole seconds inside the retained hour.
+        retained_from = self.watermark - LONGEST_WINDOW - self.lateness - 1
+        cursor = start
+        while cursor < end:
+            day_start, day_end, _ = self.business_day.bounds(cursor)
+            piece_end = min(end, day_end)
+            if piece_end <= retained_from:
+                day = self._day_counters(cursor)
+                for i in fields:
+                    self.totals[i] += piece_end - cursor
+                    day[i] += piece_end - cursor
+                cursor = piece_end
+                continue
+            second_end = min(piece_end, math.floor(cursor) + 1.0)
+            if cursor < retained_from:
+                second_end = min(piece_end, max(second_end, retained_from))
+            self._count(cursor, [(i, second_end - cursor) for i in fields])
+            cursor = second_end
+
+    def _on_agent_state(self, event: dict, t: float, raw: bytes) -> None:
+        kind = event["type"]
+        if kind == "agent.state_changed":
+            self._set_agent(event["agent_id"], t, event["state"], event.get("reason"))
+        elif kind in ("agent.logged_in", "agent.queue_joined"):
+            if kind == "agent.logged_in" or event["agent_id"] not in self.agents:
+                self._set_agent(event["agent_id"], t, "not_ready", "login" if kind == "agent.logged_in" else "joined")
+        else:  # agent.logged_out, agent.queue_left
+            self._set_agent(event["agent_id"], t, None, None)
+
+    def _expire(self) -> None:
+        """Drop what the lateness horizon has passed; runs when the watermark enters a new second."""
+        horizon = self.watermark - self.lateness
+        cutoff = math.floor(horizon)
+        for second in [s for s in self.seen if s < cutoff]:
+            del self.seen[second]
+        for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
+            _, event, raw = self.pending.pop(call_id)
+            self.unmatched.append((event, raw))
+        if self._watermark_second % 60 == 0:
+            self._forget_stale()
+        # Keep the rolling windows current with event time too, so buckets are freed even when
+        # nobody reads this queue (the clock is never behind the watermark).
+        self.advance(self.watermark)
+
+    def _forget_stale(self) -> None:
+        w = self.watermark
+        for table, age in ((self.waiting, FORGET_ORPHANED_CALL_AFTER), (self.ended, FORGET_WRAPUP_AFTER)):
+            for key in [k for k, since in table.items() if w - since > age]:
+                del table[key]
+        for key in [k for k, call in self.talking.items() if w - call[0] > FORGET_UNENDED_CONVERSATION_AFTER]:
+            del self.talking[key]
+
+    # ---- rolling windows -------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Move every rolling window to end at `now`, subtracting the seconds that left it."""
+        now_second = math.floor(now)
+        new_lows = [now_second - span + 1 for _, span in WINDOWS]
+        if self.window_low is None:
+            self.window_sums = [[0.0] * len(self.fields) for _ in WINDOWS]
+            for second, bucket in self.buckets.items():
+                for low, sums in zip(new_lows, self.window_sums):
+                    if second >= low:
+                        for i, value in enumerate(bucket):
+                            sums[i] += value
+            self.window_low = new_lows
+        else:
+            for w, (old_low, new_low) in enumerate(zip(self.window_low, new_lows)):
+                if new_low <= old_low:
+                    continue
+                sums = self.window_sums[w]
+                if new_low - old_low > len(self.buckets):
+                    leaving = [s for s in self.buckets if old_low <= s < new_low]
+                else:
+                    leaving = [s for s in range(old_low, new_low) if s in self.buckets]
+                for second in leaving:
+                    for i, value in enumerate(self.buckets[second]):
+                        sums[i] -= value
+                self.window_low[w] = new_low
+        for second in [s for s in self.buckets if s < self.window_low[-1]]:
+            del self.buckets[second]
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def read(self, now: float) -> dict:
+        """Everything exported about this queue, evaluated at clock `now` (epoch seconds)."""
+        self.advance(max(now, self.watermark))
+        cfg = self.config
+        orphan_after = cfg.orphan_after_seconds
+        waits = [now - entered for entered in self.waiting.values()]
+        live_waits = [w for w in waits if w <= orphan_after]
+        agents = {state: 0 for state in AGENT_STATES}
+        for state, _, _ in self.agents.values():
+            agents[state] = agents.get(state, 0) + 1
+        live = {
+            "calls_waiting": len(live_waits),
+            "oldest_call_wait_seconds": max(0.0, max(live_waits, default=0.0)),
+            "calls_waiting_over_threshold": {
+                threshold_key(t): sum(1 for w in live_waits if w > t) for t in self.thresholds
+            },
+            "agents": agents,
+            "calls_orphaned": len(waits) - len(live_waits),
+        }
+        windows = {}
+        for (name, _), low, sums in zip(WINDOWS, self.window_low, self.window_sums):
+            counters = self._with_open_agent_states(sums, low, now)
+            windows[name] = self._window_view(counters)
+        day_start, _, iso = self.business_day.bounds(now)
+        today = self.days.get(iso) or [0.0] * len(self.fields)
+        windows["today"] = self._window_view(self._with_open_agent_states(today, day_start, now))
+        return {
+            "queue": self.name,
+            "label": cfg.label,
+            "timezone": cfg.timezone,
+            "formula": cfg.formula,
+            "thresholds": list(self.thresholds),
+            "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
+            "short_abandon_seconds": cfg.short_abandon_seconds,
+            "business_day": iso,
+            "live": live,
+            "windows": windows,
+            "totals": dict(zip(self.fields, self.totals)),
+            "answer_wait_histogram": self.answer_waits,
+            "abandon_wait_histogram": self.abandon_waits,
+            "last_event_time": self.watermark if self.watermark > -math.inf else None,
+        }
+
+    def _with_open_agent_states(self, counters: list[float], window_start: float, now: float) -> list[float]:
+        """Window counters plus the seconds of agent states still open at `now`."""
+        out = list(counters)
+        busy, staffed = self.index["agent_busy_seconds"], self.index["agent_staffed_seconds"]
+        for state, since, _ in self.agents.values():
+            if state in STAFFED_STATES:
+                seconds = now - max(since, window_start)
+                if seconds > 0:
+                    out[staffed] += seconds
+                    if state in BUSY_STATES:
+                        out[busy] += seconds
+        return out
+
+    def _window_view(self, counters: list[float]) -> dict:
+        c = dict(zip(self.fields, counters))
+        answered, abandoned, offered = c["answered"], c["abandoned"], c["offered"]
+        view: dict[str, Any] = {
+            name: c[name] for name in ("offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled")
+        }
+        view["flowed_out_by_reason"] = {r: c[f"flowed_out:{r}"] for r in FLOW_OUT_REASONS}
+        view["answered_within"] = {threshold_key(t): c[f"answered_within:{threshold_key(t)}"] for t in self.thresholds}
+        view["abandoned_within"] = {threshold_key(t): c[f"abandoned_within:{threshold_key(t)}"] for t in self.thresholds}
+        by_formula = {}
+        for formula in kpi.FORMULA_TEXT:
+            by_formula[formula] = {
+                threshold_key(t): kpi.service_level(
+                    formula,
+                    answered=answered,
+                    answered_within=view["answered_within"][threshold_key(t)],
+                    abandoned=abandoned,
+                    abandoned_within=view["abandoned_within"][threshold_key(t)],
+                    short_abandoned=c["short_abandoned"],
+                    flowed_out=c["flowed_out"],
+                )
+                for t in self.thresholds
+            }
+        view["service_level"] = by_formula[self.config.formula]
+        view["service_level_by_formula"] = by_formula
+        view["answer_rate"] = kpi.ratio(answered, offered)
+        view["abandon_rate"] = kpi.ratio(abandoned, offered)
+        view["average_answer_wait_seconds"] = kpi.ratio(c["answer_wait_seconds"], answered)
+        view["average_abandon_wait_seconds"] = kpi.ratio(c["abandon_wait_seconds"], abandoned)
+        view["average_handle_seconds"] = kpi.average_handle_seconds(
+            c["handled"], c["talk_seconds"], c["hold_seconds"], c["wrapup_seconds"]
+        )
+        view["occupancy"] = kpi.occupancy(c["agent_busy_seconds"], c["agent_staffed_seconds"])
+        view["seconds"] = {
+            name: c[name]
+            for name in ("answer_wait_seconds", "abandon_wait_seconds", "talk_seconds", "hold_seconds",
+                         "wrapup_seconds", "agent_busy_seconds", "agent_staffed_seconds")
+        }
+        return view
+
+    # ---- snapshots (the changelog keeps one, plus the batches applied since) -----------------
+
+    def to_state(self) -> dict:
+        return {
+            "fields": self.fields,
+            "totals": self.totals,
+            "days": self.days,
+            "buckets": [[s, b] for s, b in self.buckets.items()],
+            "answer_waits": self.answer_waits.to_state(),
+            "abandon_waits": self.abandon_waits.to_state(),
+            "waiting": self.waiting,
+            "pending": [[c, t, e, raw.decode("utf-8", "replace")] for c, (t, e, raw) in self.pending.items()],
+            "talking": self.talking,
+            "ended": self.ended,
+            "agents": self.agents,
+            "seen": [[s, sorted(ids)] for s, ids in self.seen.items()],
+            "watermark": self.watermark if self.watermark > -math.inf else None,
+            "applied_offset": self.applied_offset,
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Restore a snapshot taken by to_state(), possibly under an older config (fields by name)."""
+        old_fields = state["fields"]
+        mapping = [(i, self.index[name]) for i, name in enumerate(old_fields) if name in self.index]
+
+        def remap(values: list[float]) -> list[float]:
+            out = [0.0] * len(self.fields)
+            for old, new in mapping:
+                out[new] = values[old]
+            return out
+
+        self.totals = remap(state["totals"])
+        self.days = {iso: remap(v) for iso, v in state["days"].items()}
+        self.buckets = {int(s): remap(v) for s, v in state["buckets"]}
+        self.window_low = None
+        self.answer_waits.load_state(state["answer_waits"])
+        self.abandon_waits.load_state(state["abandon_waits"])
+        self.waiting = dict(state["waiting"])
+        self.pending = {c: (t, e, raw.encode()) for c, t, e, raw in state["pending"]}
+        self.talking = {c: list(v) for c, v in state["talking"].items()}
+        self.ended = dict(state["ended"])
+        self.agents = {a: tuple(v) for a, v in state["agents"].items()}  # type: ignore[misc]
+        self.seen = {int(s): set(ids) for s, ids in state["seen"]}
+        self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
+        self._watermark_second = None if state["watermark"] is None else math.floor(self.watermark)
+        self.applied_offset = state["applied_offset"]
+
+
+_HANDLERS = {
+    "call.offered": QueueModel._on_offered,
+    "call.answered": QueueModel._on_wait_ended,
+    "call.abandoned": QueueModel._on_wait_ended,
+    "call.flowed_out": QueueModel._on_wait_ended,
+    "call.hold_started": QueueModel._on_hold_started,
+    "call.hold_ended": QueueModel._on_hold_ended,
+    "call.ended": QueueModel._on_conversation_ended,
+    "call.transferred": QueueModel._on_conversation_ended,
+    "call.wrapup_ended": QueueModel._on_wrapup_ended,
+    "agent.logged_in": QueueModel._on_agent_state,
+    "agent.logged_out": QueueModel._on_agent_state,
+    "agent.state_changed": QueueModel._on_agent_state,
+    "agent.queue_joined": QueueModel._on_agent_state,
+    "agent.queue_left": QueueModel._on_agent_state,
+}

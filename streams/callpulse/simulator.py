@@ -1,0 +1,864 @@
+"""Seeded call-center traffic simulator producing canonical callpulse v1 events.
+
+A discrete-event simulation (one ``random.Random(seed)``, one ``heapq`` event queue,
+no I/O) of a small multi-skill contact center:
+
+* five queues (``sales``, ``support``, ``billing``, ``客服``, ``продажи``), each with its own
+  arrival rate, handle time, IVR self-service share, hold and transfer habits;
+* non-homogeneous Poisson arrivals following a smooth intraday curve (night floor,
+  morning ramp, lunch dip, afternoon peak; hour of day taken in UTC);
+* an IVR in front of every queue (``call.ivr_entered`` / ``call.ivr_left``);
+* FIFO queues per skill, longest-idle-agent routing, ring attempts with occasional
+  no-answer (the agent goes ``not_ready``/``missed_call`` and the call rings someone else);
+* callers with exponential patience (abandonment), a queue timeout, exit-key and callback
+  requests; holds, blind transfers to another queue, wrap-up, dispositions and surveys;
+* agents with 1-3 skills, staffed every half hour from the *forecast* with Erlang C
+  (so an unforecast surge really hurts), breaks, lunch, training, log-outs and log-ins.
+
+``simulate()`` is a lazy generator: it holds only the live state (waiting calls, agents,
+pending timers), so millions of events can be streamed. Identical arguments give an
+identical event list; event ids are ``sim-<seed>-<run tag>-<n>`` where the run tag is a
+short hash of the arguments, so two different runs never share ids while a replay of the
+same run keeps them (the contract uses ``event_id`` for deduplication).
+
+Example::
+
+    from callpulse.simulator import simulate
+    for ev in simulate("surge", seed=7, duration_seconds=3600):
+        publish(ev)
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import heapq
+import math
+import random
+import re
+import time as _time
+from collections import deque
+from dataclasses import dataclass
+from itertools import count
+from typing import Any, Iterator
+
+__all__ = [
+    "DEFAULT_START",
+    "QUEUES",
+    "SCENARIOS",
+    "SCENARIO_PARAMS",
+    "SERVICE_LEVEL_SECONDS",
+    "SOURCE",
+    "QueueSpec",
+    "ScenarioParams",
+    "arrival_profile",
+    "event_time",
+    "format_time",
+    "parse_time",
+    "simulate",
+]
+
+SOURCE = "simulator"
+SCHEMA_VERSION = 1
+#: Monday 2026-11-23 09:00:00 UTC: a fixed default keeps runs reproducible.
+DEFAULT_START = float(calendar.timegm((2026, 11, 23, 9, 0, 0)))
+#: The service-level threshold the staffing model targets ("80 % answered within 20 s").
+SERVICE_LEVEL_SECONDS = 20.0
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    rate_per_hour: float  # calls entering the IVR for this queue per hour at the intraday peak
+    talk_mean: float  # mean conversation time, seconds (lognormal)
+    wrap_mean: float  # mean after-call work, seconds (lognormal)
+    self_serve: float  # share of IVR callers who are served by the IVR and never queue
+    hold_prob: float  # share of answered calls with one hold
+    transfer_prob: float  # share of first-leg answered calls blind-transferred to another queue
+    transfer_to: tuple[str, ...]
+    dnis: str  # the number dialled
+    dispositions: tuple[str, ...]
+    secondary: tuple[str, ...]  # queues agents of this group are most likely cross-skilled in
+
+
+QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec("sales", 260, 240, 25, 0.05, 0.10, 0.04, ("billing", "support"), "+78005550101",
+              ("sale", "quote_sent", "no_sale", "follow_up"), ("продажи", "billing")),
+    QueueSpec("support", 340, 330, 35, 0.15, 0.25, 0.05, ("billing", "sales"), "+78005550102",
+              ("resolved", "escalated", "follow_up", "known_issue"), ("客服", "billing")),
+    QueueSpec("billing", 160, 210, 30, 0.25, 0.15, 0.04, ("support", "sales"), "+78005550103",
+              ("payment_taken", "refund", "dispute", "info_given"), ("support", "sales")),
+    QueueSpec("客服", 130, 300, 30, 0.12, 0.20, 0.03, ("support",), "+864008205555",
+              ("resolved", "escalated", "info_given"), ("support",)),
+    QueueSpec("продажи", 110, 260, 25, 0.05, 0.10, 0.03, ("sales",), "+74950000100",
+              ("sale", "no_sale", "follow_up"), ("sales",)),
+)
+
+
+@dataclass(frozen=True)
+class ScenarioParams:
+    description: str
+    rate_factor: float = 1.0  # multiplies every queue's arrival rate (and the forecast)
+    # Erlang C target (share answered within 20 s) used for half-hourly staffing. Erlang C
+    # ignores abandonment and multi-skill pooling, so 0.6 here measures about 0.8.
+    erlang_c_target: float = 0.6
+    min_agents: int = 2  # per skill group, whatever the forecast
+    patience_mean: float = 90.0  # seconds, mean of a Weibull(shape 1.3): exponential-ish
+    determined_share: float = 0.1  # callers who never hang up in the queue
+    queue_timeout: float = 180.0  # seconds waiting before call.flowed_out reason timeout
+    surge_queues: tuple[str, ...] = ()
+    surge_factor: float = 1.0  # arrival-rate multiplier for surge_queues inside the window
+    surge_start: float = 0.0  # seconds after `start`
+    surge_duration: float = 0.0  # seconds
+
+    @property
+    def has_surge(self) -> bool:
+        return bool(self.surge_queues) and self.surge_factor != 1.0 and self.surge_duration > 0
+
+
+SCENARIO_PARAMS: dict[str, ScenarioParams] = {
+    "normal": ScenarioParams(
+        "Forecast traffic, staffed every half hour for about 80% of calls answered within 20 s.",
+    ),
+    "surge": ScenarioParams(
+        "Like normal, but 10 minutes in the arrival rate of support and 客服 triples for 20 "
+        "minutes (unforecast, staffing unchanged): service level collapses, abandonment and "
+        "timeouts climb, then the backlog drains and the queues recover.",
+        surge_queues=("support", "客服"),
+        surge_factor=3.0,
+        surge_start=600.0,
+        surge_duration=1200.0,
+    ),
+    "quiet": ScenarioParams(
+        "Low traffic (a fifth of normal), lightly staffed: few events, nearly every call "
+        "answered at once.",
+        rate_factor=0.2,
+        min_agents=1,
+    ),
+}
+
+#: Scenario name -> short description.
+SCENARIOS: dict[str, str] = {name: p.description for name, p in SCENARIO_PARAMS.items()}
+
+# Behaviour shared by every scenario.
+_IVR_NAME = "main"
+_IVR_MEAN = 35.0  # seconds in the IVR menu
+_IVR_ABANDON = 0.03  # callers hanging up in the IVR
+_RING_NO_ANSWER = 0.04  # share of ring attempts the agent misses
+_RING_TIMEOUT = 15.0  # seconds a missed ring lasts
+_MISSED_NOT_READY = (15.0, 45.0)  # seconds an agent stays not_ready after a missed ring
+_TALK_SIGMA = 0.7  # lognormal shape of conversation time
+_WRAP_SIGMA = 0.5
+_HOLD_MEAN = 45.0
+_EXIT_KEY_PROB = 0.02  # callers who would press the exit key (voicemail) ...
+_EXIT_KEY_AFTER = (20.0, 120.0)  # ... after this many seconds waiting
+_CALLBACK_PROB = 0.03  # callers who would accept a callback offer ...
+_CALLBACK_AFTER = (30.0, 180.0)  # ... after this many seconds waiting
+_SURVEY_PROB = 0.10
+_DISPOSITION_PROB = 0.40
+_PATIENCE_SHAPE = 1.3  # Weibull: exponential-like tail, fewer hang-ups in the first seconds
+_SHRINKAGE = 0.17  # share of logged-in time lost to breaks, training, coaching, missed rings
+_LUNCH_HOURS = (11.0, 14.5)  # UTC hours when agents take their lunch
+_LUNCH_SHRINKAGE = 0.10  # extra shrinkage the planner adds for intervals in the lunch window
+_STAFFING_INTERVAL = 1800.0
+_BREAK_EVERY = (40 * 60.0, 80 * 60.0)
+_SECONDS_PER_DAY = 86400.0
+
+
+def _lognormal_mu(mean: float, sigma: float) -> float:
+    return math.log(mean) - sigma * sigma / 2.0
+
+
+def _profile_raw(hour: float) -> float:
+    def bump(centre: float, width: float) -> float:
+        d = abs(hour - centre)
+        d = min(d, 24.0 - d)
+        return math.exp(-d * d / (2.0 * width * width))
+
+    # night floor + morning peak (~10:45) + afternoon peak (~15:15); the gap is the lunch dip
+    return 0.05 + 0.95 * (0.92 * bump(10.75, 1.5) + 1.0 * bump(15.25, 1.7))
+
+
+_PROFILE_NORM = max(_profile_raw(i / 100.0) for i in range(2400))
+_PROFILE_TABLE = [_profile_raw(m / 60.0) / _PROFILE_NORM for m in range(24 * 60 + 1)]
+
+
+def arrival_profile(hour: float) -> float:
+    """Relative arrival rate at ``hour`` (UTC hour of day, any real number, wraps at 24).
+
+    Smooth, between ~0.05 at night and 1.0 at the busiest minute of the day.
+    """
+    m = (hour % 24.0) * 60.0
+    i = int(m)
+    if i >= 24 * 60:
+        i = 24 * 60 - 1
+    f = m - i
+    return _PROFILE_TABLE[i] * (1.0 - f) + _PROFILE_TABLE[i + 1] * f
+
+
+def _erlang_c_agents(erlangs: float, aht: float, target: float, threshold: float) -> int:
+    """Smallest agent count whose Erlang C service level reaches ``target``."""
+    if erlangs <= 0.0:
+        return 0
+    n = max(1, math.ceil(erlangs))
+    while True:
+        if n > erlangs:
+            b = 1.0  # Erlang B by recursion
+            for k in range(1, n + 1):
+                b = erlangs * b / (k + erlangs * b)
+            c = n * b / (n - erlangs * (1.0 - b))
+            sl = 1.0 - c * math.exp(-(n - erlangs) * threshold / aht)
+            if sl >= target:
+                return n
+        n += 1
+
+
+# --------------------------------------------------------------------------- time helpers
+
+_TIME_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def format_time(t: float) -> str:
+    """Epoch seconds -> RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T09:15:02.125Z``."""
+    ms = int(t * 1000.0 + 0.5)
+    sec = ms // 1000
+    return f"{_time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(sec))}.{ms - sec * 1000:03d}Z"
+
+
+def parse_time(s: str) -> float:
+    """RFC 3339 string as allowed by the contract (any offset, 0-6 fraction digits) -> epoch s."""
+    m = _TIME_RE.fullmatch(s)
+    if m is None:
+        raise ValueError(f"not a contract time: {s!r}")
+    y, mo, d, h, mi, se, frac, off = m.groups()
+    secs = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(se)))
+    if off != "Z":
+        sign = 1 if off[0] == "+" else -1
+        secs -= sign * (int(off[1:3]) * 3600 + int(off[4:6]) * 60)
+    if frac:
+        return secs + int(frac) / 10.0 ** len(frac)
+    return float(secs)
+
+
+def event_time(ev: dict[str, Any] | str) -> float:
+    """The event's ``time`` (or a time string) as epoch seconds."""
+    return parse_time(ev if isinstance(ev, str) else ev["time"])
+
+
+# --------------------------------------------------------------------------- simulation state
+
+_WAITING, _RINGING, _TALKING, _DONE, _IVR = range(5)
+_ABANDON, _TIMEOUT, _EXIT_KEY, _CALLBACK = range(4)
+_AVAILABLE, _NOT_READY, _ON_CALL, _WRAP_UP = "available", "not_ready", "on_call", "wrap_up"
+_OFF = "logged_out"  # internal only
+
+# heap item kinds
+(_K_ARRIVE, _K_IVR_EXIT, _K_LEAVE, _K_RING_RESULT, _K_HOLD_START, _K_HOLD_END, _K_CONV_END,
+ _K_WRAP_END, _K_SURVEY, _K_RESTAFF, _K_LOGIN, _K_READY, _K_TRY_LOGOUT, _K_BREAK_DUE,
+ _K_BREAK_END) = range(15)
+
+
+class _Call:
+    __slots__ = ("id", "caller", "qi", "leg", "state", "offered_at", "agent", "ring_token",
+                 "attempt", "leave_pending", "transfer_to", "transferred", "talk_rest")
+
+    def __init__(self, call_id: str, caller: str, qi: int) -> None:
+        self.id = call_id
+        self.caller = caller
+        self.qi = qi
+        self.leg = 0
+        self.state = _IVR
+        self.offered_at = 0.0
+        self.agent: _Agent | None = None
+        self.ring_token = 0
+        self.attempt = 0
+        self.leave_pending = -1
+        self.transfer_to = -1
+        self.transferred = False
+        self.talk_rest = 0.0
+
+
+class _Agent:
+    __slots__ = ("id", "group", "skills", "qset", "names", "state", "logged_in", "on_shift",
+                 "login_at", "logout_pending", "next_break_at", "break_token", "had_lunch")
+
+    def __init__(self, agent_id: str, group: int, skills: tuple[int, ...], names: list[str]):
+        self.id = agent_id
+        self.group = group
+        self.skills = skills
+        self.qset = frozenset(skills)
+        self.names = names
+        self.state = _OFF
+        self.logged_in = False
+        self.on_shift = False  # counted by staffing (login scheduled or logged in, not leaving)
+        self.login_at = 0.0
+        self.logout_pending = False
+        self.next_break_at = math.inf
+        self.break_token = 0
+        self.had_lunch = False
+
+
+class _Simulation:
+    def __init__(self, scenario: str, seed: int, start: float, duration: float,
+                 rate_scale: float) -> None:
+        p = SCENARIO_PARAMS[scenario]
+        self.p = p
+        self.rng = random.Random(seed)
+        self.roster_rng = random.Random(f"callpulse-roster-{seed}")
+        self.start = start
+        self.end = start + duration
+        tag = hashlib.blake2b(repr((scenario, seed, float(start), float(duration),
+                                    float(rate_scale))).encode(), digest_size=4).hexdigest()
+        self.id_prefix = f"sim-{seed}-{tag}-"
+        self.call_prefix = f"call-{seed}-{tag}-"
+        self.n_events = 0
+        self.n_calls = 0
+        self.seq = count()
+        self.heap: list[tuple[float, int, int, Any, Any]] = []
+        self.out: list[dict[str, Any]] = []
+        self._sec = -1
+        self._prefix = ""
+
+        self.qnames = [q.name for q in QUEUES]
+        self.qindex = {name: i for i, name in enumerate(self.qnames)}
+        scale = p.rate_factor * rate_scale
+        self.rate = [q.rate_per_hour * scale / 3600.0 for q in QUEUES]  # per second at peak
+        self.surge = [p.has_surge and q.name in p.surge_queues for q in QUEUES]
+        self.surge_t0 = start + p.surge_start
+        self.surge_t1 = self.surge_t0 + p.surge_duration
+        self.rate_max = [r * (p.surge_factor if s and p.surge_factor > 1.0 else 1.0)
+                         for r, s in zip(self.rate, self.surge)]
+        self.talk_mu = [_lognormal_mu(q.talk_mean, _TALK_SIGMA) for q in QUEUES]
+        self.wrap_mu = [_lognormal_mu(q.wrap_mean, _WRAP_SIGMA) for q in QUEUES]
+        self.hold_mu = _lognormal_mu(_HOLD_MEAN, 0.5)
+        self.patience_scale = p.patience_mean / math.gamma(1.0 + 1.0 / _PATIENCE_SHAPE)
+        self.aht = [q.talk_mean + q.hold_prob * _HOLD_MEAN + q.wrap_mean + 4.0 for q in QUEUES]
+        self.transfer_targets = [tuple(self.qindex[n] for n in q.transfer_to) for q in QUEUES]
+        # forecast offered calls per second at the intraday peak: IVR output plus transfers in
+        direct = [r * (1.0 - _IVR_ABANDON - q.self_serve) for r, q in zip(self.rate, QUEUES)]
+        self.forecast_rate = list(direct)
+        for src, q in enumerate(QUEUES):
+            for dst in self.transfer_targets[src]:
+                self.forecast_rate[dst] += direct[src] * q.transfer_prob / len(q.transfer_to)
+
+        self.waiting: list[deque[_Call]] = [deque() for _ in QUEUES]
+        self.avail: dict[_Agent, None] = {}  # insertion order == longest idle first
+        self.groups: list[list[_Agent]] = [[] for _ in QUEUES]
+        self.n_agents = 0
+        self.ring_seq = 0
+
+        self.handlers = [
+            self._on_arrive, self._on_ivr_exit, self._on_leave, self._on_ring_result,
+            self._on_hold_start, self._on_hold_end, self._on_conv_end, self._on_wrap_end,
+            self._on_survey, self._on_restaff, self._on_login, self._on_ready,
+            self._on_try_logout, self._on_break_due, self._on_break_end,
+        ]
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _push(self, t: float, kind: int, a: Any = None, b: Any = None) -> None:
+        heapq.heappush(self.heap, (t, next(self.seq), kind, a, b))
+
+    def _ev(self, t: float, typ: str) -> dict[str, Any]:
+        self.n_events += 1
+        ms = int(t * 1000.0 + 0.5)
+        sec = ms // 1000
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
+        ev = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": f"{self.id_prefix}{self.n_events}",
+            "type": typ,
+            "time": f"{self._prefix}.{ms - sec * 1000:03d}Z",
+            "source": SOURCE,
+        }
+        self.out.append(ev)
+        return ev
+
+    def _call_ev(self, t: float, typ: str, call: _Call, qi: int) -> dict[str, Any]:
+        ev = self._ev(t, typ)
+        ev["queue"] = self.qnames[qi]
+        ev["call_id"] = call.id
+        return ev
+
+    def _agent_state(self, agent: _Agent, t: float, state: str, reason: str | None = None):
+        agent.state = state
+        ev = self._ev(t, "agent.state_changed")
+        ev["agent_id"] = agent.id
+        ev["queues"] = list(agent.names)
+        ev["state"] = state
+        if reason is not None:
+            ev["reason"] = reason
+
+    def run(self) -> Iterator[dict[str, Any]]:
+        self._push(self.start, _K_RESTAFF)
+        for qi in range(len(QUEUES)):
+            self._schedule_arrival(qi, self.start)
+        heap, handlers, out, end = self.heap, self.handlers, self.out, self.end
+        pop = heapq.heappop
+        while heap:
+            t, _, kind, a, b = pop(heap)
+            if t >= end:
+                break
+            handlers[kind](t, a, b)
+            if out:
+                yield from out
+                out.clear()
+
+    # ---------------------------------------------------------------- arrivals and IVR
+
+    def _rate_at(self, qi: int, t: float) -> float:
+        r = self.rate[qi] * arrival_profile((t % _SECONDS_PER_DAY) / 3600.0)
+        if self.surge[qi] and self.surge_t0 <= t < self.surge_t1:
+            r *= self.p.surge_factor
+        return r
+
+    def _schedule_arrival(self, qi: int, t: float) -> None:
+        lam = self.rate_max[qi]
+        if lam <= 0.0:
+            return
+        rnd = self.rng.random
+        end = self.end
+        while True:  # thinning (Lewis-Shedler) against the queue's peak rate
+            t -= math.log(1.0 - rnd()) / lam
+            if t >= end:
+                return
+            if rnd() * lam <= self._rate_at(qi, t):
+                break
+        self._push(t, _K_ARRIVE, qi)
+
+    def _on_arrive(self, t: float, qi: int, _b: Any) -> None:
+        rng = self.rng
+        self.n_calls += 1
+        call = _Call(f"{self.call_prefix}{self.n_calls}", f"+79{rng.randrange(10 ** 9):09d}", qi)
+        ev = self._ev(t, "call.ivr_entered")
+        ev["call_id"] = call.id
+        ev["caller"] = call.caller
+        ev["ivr"] = _IVR_NAME
+        ev["dnis"] = QUEUES[qi].dnis
+        self._push(t + rng.lognormvariate(_lognormal_mu(_IVR_MEAN, 0.5), 0.5), _K_IVR_EXIT, call)
+        self._schedule_arrival(qi, t)
+
+    def _on_ivr_exit(self, t: float, call: _Call, _b: Any) -> None:
+        r = self.rng.random()
+        ev = self._ev(t, "call.ivr_left")
+        ev["call_id"] = call.id
+        if r < _IVR_ABANDON:
+            ev["result"] = "abandoned"
+        elif r < _IVR_ABANDON + QUEUES[call.qi].self_serve:
+            ev["result"] = "self_served"
+        else:
+            ev["result"] = "to_queue"
+            ev["queue"] = self.qnames[call.qi]
+            ev["ivr"] = _IVR_NAME
+            self._offer(call, call.qi, t)
+            return
+        ev["ivr"] = _IVR_NAME
+        call.state = _DONE
+
+    # ---------------------------------------------------------------- queueing and routing
+
+    def _offer(self, call: _Call, qi: int, t: float) -> None:
+        rng = self.rng
+        p = self.p
+        call.qi = qi
+        call.leg += 1
+        call.state = _WAITING
+        call.offered_at = t
+        call.attempt = 0
+        call.leave_pending = -1
+        ev = self._call_ev(t, "call.offered", call, qi)
+        ev["caller"] = call.caller
+        # when (and how) this caller would leave the queue if nobody answers first
+        if rng.random() < p.determined_share:
+            after = math.inf  # waits for an agent or the queue timeout, whatever it takes
+        else:
+            after = rng.weibullvariate(self.patience_scale, _PATIENCE_SHAPE)
+        action = _ABANDON
+        if p.queue_timeout < after:
+            after, action = p.queue_timeout, _TIMEOUT
+        r = rng.random()
+        if r < _EXIT_KEY_PROB:
+            w = rng.uniform(*_EXIT_KEY_AFTER)
+            if w < after:
+                after, action = w, _EXIT_KEY
+        elif r < _EXIT_KEY_PROB + _CALLBACK_PROB:
+            w = rng.uniform(*_CALLBACK_AFTER)
+            if w < after:
+                after, action = w, _CALLBACK
+        self._push(t + after, _K_LEAVE, call, (call.leg, action))
+        agent = self._find_agent(qi)
+        if agent is None:
+            self.waiting[qi].append(call)
+        else:
+            del self.avail[agent]
+            self._ring(call, agent, t)
+
+    def _find_agent(self, qi: int) -> _Agent | None:
+        for agent in self.avail:  # longest idle first
+            if qi in agent.qset:
+                return agent
+        return None
+
+    def _oldest_waiting(self, agent: _Agent) -> _Call | None:
+        best: _Call | None = None
+        best_q: deque[_Call] | None = None
+        for qi in agent.skills:
+            dq = self.waiting[qi]
+            while dq and (dq[0].state != _WAITING or dq[0].qi != qi):
+                dq.popleft()  # lazily drop calls that abandoned or flowed out
+            if dq and (best is None or dq[0].offered_at < best.offered_at):
+                best, best_q = dq[0], dq
+        if best_q is not None:
+            best_q.popleft()
+        return best
+
+    def _ring(self, call: _Call, agent: _Agent, t: float) -> None:
+        rng = self.rng
+        call.state = _RINGING
+        call.agent = agent
+        call.attempt += 1
+        self.ring_seq += 1
+        call.ring_token = self.ring_seq
+        ev = self._call_ev(t, "call.ringing", call, call.qi)
+        ev["agent_id"] = agent.id
+        ev["attempt"] = call.attempt
+        if rng.random() < _RING_NO_ANSWER:
+            self._push(t + _RING_TIMEOUT, _K_RING_RESULT, call, -self.ring_seq)
+        else:
+            self._push(t + rng.uniform(2.0, 6.0), _K_RING_RESULT, call, self.ring_seq)
+
+    def _leave(self, call: _Call, action: int, t: float) -> None:
+        call.state = _DONE
+        if action == _ABANDON:
+            self._call_ev(t, "call.abandoned", call, call.qi)
+            return
+        ev = self._call_ev(t, "call.flowed_out", call, call.qi)
+        if action == _TIMEOUT:
+            ev["reason"] = "timeout"
+        elif action == _EXIT_KEY:
+            ev["reason"] = "exit_key"
+        else:
+            ev["reason"] = "callback"
+            ev = self._call_ev(t, "call.callback_requested", call, call.qi)
+            ev["callback_id"] = f"cb-{call.id}"
+            ev["caller"] = call.caller
+
+    def _on_leave(self, t: float, call: _Call, b: tuple[int, int]) -> None:
+        leg, action = b
+        if call.leg != leg:
+            return
+        if call.state == _WAITING:
+            self._leave(call, action, t)
+        elif call.state == _RINGING:
+            if action == _ABANDON:  # hangs up while an agent's phone rings
+                agent = call.agent
+                call.agent = None
+                self._leave(call, action, t)
+                self._agent_ready(agent, t)
+            else:  # exit key / callback / timeout take effect if this ring is not answered
+                call.leave_pending = action
+
+    def _on_ring_result(self, t: float, call: _Call, token: int) -> None:
+        if call.state != _RINGING or call.ring_token != abs(token):
+            return  # the caller hung up while it rang
+        agent = call.agent
+        if token < 0:
+            ev = self._call_ev(t, "call.ring_no_answer", call, call.qi)
+            ev["agent_id"] = agent.id
+            ev["attempt"] = call.attempt
+            ev["ring_seconds"] = _RING_TIMEOUT
+            call.agent = None
+            self._agent_state(agent, t, _NOT_READY, "missed_call")
+            self._push(t + self.rng.uniform(*_MISSED_NOT_READY), _K_READY, agent)
+            call.state = _WAITING
+            if call.leave_pending >= 0:
+                self._leave(call, call.leave_pending, t)
+                return
+            other = self._find_agent(call.qi)
+            if other is None:
+                self.waiting[call.qi].appendleft(call)
+            else:
+                del self.avail[other]
+                self._ring(call, other, t)
+            return
+        rng = self.rng
+        q = QUEUES[call.qi]
+        call.state = _TALKING
+        ev = self._call_ev(t, "call.answered", call, call.qi)
+        ev["agent_id"] = agent.id
+        self._agent_state(agent, t, _ON_CALL)
+        if not call.transferred and rng.random() < q.transfer_prob:
+            call.transfer_to = rng.choice(self.transfer_targets[call.qi])
+        talk = rng.lognormvariate(self.talk_mu[call.qi], _TALK_SIGMA)
+        if rng.random() < q.hold_prob:
+            before = talk * rng.uniform(0.2, 0.7)
+            call.talk_rest = talk - before
+            self._push(t + before, _K_HOLD_START, call)
+        else:
+            self._push(t + talk, _K_CONV_END, call)
+
+    # ---------------------------------------------------------------- conversation
+
+    def _on_hold_start(self, t: float, call: _Call, _b: Any) -> None:
+        ev = self._call_ev(t, "call.hold_started", call, call.qi)
+        ev["agent_id"] = call.agent.id
+        self._push(t + self.rng.lognormvariate(self.hold_mu, 0.5), _K_HOLD_END, call)
+
+    def _on_hold_end(self, t: float, call: _Call, _b: Any) -> None:
+        ev = self._call_ev(t, "call.hold_ended", call, call.qi)
+        ev["agent_id"] = call.agent.id
+        self._push(t + call.talk_rest, _K_CONV_END, call)
+
+    def _on_conv_end(self, t: float, call: _Call, _b: Any) -> None:
+        rng = self.rng
+        agent = call.agent
+        qi = call.qi
+        call.agent = None
+        wrap = rng.lognormvariate(self.wrap_mu[qi], _WRAP_SIGMA)
+        if call.transfer_to >= 0:
+            target = call.transfer_to
+            ev = self._call_ev(t, "call.transferred", call, qi)
+            ev["agent_id"] = agent.id
+            ev["kind"] = "blind"
+            ev["target_queue"] = self.qnames[target]
+            self._agent_state(agent, t, _WRAP_UP)
+            self._push(t + wrap, _K_WRAP_END, agent, (call.id, qi))
+            call.transfer_to = -1
+            call.transferred = True
+            self._offer(call, target, t)
+            return
+        ev = self._call_ev(t, "call.ended", call, qi)
+        ev["agent_id"] = agent.id
+        ev["ended_by"] = "caller" if rng.random() < 0.6 else "agent"
+        call.state = _DONE
+        self._agent_state(agent, t, _WRAP_UP)
+        self._push(t + wrap, _K_WRAP_END, agent, (call.id, qi))
+        if rng.random() < _SURVEY_PROB:
+            waited_ok = call.leg == 1 and call.attempt == 1
+            self._push(t + rng.uniform(30.0, 180.0), _K_SURVEY, (call.id, qi, agent.id),
+                       waited_ok)
+
+    def _on_wrap_end(self, t: float, agent: _Agent, b: tuple[str, int]) -> None:
+        call_id, qi = b
+        if self.rng.random() < _DISPOSITION_PROB:
+            ev = self._ev(t, "call.disposition")
+            ev["call_id"] = call_id
+            ev["code"] = self.rng.choice(QUEUES[qi].dispositions)
+            ev["queue"] = self.qnames[qi]
+            ev["agent_id"] = agent.id
+        ev = self._ev(t, "call.wrapup_ended")
+        ev["queue"] = self.qnames[qi]
+        ev["call_id"] = call_id
+        ev["agent_id"] = agent.id
+        self._agent_ready(agent, t)
+
+    def _on_survey(self, t: float, a: tuple[str, int, str], smooth: bool) -> None:
+        rng = self.rng
+        call_id, qi, agent_id = a
+        ev = self._ev(t, "call.survey")
+        ev["call_id"] = call_id
+        ev["queue"] = self.qnames[qi]
+        ev["agent_id"] = agent_id
+        weights = (3, 5, 12, 35, 45) if smooth else (10, 15, 25, 30, 20)
+        csat = rng.choices((1, 2, 3, 4, 5), weights)[0]
+        ev["csat"] = csat
+        ev["resolved"] = rng.random() < (0.5 + 0.1 * csat)
+        if rng.random() < 0.5:
+            ev["nps"] = min(10, max(0, 2 * csat + rng.randint(-2, 1)))
+
+    # ---------------------------------------------------------------- agents
+
+    def _agent_ready(self, agent: _Agent, t: float) -> None:
+        """The agent is free (after login, wrap-up, break, a missed ring or a caller hang-up)."""
+        if agent.logout_pending:
+            self._logout(agent, t)
+            return
+        if t >= agent.next_break_at:
+            self._start_break(agent, t)
+            return
+        if agent.state != _AVAILABLE:
+            self._agent_state(agent, t, _AVAILABLE)
+        call = self._oldest_waiting(agent)
+        if call is None:
+            self.avail[agent] = None
+        else:
+            self._ring(call, agent, t)
+
+    def _logout(self, agent: _Agent, t: float) -> None:
+        agent.logged_in = False
+        agent.logout_pending = False
+        agent.state = _OFF
+        agent.break_token += 1
+        agent.next_break_at = math.inf
+        ev = self._ev(t, "agent.logged_out")
+        ev["agent_id"] = agent.id
+        ev["queues"] = list(agent.names)
+
+    def _start_break(self, agent: _Agent, t: float) -> None:
+        rng = self.rng
+        hour = (t % _SECONDS_PER_DAY) / 3600.0
+        if not agent.had_lunch and _LUNCH_HOURS[0] <= hour < _LUNCH_HOURS[1] and rng.random() < 0.7:
+            reason, length = "lunch", rng.uniform(25 * 60.0, 35 * 60.0)
+            agent.had_lunch = True
+        else:
+            r = rng.random()
+            if r < 0.8:
+                reason, length = "break", rng.lognormvariate(_lognormal_mu(480.0, 0.3), 0.3)
+            elif r < 0.9:
+                reason, length = "training", rng.uniform(15 * 60.0, 30 * 60.0)
+            else:
+                reason, length = "coaching", rng.uniform(8 * 60.0, 15 * 60.0)
+        agent.next_break_at = math.inf
+        agent.break_token += 1
+        self._agent_state(agent, t, _NOT_READY, reason)
+        self._push(t + length, _K_BREAK_END, agent)
+
+    def _schedule_break(self, agent: _Agent, t: float, lo: float, hi: float) -> None:
+        agent.next_break_at = t + self.rng.uniform(lo, hi)
+        agent.break_token += 1
+        self._push(agent.next_break_at, _K_BREAK_DUE, agent, agent.break_token)
+
+    def _on_break_end(self, t: float, agent: _Agent, _b: Any) -> None:
+        self._schedule_break(agent, t, *_BREAK_EVERY)
+        self._agent_ready(agent, t)
+
+    def _on_break_due(self, t: float, agent: _Agent, token: int) -> None:
+        if token == agent.break_token and agent in self.avail:
+            del self.avail[agent]
+            self._agent_ready(agent, t)
+        # otherwise busy: _agent_ready takes the break when the agent is next free
+
+    def _on_ready(self, t: float, agent: _Agent, _b: Any) -> None:
+        self._agent_ready(agent, t)
+
+    def _on_login(self, t: float, agent: _Agent, _b: Any) -> None:
+        agent.logged_in = True
+        agent.login_at = t
+        agent.state = "login"
+        ev = self._ev(t, "agent.logged_in")
+        ev["agent_id"] = agent.id
+        ev["queues"] = list(agent.names)
+        self._schedule_break(agent, t, 15 * 60.0, _BREAK_EVERY[1])
+        self._push(t + self.rng.uniform(3.0, 20.0), _K_READY, agent)
+
+    def _on_try_logout(self, t: float, agent: _Agent, _b: Any) -> None:
+        if agent.logout_pending and agent in self.avail:
+            del self.avail[agent]
+            self._logout(agent, t)
+
+    def _new_agent(self, gi: int) -> _Agent:
+        rr = self.roster_rng
+        skills = [gi]
+        extra = rr.random()
+        n_extra = 2 if extra < 0.08 else 1 if extra < 0.38 else 0
+        candidates = [self.qindex[n] for n in QUEUES[gi].secondary]
+        others = [i for i in range(len(QUEUES)) if i != gi and i not in candidates]
+        while n_extra and (candidates or others):
+            pool = candidates if candidates and rr.random() < 0.8 else (others or candidates)
+            pick = rr.choice(pool)
+            pool.remove(pick)
+            skills.append(pick)
+            n_extra -= 1
+        self.n_agents += 1
+        agent = _Agent(f"agent-{self.n_agents:04d}", gi, tuple(skills),
+                       [self.qnames[i] for i in skills])
+        self.groups[gi].append(agent)
+        return agent
+
+    def _needed(self, gi: int, t0: float, t1: float) -> int:
+        q = QUEUES[gi]
+        # the interval's mean forecast (Simpson's rule over the smooth intraday curve)
+        prof = [arrival_profile((x % _SECONDS_PER_DAY) / 3600.0) for x in (t0, (t0 + t1) / 2, t1)]
+        mean = (prof[0] + 4.0 * prof[1] + prof[2]) / 6.0
+        erlangs = self.forecast_rate[gi] * mean * self.aht[gi]
+        n = _erlang_c_agents(erlangs, self.aht[gi], self.p.erlang_c_target,
+                             SERVICE_LEVEL_SECONDS)
+        hour = ((t0 + t1) / 2 % _SECONDS_PER_DAY) / 3600.0
+        shrinkage = _SHRINKAGE
+        if _LUNCH_HOURS[0] <= hour < _LUNCH_HOURS[1]:
+            shrinkage += _LUNCH_SHRINKAGE
+        return max(self.p.min_agents, math.ceil(n / (1.0 - shrinkage)))
+
+    def _on_restaff(self, t: float, _a: Any, _b: Any) -> None:
+        """Every half hour: bring logged-in headcount per skill group to the forecast need."""
+        rng = self.rng
+        nxt = (math.floor(t / _STAFFING_INTERVAL) + 1) * _STAFFING_INTERVAL
+        if nxt - t < 300.0:  # a run starting just before a boundary: plan to the next one
+            nxt += _STAFFING_INTERVAL
+        first = t == self.start
+        for gi in range(len(QUEUES)):
+            need = self._needed(gi, t, nxt)
+            group = self.groups[gi]
+            on = [a for a in group if a.on_shift]
+            if need > len(on):
+                missing = need - len(on)
+                for agent in group:  # keep agents who were about to leave
+                    if missing and agent.logout_pending:
+                        agent.logout_pending = False
+                        agent.on_shift = True
+                        missing -= 1
+                for agent in group:  # then bring in agents who are off
+                    if missing and not agent.on_shift and not agent.logged_in:
+                        agent.on_shift = True
+                        self._push(t + rng.uniform(0.0, 15.0 if first else 60.0), _K_LOGIN, agent)
+                        missing -= 1
+                while missing:
+                    agent = self._new_agent(gi)
+                    agent.on_shift = True
+                    self._push(t + rng.uniform(0.0, 15.0 if first else 60.0), _K_LOGIN, agent)
+                    missing -= 1
+            elif need < len(on):
+                on.sort(key=lambda a: a.login_at)  # the longest shift ends first
+                for agent in on[: len(on) - need]:
+                    agent.on_shift = False
+                    agent.logout_pending = True
+                    if agent in self.avail:
+                        self._push(t + rng.uniform(0.0, 120.0), _K_TRY_LOGOUT, agent)
+        self._push(nxt, _K_RESTAFF)
+
+
+# --------------------------------------------------------------------------- public entry point
+
+
+def simulate(
+    scenario: str = "normal",
+    seed: int = 1,
+    start: float = DEFAULT_START,
+    duration_seconds: float = 3600.0,
+    *,
+    rate_scale: float = 1.0,
+) -> Iterator[dict[str, Any]]:
+    """Lazily generate canonical v1 events for ``duration_seconds`` from ``start``.
+
+    scenario: a key of ``SCENARIOS`` ("normal", "surge", "quiet").
+    seed: the only source of randomness; identical arguments give identical events.
+    start: epoch seconds of the first instant; the intraday curve uses its UTC hour of day.
+    duration_seconds: events with ``start <= time < start + duration_seconds`` are produced
+        (``math.inf`` streams forever). Calls still in progress at the end are cut off.
+    rate_scale: multiplies arrival rates *and* staffing (e.g. 10 for a ten times bigger
+        center with the same service level), handy for load tests.
+
+    Events come in non-decreasing time order (ties keep causal order) as fresh dicts that
+    follow the contract exactly; serialize them with orjson or json.
+    """
+    if scenario not in SCENARIO_PARAMS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError("seed must be an int")
+    start = float(start)
+    duration = float(duration_seconds)
+    if not math.isfinite(start) or start < 0:
+        raise ValueError("start must be finite epoch seconds >= 0")
+    if not duration >= 0:
+        raise ValueError("duration_seconds must be >= 0")
+    if not (rate_scale > 0 and math.isfinite(rate_scale)):
+        raise ValueError("rate_scale must be a positive finite number")
+    return _Simulation(scenario, seed, start, duration, float(rate_scale)).run()

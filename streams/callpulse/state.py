@@ -1,0 +1,212 @@
+"""Second stage: apply per-queue batches to the queue models and make them durable.
+
+Durability uses one Faust table (changelog topic) per app, with two kinds of records per queue:
+- a *batch record* for every batch applied: the accepted original events, keyed by the batch's
+  offset, written in the same step as the state change it causes (one changelog message, so the
+  events and their effect cannot be separated by a crash);
+- a *snapshot* of the whole model every `snapshot_interval_seconds`, after which batch records that
+  an older snapshot already covers are deleted.
+A worker that takes over a partition rebuilds each queue as snapshot + the batch records after it,
+replayed through the same deterministic fold. The model remembers the newest batch offset applied,
+so a batch redelivered after a crash (Kafka is at-least-once) is skipped, and event-id
+deduplication inside the model catches events that the first stage sent twice.
+This module knows nothing of Faust; `app.py` passes table writes through.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import orjson
+
+from . import events as ev
+from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
+
+SNAPSHOT, BATCH = b"s", b"b"
+# Histogram bounds of waits (seconds); every configured threshold and short-abandon time is added.
+WAIT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
+
+
+class StreamClock:
+    """Event-time clock of a worker: the newest event time seen, running on with the wall clock.
+
+    Windows and live waits are read at this clock, so a replay of history is evaluated as of the
+    replayed time, and a quiet queue still decays because the clock keeps moving between events.
+    Before any event it is the wall clock.
+    """
+
+    def __init__(self, wall: Callable[[], float] = time.time):
+        self.wall = wall
+        self._anchor: tuple[float, float] | None = None  # (event time, wall time when seen)
+
+    def observe(self, event_time: float) -> None:
+        if self._anchor is None or event_time > self.now():
+            self._anchor = (event_time, self.wall())
+
+    def now(self) -> float:
+        if self._anchor is None:
+            return self.wall()
+        event_time, seen_at = self._anchor
+        return event_time + (self.wall() - seen_at)
+
+
+def state_key(queue: str, kind: bytes, offset: int = 0) -> bytes:
+    key = queue.encode() + b"\x00" + kind
+    return key + b"%016d" % offset if kind == BATCH else key
+
+
+def split_key(key: bytes) -> tuple[str, bytes, int]:
+    queue, _, rest = key.rpartition(b"\x00")
+    kind = rest[:1]
+    return queue.decode(), kind, int(rest[1:]) if kind == BATCH else -1
+
+
+def _record(header: dict, payload: bytes) -> bytes:
+    return orjson.dumps(header) + b"\n" + payload
+
+
+def _split_record(value: bytes) -> tuple[dict, bytes]:
+    header, _, payload = value.partition(b"\n")
+    return orjson.loads(header), payload
+
+
+@dataclass
+class BatchResult:
+    queue: str
+    offset: int
+    accepted: list[bytes] = field(default_factory=list)
+    rejected: list[ev.Rejected] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)  # applied / late / duplicate / too_late
+    lags: list[float] = field(default_factory=list)  # wall clock minus event time, per applied event
+
+
+class QueueStates:
+    """All queue models of one worker, keyed by queue, with their partition."""
+
+    def __init__(self, config, clock: StreamClock | None = None, wall: Callable[[], float] = time.time):
+        self.config = config
+        self.clock = clock or StreamClock(wall)
+        self.wall = wall
+        self.models: dict[str, QueueModel] = {}
+        self.partition_of: dict[str, int] = {}
+        self.histogram_bounds = sorted(set(WAIT_BUCKETS) | set(config.all_thresholds()))
+        self._batches_since_snapshot: dict[str, list[int]] = {}
+        self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
+        self._covered_by_previous: dict[str, int] = {}
+
+    def _new_model(self, queue: str) -> QueueModel:
+        return QueueModel(self.config.queue(queue), self.config.stream.lateness_seconds, self.histogram_bounds)
+
+    def model_for(self, queue: str, partition: int) -> QueueModel:
+        model = self.models.get(queue)
+        if model is None:
+            model = self.models[queue] = self._new_model(queue)
+            self.partition_of[queue] = partition
+            self._last_snapshot[queue] = (self.wall(), -1)
+        return model
+
+    # ---- live processing ---------------------------------------------------------------------
+
+    def apply_batch(self, queue: str, partition: int, offset: int, raws: Iterable[bytes]) -> BatchResult | None:
+        """Apply one batch message; None when that offset was applied before (a redelivery)."""
+        model = self.model_for(queue, partition)
+        if offset <= model.applied_offset:
+            return None
+        result = BatchResult(queue, offset)
+        wall_now = self.wall()
+        for raw in raws:
+            event = orjson.loads(raw)
+            t = ev.parse_time(event["time"])
+            self.clock.observe(t)
+            outcome = model.apply(event, t, raw)
+            result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+            if outcome in (APPLIED, LATE):
+                result.accepted.append(raw)
+                result.lags.append(wall_now - t)
+            elif outcome == TOO_LATE:
+                horizon = model.watermark - model.lateness
+                result.rejected.append(ev.Rejected(ev.TOO_LATE, f"time {event['time']} is older than queue {queue!r} watermark minus lateness ({horizon:.3f})", raw))
+        for event, raw in model.unmatched:
+            result.rejected.append(ev.Rejected(ev.UNMATCHED, f"{event['type']} for call {event['call_id']!r} in queue {queue!r}: no call.offered within the lateness", raw))
+        model.unmatched.clear()
+        model.applied_offset = offset
+        return result
+
+    def changelog_writes(self, result: BatchResult) -> Iterator[tuple[bytes, bytes | None]]:
+        """Table writes for an applied batch: its batch record, and a snapshot when one is due."""
+        queue, offset = result.queue, result.offset
+        yield state_key(queue, BATCH, offset), _record({"offset": offset}, ev.pack(result.accepted))
+        written = self._batches_since_snapshot.setdefault(queue, [])
+        written.append(offset)
+        taken_at, _ = self._last_snapshot[queue]
+        if self.wall() - taken_at >= self.config.stream.snapshot_interval_seconds:
+            yield from self._snapshot(queue)
+
+    def _snapshot(self, queue: str) -> Iterator[tuple[bytes, bytes | None]]:
+        model = self.models[queue]
+        payload = zlib.compress(orjson.dumps(model.to_state(), option=orjson.OPT_NON_STR_KEYS), 1)
+        yield state_key(queue, SNAPSHOT), _record({"offset": model.applied_offset, "zlib": True}, payload)
+        # Delete only the batch records the *previous* snapshot covered: that snapshot has surely
+        # reached the broker, so no crash can leave a gap between a snapshot and the records after it.
+        previous = self._covered_by_previous.get(queue, -1)
+        written = self._batches_since_snapshot.get(queue, [])
+        for offset in [o for o in written if o <= previous]:
+            yield state_key(queue, BATCH, offset), None
+        self._batches_since_snapshot[queue] = [o for o in written if o > previous]
+        self._covered_by_previous[queue] = model.applied_offset
+        self._last_snapshot[queue] = (self.wall(), model.applied_offset)
+
+    # ---- recovery ----------------------------------------------------------------------------
+
+    def rebuild(self, records: Iterable[tuple[bytes, bytes]], partition_of_key: Callable[[bytes], int | None]) -> None:
+        """Replace every model by what the table holds: snapshot, then the batch records after it."""
+        by_queue: dict[str, dict] = {}
+        for key, value in records:
+            if value is None:
+                continue
+            queue, kind, offset = split_key(key)
+            entry = by_queue.setdefault(queue, {"snapshot": None, "batches": [], "partition": None})
+            entry["partition"] = partition_of_key(key)
+            if kind == SNAPSHOT:
+                entry["snapshot"] = value
+            else:
+                entry["batches"].append((offset, value))
+        self.models.clear()
+        self.partition_of.clear()
+        self._batches_since_snapshot.clear()
+        self._covered_by_previous.clear()
+        self._last_snapshot.clear()
+        for queue, entry in by_queue.items():
+            model = self.model_for(queue, entry["partition"])
+            covered = -1
+            if entry["snapshot"] is not None:
+                header, payload = _split_record(entry["snapshot"])
+                model.load_state(orjson.loads(zlib.decompress(payload)))
+                covered = header["offset"]
+            batches = sorted(entry["batches"])
+            for offset, value in batches:
+                if offset <= covered:
+                    continue
+                for raw in ev.unpack(_split_record(value)[1]):
+                    event = orjson.loads(raw)
+                    t = ev.parse_time(event["time"])
+                    self.clock.observe(t)
+                    model.apply(event, t, raw)
+                model.applied_offset = offset
+            model.unmatched.clear()  # already sent to the dead letters when first applied
+            self._batches_since_snapshot[queue] = [o for o, _ in batches]
+            self._covered_by_previous[queue] = covered
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        for queue in [q for q, p in self.partition_of.items() if p in partitions]:
+            del self.models[queue]
+            del self.partition_of[queue]
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def read_all(self) -> tuple[float, dict[str, dict]]:
+        now = self.clock.now()
+        return now, {queue: model.read(now) for queue, model in sorted(self.models.items())}

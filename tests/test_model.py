@@ -1,0 +1,199 @@
+"""QueueModel: hand-computed scenarios, window edges, decay, business days, ordering, snapshots."""
+
+import math
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from callpulse.config import load_config
+from callpulse.model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
+
+from helpers import call, epoch, event
+
+T0 = epoch("2026-11-23T09:00:00Z")
+
+
+def make_model(**overrides) -> QueueModel:
+    cfg = replace(load_config(None, {}).queue("sales"), **overrides)
+    return QueueModel(cfg, lateness_seconds=60.0, histogram_bounds=(5, 10, 20, 30, 60))
+
+
+def feed(model: QueueModel, events: list[dict]) -> list[str]:
+    return [model.apply(e, epoch(e["time"])) for e in sorted(events, key=lambda e: e["time"])]
+
+
+def scripted_calls() -> list[dict]:
+    """Seven calls with known waits; see the expected values in the tests below."""
+    evs = []
+    evs += call("sales", "c1", T0 + 0, "answered", T0 + 8)     # wait 8: within 10 and 20
+    evs += call("sales", "c2", T0 + 1, "answered", T0 + 16)    # wait 15: within 20 only
+    evs += call("sales", "c3", T0 + 2, "abandoned", T0 + 5)    # wait 3: short abandon
+    evs += call("sales", "c4", T0 + 3, "abandoned", T0 + 33)   # wait 30
+    evs += call("sales", "c5", T0 + 4, "flowed_out", T0 + 64)  # wait 60, timeout
+    evs += call("sales", "c6", T0 + 5, "answered", T0 + 30)    # wait 25
+    evs.append(event("call.offered", T0 + 40, queue="sales", call_id="c7"))  # still waiting
+    return evs
+
+
+def test_scripted_scenario_counts_and_every_formula():
+    m = make_model()
+    assert set(feed(m, scripted_calls())) == {APPLIED}
+    view = m.read(T0 + 70)
+    w = view["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["abandoned"], w["short_abandoned"], w["flowed_out"]) == (7, 3, 2, 1, 1)
+    assert w["answered_within"] == {"10": 1, "20": 2}
+    assert w["abandoned_within"] == {"10": 1, "20": 1}
+    assert w["flowed_out_by_reason"]["timeout"] == 1
+    sl20 = {f: v["20"] for f, v in w["service_level_by_formula"].items()}
+    assert sl20 == pytest.approx({"SL-A": 2 / 3, "SL-B": 2 / 5, "SL-C": 2 / 4, "SL-D": 2 / 4,
+                                  "SL-E": 3 / 5, "SL-F": 3 / 5, "SL-G": 2 / 6})
+    assert w["service_level"] == pytest.approx({"10": 1 / 4, "20": 2 / 4})  # SL-C is the default
+    assert w["average_answer_wait_seconds"] == pytest.approx((8 + 15 + 25) / 3)
+    assert w["average_abandon_wait_seconds"] == pytest.approx((3 + 30) / 2)
+    assert w["answer_rate"] == pytest.approx(3 / 7)
+    assert w["abandon_rate"] == pytest.approx(2 / 7)
+    live = view["live"]
+    assert live["calls_waiting"] == 1
+    assert live["oldest_call_wait_seconds"] == pytest.approx(30)
+    assert live["calls_waiting_over_threshold"] == {"10": 1, "20": 1}
+    assert view["totals"]["offered"] == 7 and view["totals"]["answered"] == 3
+    # histogram of answer waits: le=10 holds 1, le=20 holds 2, +Inf all 3
+    cumulative = dict(view["answer_wait_histogram"].cumulative())
+    assert (cumulative[10], cumulative[20], cumulative[math.inf]) == (1, 2, 3)
+
+
+def test_handle_time_hold_and_wrapup():
+    m = make_model()
+    evs = call("sales", "c1", T0, "answered", T0 + 8)
+    evs += [
+        event("call.hold_started", T0 + 20, queue="sales", call_id="c1", agent_id="a1"),
+        event("call.hold_ended", T0 + 30, queue="sales", call_id="c1", agent_id="a1"),
+        event("call.ended", T0 + 128, queue="sales", call_id="c1", agent_id="a1"),
+        event("call.wrapup_ended", T0 + 148, queue="sales", call_id="c1", agent_id="a1"),
+    ]
+    feed(m, evs)
+    totals = m.read(T0 + 150)["totals"]
+    assert (totals["handled"], totals["talk_seconds"], totals["hold_seconds"], totals["wrapup_seconds"]) == (1, 110, 10, 20)
+    assert m.read(T0 + 150)["windows"]["15m"]["average_handle_seconds"] == pytest.approx(140)
+
+
+def test_agent_states_and_occupancy():
+    m = make_model()
+    s = lambda t, state, **kw: event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state, **kw)
+    feed(m, [event("agent.logged_in", T0 - 10, agent_id="a1", queues=["sales"]),
+             s(T0, "available"), s(T0 + 8, "on_call"), s(T0 + 128, "wrap_up"), s(T0 + 148, "available"),
+             event("agent.logged_in", T0, agent_id="a2", queues=["sales"]),
+             event("agent.state_changed", T0 + 1, agent_id="a2", queues=["sales"], state="not_ready", reason="break")])
+    view = m.read(T0 + 160)
+    assert view["live"]["agents"] == {"available": 1, "on_call": 0, "wrap_up": 0, "not_ready": 1}
+    # a1: staffed T0..T0+160 = 160 s, busy T0+8..T0+148 = 140 s; a2 never staffed
+    assert view["windows"]["5m"]["occupancy"] == pytest.approx(140 / 160)
+    assert view["windows"]["today"]["occupancy"] == pytest.approx(140 / 160)
+    # logged out agents disappear
+    feed(m, [event("agent.logged_out", T0 + 170, agent_id="a2", queues=["sales"])])
+    assert m.read(T0 + 171)["live"]["agents"]["not_ready"] == 0
+
+
+def test_window_edges_one_second_resolution():
+    m = make_model()
+    feed(m, call("sales", "c1", T0, "answered", T0 + 5))
+    # the answer at second T0+5 is in the 5m window while floor(now) - 299 <= T0+5
+    assert m.read(T0 + 5 + 299.9)["windows"]["5m"]["answered"] == 1
+    assert m.read(T0 + 5 + 300.0)["windows"]["5m"]["answered"] == 0
+    assert m.read(T0 + 5 + 300.0)["windows"]["15m"]["answered"] == 1
+    assert m.read(T0 + 5 + 3599.5)["windows"]["1h"]["answered"] == 1
+    assert m.read(T0 + 5 + 3600.0)["windows"]["1h"]["answered"] == 0
+
+
+def test_quiet_queue_decays_to_zero_as_the_clock_moves():
+    m = make_model()
+    feed(m, scripted_calls())
+    early = m.read(T0 + 70)["windows"]
+    assert early["5m"]["offered"] == 7 and early["1h"]["offered"] == 7
+    late = m.read(T0 + 4000)["windows"]
+    for name in ("5m", "15m", "30m", "1h"):
+        assert late[name]["offered"] == 0 and late[name]["service_level"]["20"] is None
+    assert late["today"]["offered"] == 7  # still the same business day
+    assert m.buckets == {}  # seconds older than the longest window are freed
+
+
+def test_late_event_inside_an_open_window_is_placed_by_its_time():
+    m = make_model()
+    feed(m, call("sales", "c1", T0, "answered", T0 + 5) + [event("call.offered", T0 + 80, queue="sales", call_id="c3")])
+    m.read(T0 + 100)  # the windows are open and tracking now
+    late = call("sales", "c2", T0 + 50, "answered", T0 + 70)  # both older than the newest event (T0+80)
+    assert [m.apply(e, epoch(e["time"])) for e in late] == [LATE, LATE]
+    w = m.read(T0 + 100)["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["answered_within"]["20"]) == (3, 2, 2)
+    # c2's answer (second T0+70) leaves the 5m window 300 s later, c1's (T0+5) earlier
+    assert m.read(T0 + 369)["windows"]["5m"]["answered"] == 1
+    assert m.read(T0 + 370)["windows"]["5m"]["answered"] == 0
+
+
+def test_out_of_order_within_lateness():
+    m = make_model()
+    offered, answered = call("sales", "c1", T0, "answered", T0 + 12)
+    assert m.apply(answered, T0 + 12) == APPLIED  # outcome first: held until its offer comes
+    assert m.read(T0 + 13)["windows"]["5m"]["answered"] == 0
+    assert m.apply(offered, T0) == LATE
+    w = m.read(T0 + 13)["windows"]["5m"]
+    assert (w["offered"], w["answered"], w["answered_within"]) == (1, 1, {"10": 0, "20": 1})
+    assert m.read(T0 + 13)["live"]["calls_waiting"] == 0
+
+
+def test_too_late_and_unmatched_and_duplicates():
+    m = make_model()
+    first = call("sales", "c1", T0, "answered", T0 + 5)
+    feed(m, first)
+    assert m.apply(first[0], T0) == DUPLICATE  # same event id again
+    assert m.apply(event("call.offered", T0 + 200, queue="sales", call_id="c2"), T0 + 200) == APPLIED
+    old = event("call.offered", T0 + 100, queue="sales", call_id="c3")
+    assert m.apply(old, T0 + 100) == TOO_LATE  # 100 s behind the newest event, lateness 60 s
+    orphan_answer = event("call.answered", T0 + 210, queue="sales", call_id="never-offered", agent_id="a1")
+    m.apply(orphan_answer, T0 + 210)
+    assert m.unmatched == []
+    m.apply(event("call.offered", T0 + 290, queue="sales", call_id="c4"), T0 + 290)
+    assert [e["call_id"] for e, _ in m.unmatched] == ["never-offered"]
+    assert m.read(T0 + 291)["totals"]["answered"] == 1
+
+
+@pytest.mark.parametrize("zone,day_start,boundary", [
+    ("Asia/Shanghai", "00:00", "2026-11-23T16:00:00Z"),   # midnight in Shanghai (UTC+8)
+    ("Europe/Moscow", "06:00", "2026-11-24T03:00:00Z"),   # 06:00 in Moscow (UTC+3)
+])
+def test_today_follows_the_queues_time_zone_and_day_start(zone, day_start, boundary):
+    from datetime import time as dtime
+    h, mnt = map(int, day_start.split(":"))
+    m = make_model(timezone=zone, business_day_start=dtime(h, mnt))
+    b = epoch(boundary)
+    feed(m, call("sales", "before", b - 30, "answered", b - 1) + call("sales", "after", b + 1, "answered", b + 2))
+    before = m.read(b - 0.5)["windows"]["today"]
+    assert (before["offered"], before["answered"]) == (1, 1)
+    after = m.read(b + 10)["windows"]["today"]
+    assert (after["offered"], after["answered"]) == (1, 1)  # only the call after the boundary
+    assert m.read(b + 10)["windows"]["5m"]["answered"] == 2  # rolling windows ignore the day
+
+
+def test_orphaned_calls_leave_the_waiting_count():
+    m = make_model(orphan_after_seconds=600)
+    feed(m, [event("call.offered", T0, queue="sales", call_id="lost")])
+    assert m.read(T0 + 599)["live"]["calls_waiting"] == 1
+    live = m.read(T0 + 601)["live"]
+    assert (live["calls_waiting"], live["calls_orphaned"], live["oldest_call_wait_seconds"]) == (0, 1, 0)
+
+
+def test_snapshot_round_trip_gives_the_same_view():
+    m = make_model()
+    evs = scripted_calls()
+    feed(m, evs)
+    state = orjson.loads(orjson.dumps(m.to_state(), option=orjson.OPT_NON_STR_KEYS))
+    copy = make_model()
+    copy.load_state(state)
+    assert _comparable(copy.read(T0 + 70)) == _comparable(m.read(T0 + 70))
+    assert copy.apply(evs[-1], epoch(evs[-1]["time"])) == DUPLICATE  # it keeps deduplicating
+    assert dict(copy.answer_waits.cumulative()) == dict(m.answer_waits.cumulative())
+
+
+def _comparable(view):
+    return {k: v for k, v in view.items() if not k.endswith("histogram")}

@@ -342,6 +342,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_WEB_HOST": "127.0.0.1",
         "CALLPULSE_WEB_PORT": "9100",
         "CALLPULSE_LATENESS_SECONDS": "120",
+        "CALLPULSE_DEDUP_SECONDS": "900",
         "CALLPULSE_DATA_DIR": "/var/lib/callpulse",
     }
     assert set(env) == set(ENV_OVERRIDES)
@@ -356,6 +357,7 @@ def test_every_env_override_reaches_its_field():
     assert (k.partitions, k.replication_factor) == (8, 3)
     assert (s.app_id, s.web_host, s.web_port) == ("cp-prod", "127.0.0.1", 9100)
     assert s.lateness_seconds == 120.0
+    assert s.dedup_seconds == 900.0
     assert s.data_dir == "/var/lib/callpulse"
 
 

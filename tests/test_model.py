@@ -150,6 +150,7 @@ def test_too_late_and_unmatched_and_duplicates():
     assert m.apply(event("call.offered", T0 + 200, queue="sales", call_id="c2"), T0 + 200) == APPLIED
     old = event("call.offered", T0 + 100, queue="sales", call_id="c3")
     assert m.apply(old, T0 + 100) == TOO_LATE  # 100 s behind the newest event, lateness 60 s
+    assert m.apply(first[0], T0) == DUPLICATE  # older than the lateness, still known by its id
     orphan_answer = event("call.answered", T0 + 210, queue="sales", call_id="never-offered", agent_id="a1")
     m.apply(orphan_answer, T0 + 210)
     assert m.unmatched == []

@@ -74,8 +74,7 @@ def create_app(config: Config) -> SimpleNamespace:
     events_topic = app.topic(kafka.topic_events, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     batches_topic = app.topic(kafka.topic_batches, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     dead_letter_topic = app.topic(kafka.topic_dead_letter, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
-    raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    state_table = app.Table(STATE_TABLE, schema=raw_schema, partitions=kafka.partitions, default=None)
+    state_table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes, partitions=kafka.partitions, default=None)
 
     router = ev.Router(max_future_seconds=stream.max_future_seconds)
     states = QueueStates(config)

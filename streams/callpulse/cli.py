@@ -62,12 +62,19 @@ async def create_topics(config) -> list[str]:
     """Create the app's topics explicitly; existing ones must have the planned partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from .app import STATE_TABLE
+
     admin = AIOKafkaAdminClient(**_kafka_kwargs(config.kafka))
     await admin.start()
     try:
         plan = topic_plan(config)
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, config.kafka.replication_factor) for name, n in plan.items() if name not in existing]
+        compacted = {f"{config.stream.app_id}-{STATE_TABLE}-changelog"}  # the state table keeps the latest per key
+        missing = [
+            NewTopic(name, n, config.kafka.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if name in compacted else {})
+            for name, n in plan.items() if name not in existing
+        ]
         if missing:
             await admin.create_topics(missing)
         problems = []

@@ -470,6 +470,8 @@ class StreamConfig:
     """Port of the worker's HTTP server (1..65535)."""
     lateness_seconds: float = 60.0
     """Out-of-order tolerance: how late (event time) an event may arrive and still count (> 0)."""
+    dedup_seconds: float = 600.0
+    """Event ids are remembered this long (event time, behind the newest event) to drop duplicates (> 0)."""
     max_future_seconds: float = 300.0
     """Events dated further than this ahead of the wall clock are rejected (> 0)."""
     batch_max_events: int = 1000
@@ -576,6 +578,7 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "web_host": (_STR, _string),
     "web_port": (_INT, _integer(1, 65535)),
     "lateness_seconds": (_FLOAT, _positive),
+    "dedup_seconds": (_FLOAT, _positive),
     "max_future_seconds": (_FLOAT, _positive),
     "batch_max_events": (_INT, _integer(1)),
     "batch_max_seconds": (_FLOAT, _positive),
@@ -615,6 +618,7 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_WEB_HOST": "stream.web_host",
         "CALLPULSE_WEB_PORT": "stream.web_port",
         "CALLPULSE_LATENESS_SECONDS": "stream.lateness_seconds",
+        "CALLPULSE_DEDUP_SECONDS": "stream.dedup_seconds",
         "CALLPULSE_DATA_DIR": "stream.data_dir",
     }
 )

@@ -123,10 +123,12 @@ class Histogram:
 class QueueModel:
     """Live state, cumulative counters and rolling windows of one queue."""
 
-    def __init__(self, config: Any, lateness_seconds: float, histogram_bounds: Iterable[float]):
+    def __init__(self, config: Any, lateness_seconds: float, histogram_bounds: Iterable[float],
+                 dedup_seconds: float = 600.0):
         self.config = config
         self.name: str = config.name
         self.lateness = lateness_seconds
+        self.dedup_horizon = max(dedup_seconds, lateness_seconds)
         self.thresholds: tuple[float, ...] = tuple(config.thresholds_seconds)
         self.fields = field_layout(self.thresholds)
         self.index = {name: i for i, name in enumerate(self.fields)}
@@ -144,7 +146,7 @@ class QueueModel:
         self.talking: dict[str, list] = {}  # call_id -> [answered_at, hold_started_at | None, hold_seconds]
         self.ended: dict[str, float] = {}  # call_id -> conversation end, until its wrap-up ends
         self.agents: dict[str, tuple[str, float, str | None]] = {}  # agent_id -> (state, since, reason)
-        self.seen: dict[int, set[str]] = {}  # second -> event ids, kept while the second is within lateness
+        self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.watermark = -math.inf  # newest event time applied
         self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
@@ -155,15 +157,15 @@ class QueueModel:
 
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
         """Fold one validated event (time t in epoch seconds) into the state; return its outcome."""
-        if t < self.watermark - self.lateness:
-            return TOO_LATE
         second = math.floor(t)
         ids = self.seen.get(second)
+        event_id = event["event_id"]
+        if ids is not None and event_id in ids:
+            return DUPLICATE  # checked first: a redelivered old event is a duplicate, not "too late"
+        if t < self.watermark - self.lateness:
+            return TOO_LATE
         if ids is None:
             ids = self.seen[second] = set()
-        event_id = event["event_id"]
-        if event_id in ids:
-            return DUPLICATE
         ids.add(event_id)
         handler = _HANDLERS.get(event["type"])
         if handler is not None:
@@ -331,7 +333,7 @@ class QueueModel:
     def _expire(self) -> None:
         """Drop what the lateness horizon has passed; runs when the watermark enters a new second."""
         horizon = self.watermark - self.lateness
-        cutoff = math.floor(horizon)
+        cutoff = math.floor(self.watermark - self.dedup_horizon)
         for second in [s for s in self.seen if s < cutoff]:
             del self.seen[second]
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:

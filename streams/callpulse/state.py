@@ -98,7 +98,8 @@ class QueueStates:
         self._covered_by_previous: dict[str, int] = {}
 
     def _new_model(self, queue: str) -> QueueModel:
-        return QueueModel(self.config.queue(queue), self.config.stream.lateness_seconds, self.histogram_bounds)
+        stream = self.config.stream
+        return QueueModel(self.config.queue(queue), stream.lateness_seconds, self.histogram_bounds, stream.dedup_seconds)
 
     def model_for(self, queue: str, partition: int) -> QueueModel:
         model = self.models.get(queue)

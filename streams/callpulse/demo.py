@@ -1,0 +1,88 @@
+"""`callpulse demo`: embedded broker, topics, one worker, the simulator and a live terminal wallboard.
+
+Every child is a real process (the broker, `callpulse worker`, `callpulse simulate`), started with
+the same config the production commands use; Ctrl-C (or --seconds) stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .broker import EmbeddedBroker, free_port
+from .config import load_config
+
+
+def _child(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "callpulse", *args], env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Wait until the worker's web server answers (it starts after the group join and recovery)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the worker exited with code {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"the worker did not answer at {url} within {timeout:g} s")
+
+
+def run_demo(args) -> int:
+    from .cli import create_topics
+    from .wallboard import run as run_wallboard
+
+    logs = Path("var/demo")
+    logs.mkdir(parents=True, exist_ok=True)
+    web_port = args.web_port if args.web_port else free_port()
+    broker = EmbeddedBroker(args.broker_port, log_path=logs / "broker.log")
+    env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),
+               CALLPULSE_WEB_HOST="127.0.0.1")
+    children: list[subprocess.Popen] = []
+    try:
+        print(f"starting the embedded Kafka-protocol broker (Tansu) on {broker.bootstrap} ...")
+        broker.start()
+        os.environ.update(env)
+        asyncio.run(create_topics(load_config()))
+        worker = _child(["worker"], env, logs / "worker.log")
+        children.append(worker)
+        url = f"http://127.0.0.1:{web_port}"
+        print("starting a worker (joining the consumer group takes a few seconds) ...")
+        wait_until_ready(url, worker)
+        children.append(_child(["simulate", "--scenario", args.scenario], env, logs / "simulator.log"))
+        print(f"\n  metrics:   {url}/metrics\n  JSON:      {url}/api/queues\n  logs:      {logs}/\n")
+        time.sleep(3)
+        stop = threading.Event()
+        if args.seconds:
+            threading.Timer(args.seconds, stop.set).start()
+        run_wallboard([url], window=args.window, stop=stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping the simulator, the worker and the broker ...")
+        for child in reversed(children):
+            _stop(child)
+        broker.stop()
+    return 0

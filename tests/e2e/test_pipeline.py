@@ -1,0 +1,198 @@
+"""End to end: real broker, real worker processes, scraped /metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import subprocess
+import time
+
+import orjson
+import pytest
+
+from harness import value, wait_for
+from helpers import call, event
+
+pytestmark = pytest.mark.e2e
+
+
+def scripted(base: float) -> list[dict]:
+    """Seven calls in queue 'sales' with known waits (the same as tests/test_model.py)."""
+    evs = []
+    evs += call("sales", "c1", base + 0, "answered", base + 8)     # wait 8
+    evs += call("sales", "c2", base + 1, "answered", base + 16)    # wait 15
+    evs += call("sales", "c3", base + 2, "abandoned", base + 5)    # wait 3: short abandon
+    evs += call("sales", "c4", base + 3, "abandoned", base + 33)   # wait 30
+    evs += call("sales", "c5", base + 4, "flowed_out", base + 64)  # wait 60
+    evs += call("sales", "c6", base + 5, "answered", base + 30)    # wait 25
+    evs.append(event("call.offered", base + 40, queue="sales", call_id="c7"))  # still waiting
+    return sorted(evs, key=lambda e: e["time"])
+
+
+def test_scripted_scenario_scrapes_hand_computed_values(pipeline):
+    worker = pipeline.start_worker()
+    base = time.time() - 100
+    pipeline.produce(scripted(base))
+    s = wait_for(lambda: (s := worker.samples()) and value(s, "callcenter_calls_offered_total", queue="sales") == 7 and s,
+                 message="7 offered calls in sales")
+    assert value(s, "callcenter_calls_answered_total", queue="sales") == 3
+    assert value(s, "callcenter_calls_abandoned_total", queue="sales") == 2
+    assert value(s, "callcenter_calls_short_abandoned_total", queue="sales") == 1
+    assert value(s, "callcenter_calls_flowed_out_total", queue="sales", reason="timeout") == 1
+    assert value(s, "callcenter_calls_answered_within_threshold_total", queue="sales", threshold="10") == 1
+    assert value(s, "callcenter_calls_answered_within_threshold_total", queue="sales", threshold="20") == 2
+    assert value(s, "callcenter_answer_wait_seconds_bucket", queue="sales", le="10") == 1
+    assert value(s, "callcenter_answer_wait_seconds_bucket", queue="sales", le="20") == 2
+    assert value(s, "callcenter_answer_wait_seconds_sum", queue="sales") == pytest.approx(48)
+    # SL-C (default): A<=T / (A + Ab - Ab<=5) = 1/4 at 10 s, 2/4 at 20 s
+    assert value(s, "callcenter_service_level_ratio", queue="sales", window="5m", threshold="10") == pytest.approx(0.25)
+    assert value(s, "callcenter_service_level_ratio", queue="sales", window="5m", threshold="20") == pytest.approx(0.5)
+    assert value(s, "callcenter_average_answer_wait_seconds", queue="sales", window="5m") == pytest.approx(16)
+    assert value(s, "callcenter_average_abandon_wait_seconds", queue="sales", window="5m") == pytest.approx(16.5)
+    assert value(s, "callcenter_abandon_rate_ratio", queue="sales", window="5m") == pytest.approx(2 / 7)
+    assert value(s, "callcenter_window_calls", queue="sales", window="15m", outcome="offered") == 7
+    assert value(s, "callcenter_window_calls_within_threshold", queue="sales", window="15m", threshold="20", outcome="abandoned") == 1
+    # live: c7 waits since base+40; the stream clock started at the newest event (base+64)
+    assert value(s, "callcenter_calls_waiting", queue="sales") == 1
+    oldest = value(s, "callcenter_oldest_call_wait_seconds", queue="sales")
+    assert 24 <= oldest < 24 + 60
+    assert value(s, "callcenter_calls_waiting_over_threshold", queue="sales", threshold="20") == 1
+    assert value(s, "callcenter_events_total", type="call.offered") == 7
+    assert value(s, "callcenter_last_event_timestamp_seconds", queue="sales") == pytest.approx(base + 64, abs=0.01)
+    # the JSON snapshot says the same
+    snapshot = orjson.loads(worker.get("/api/queues"))
+    assert snapshot["queues"]["sales"]["windows"]["5m"]["service_level"] == {"10": 0.25, "20": 0.5}
+
+
+def test_promtool_accepts_the_metrics_page(pipeline, tmp_path):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus); .ci/run installs it"
+    worker = pipeline.start_worker()
+    pipeline.produce(scripted(time.time() - 100))
+    wait_for(lambda: value(worker.samples(), "callcenter_calls_offered_total", queue="sales") == 7)
+    text = worker.metrics_text()
+    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_duplicates_count_once_and_out_of_order_events_land_right(pipeline):
+    worker = pipeline.start_worker()
+    base = time.time() - 100
+    first = scripted(base)
+    pipeline.produce(first)
+    wait_for(lambda: value(worker.samples(), "callcenter_calls_offered_total", queue="sales") == 7)
+    # the same events again (a producer retry / a replayed file), and an answer before its offer
+    offered, answered = call("sales", "late1", base + 50, "answered", base + 59)  # wait 9
+    pipeline.produce(first + [answered, offered])
+    # Every resent event is recognised by its event_id, also those older than the lateness (60 s
+    # behind the newest event): ids are remembered for dedup_seconds (600 s).
+    wait_for(lambda: (s := worker.samples()) and value(s, "callcenter_events_duplicate_total") == len(first)
+             and value(s, "callcenter_calls_answered_total", queue="sales") == 4,
+             message="resent events seen as duplicates, and the late call answered")
+    time.sleep(1)
+    s = worker.samples()
+    assert value(s, "callcenter_events_duplicate_total") == len(first) == 13
+    assert value(s, "callcenter_events_rejected_total", reason="too_late") == 0
+    assert value(s, "callcenter_calls_offered_total", queue="sales") == 8
+    assert value(s, "callcenter_calls_answered_total", queue="sales") == 4
+    assert value(s, "callcenter_calls_answered_within_threshold_total", queue="sales", threshold="10") == 2
+    assert value(s, "callcenter_events_late_total") >= 1
+
+
+def test_invalid_events_go_to_the_dead_letter_topic(pipeline):
+    worker = pipeline.start_worker()
+    now = time.time()
+    good = event("call.offered", now - 5, queue="q1", call_id="ok")
+    bad = [
+        b"{not json",
+        b"[1, 2, 3]",
+        orjson.dumps(event("call.teleported", now, queue="q1", call_id="x")),
+        orjson.dumps({k: v for k, v in event("call.offered", now, call_id="x").items()}),  # no queue
+        orjson.dumps(event("call.offered", now + 3600, queue="q1", call_id="future")),
+    ]
+    pipeline.produce([orjson.dumps(good)] + bad, raw=True)
+    # an event much older than the queue's newest one: too late to place
+    wait_for(lambda: value(worker.samples(), "callcenter_calls_offered_total", queue="q1") == 1)
+    too_late = orjson.dumps(event("call.offered", now - 5 - 600, queue="q1", call_id="old"))
+    pipeline.produce([too_late], raw=True)
+    letters = pipeline.dead_letters(expected=6)
+    by_original = {letter.get("original"): letter for letter in letters}
+    expected = {
+        b"{not json": "malformed_json", b"[1, 2, 3]": "not_an_object", bad[2]: "unknown_type",
+        bad[3]: "schema_violation", bad[4]: "future_time", too_late: "too_late",
+    }
+    for original, reason in expected.items():
+        letter = by_original[original.decode()]
+        assert letter["reason"] == reason
+        assert letter["detail"] and letter["rejected_at"]
+    s = wait_for(lambda: (s := worker.samples()) and value(s, "callcenter_events_rejected_total", reason="too_late") == 1 and s)
+    for reason in ("malformed_json", "not_an_object", "unknown_type", "schema_violation", "future_time"):
+        assert value(s, "callcenter_events_rejected_total", reason=reason) == 1
+    assert value(s, "callcenter_calls_offered_total", queue="q1") == 1
+
+
+def traffic(queues: list[str], calls_per_queue: int, base: float, tag: str) -> tuple[list[dict], dict]:
+    """Deterministic calls in several queues; returns events and the expected totals per queue."""
+    events, expected = [], {}
+    for qi, queue in enumerate(queues):
+        answered = abandoned = within20 = 0
+        for j in range(calls_per_queue):
+            wait = (j * 7 + qi) % 40
+            outcome = "abandoned" if j % 5 == 0 else "answered"
+            events += call(queue, f"{tag}-{queue}-{j}", base + j * 0.5, outcome, base + j * 0.5 + wait)
+            if outcome == "answered":
+                answered += 1
+                within20 += wait <= 20
+            else:
+                abandoned += 1
+        expected[queue] = {"offered": calls_per_queue, "answered": answered, "abandoned": abandoned, "within20": within20}
+    return sorted(events, key=lambda e: e["time"]), expected
+
+
+def totals(samples: dict, queue: str) -> dict:
+    return {
+        "offered": value(samples, "callcenter_calls_offered_total", queue=queue),
+        "answered": value(samples, "callcenter_calls_answered_total", queue=queue),
+        "abandoned": value(samples, "callcenter_calls_abandoned_total", queue=queue),
+        "within20": value(samples, "callcenter_calls_answered_within_threshold_total", queue=queue, threshold="20"),
+    }
+
+
+def test_sigkill_and_restart_loses_nothing_and_counts_nothing_twice(pipeline):
+    queues = [f"q{i}" for i in range(6)]
+    events, expected = traffic(queues, 300, time.time() - 400, "k")
+    worker = pipeline.start_worker()
+    half = len(events) // 2
+    pipeline.produce(events[:half])
+    wait_for(lambda: sum((value(worker.samples(), "callcenter_calls_offered_total", queue=q) or 0) for q in queues) > 0)
+    worker.kill(signal.SIGKILL)  # mid-stream: some batches applied, offsets not yet committed
+    pipeline.produce(events[half:])
+    restarted = pipeline.start_worker()
+    got = wait_for(lambda: (s := restarted.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
+                   timeout=90, message="exact totals after the restart")
+    time.sleep(3)  # and they stay exact (no late double counting)
+    s = restarted.samples()
+    assert {q: totals(s, q) for q in queues} == expected
+
+
+def test_two_workers_share_queues_and_one_takes_over(pipeline):
+    queues = [f"queue-{i}" for i in range(8)]
+    events, expected = traffic(queues, 50, time.time() - 200, "g")
+    first = pipeline.start_worker()
+    second = pipeline.start_worker()
+    pipeline.produce(events)
+
+    def split_evenly():
+        a, b = first.queues(), second.queues()
+        return a and b and not (a & b) and (a | b) == set(queues) and (a, b)
+
+    a, b = wait_for(split_evenly, timeout=90, message="each queue exported by exactly one worker")
+    for worker, owned in ((first, a), (second, b)):
+        s = worker.samples()
+        for q in owned:
+            assert totals(s, q) == expected[q]
+    second.kill(signal.SIGTERM)
+    s = wait_for(lambda: (s := first.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
+                 timeout=90, message="the survivor exports every queue with the right values")
+    assert first.queues() == set(queues)

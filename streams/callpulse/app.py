@@ -113,19 +113,17 @@ def create_app(config: Config) -> SimpleNamespace:
             health.count_batch(result)
             await dead_letter(result.rejected, "aggregate")
 
-    @state_table.on_recover
-    async def rebuild_models() -> None:
-        """After recovery (start-up and every rebalance) rebuild the models from the table."""
-        store = state_table.data
-        partition_of = getattr(store, "_key_partition", {})
-        states.rebuild(list(store.items()), lambda key: partition_of.get(key))
-        log.info("rebuilt %d queue(s) from the changelog: %s", len(states.models), ", ".join(sorted(states.models)))
-
     @app.on_partitions_revoked.connect
-    async def forget_revoked(sender, revoked, **kwargs) -> None:
-        lost = {tp.partition for tp in revoked if tp.topic == kafka.topic_batches}
-        if lost:
-            states.drop_partitions(lost)
+    async def park_models(sender, revoked, **kwargs) -> None:
+        states.park()  # nothing is exported while the group rebalances
+
+    @state_table.on_recover
+    async def resume_models() -> None:
+        """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == kafka.topic_batches}
+        rebuilt = states.resume(owned, list(state_table.data.items()))
+        log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s",
+                 len(states.models), sorted(owned), ", ".join(rebuilt) or "none")
 
     @app.page("/metrics")
     async def metrics(web, request):

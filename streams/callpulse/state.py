@@ -96,6 +96,7 @@ class QueueStates:
         self._batches_since_snapshot: dict[str, list[int]] = {}
         self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
         self._covered_by_previous: dict[str, int] = {}
+        self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
 
     def _new_model(self, queue: str) -> QueueModel:
         stream = self.config.stream
@@ -103,6 +104,8 @@ class QueueStates:
 
     def model_for(self, queue: str, partition: int) -> QueueModel:
         model = self.models.get(queue)
+        if model is None and queue in self._parked:
+            model = self.models[queue] = self._parked.pop(queue)
         if model is None:
             model = self.models[queue] = self._new_model(queue)
             self.partition_of[queue] = partition
@@ -139,9 +142,9 @@ class QueueStates:
     def changelog_writes(self, result: BatchResult) -> Iterator[tuple[bytes, bytes | None]]:
         """Table writes for an applied batch: its batch record, and a snapshot when one is due."""
         queue, offset = result.queue, result.offset
-        yield state_key(queue, BATCH, offset), _record({"offset": offset}, ev.pack(result.accepted))
-        written = self._batches_since_snapshot.setdefault(queue, [])
-        written.append(offset)
+        header = {"offset": offset, "partition": self.partition_of[queue]}
+        yield state_key(queue, BATCH, offset), _record(header, ev.pack(result.accepted))
+        self._batches_since_snapshot.setdefault(queue, []).append(offset)
         taken_at, _ = self._last_snapshot[queue]
         if self.wall() - taken_at >= self.config.stream.snapshot_interval_seconds:
             yield from self._snapshot(queue)
@@ -149,7 +152,8 @@ class QueueStates:
     def _snapshot(self, queue: str) -> Iterator[tuple[bytes, bytes | None]]:
         model = self.models[queue]
         payload = zlib.compress(orjson.dumps(model.to_state(), option=orjson.OPT_NON_STR_KEYS), 1)
-        yield state_key(queue, SNAPSHOT), _record({"offset": model.applied_offset, "zlib": True}, payload)
+        header = {"offset": model.applied_offset, "partition": self.partition_of[queue]}
+        yield state_key(queue, SNAPSHOT), _record(header, payload)
         # Delete only the batch records the *previous* snapshot covered: that snapshot has surely
         # reached the broker, so no crash can leave a gap between a snapshot and the records after it.
         previous = self._covered_by_previous.get(queue, -1)
@@ -160,51 +164,65 @@ class QueueStates:
         self._covered_by_previous[queue] = model.applied_offset
         self._last_snapshot[queue] = (self.wall(), model.applied_offset)
 
-    # ---- recovery ----------------------------------------------------------------------------
+    # ---- rebalancing and recovery ------------------------------------------------------------
 
-    def rebuild(self, records: Iterable[tuple[bytes, bytes]], partition_of_key: Callable[[bytes], int | None]) -> None:
-        """Replace every model by what the table holds: snapshot, then the batch records after it."""
+    def park(self) -> None:
+        """Partitions are being revoked: stop exporting until the new assignment is known."""
+        self._parked.update(self.models)
+        self.models = {}
+
+    def resume(self, owned_partitions: set[int], records: Iterable[tuple[bytes, bytes | None]]) -> list[str]:
+        """The new assignment is known and the table recovered: keep the models of partitions this
+        worker still owns, rebuild those of newly owned partitions from the table (snapshot, then the
+        batch records after it), forget the rest. Returns the queues rebuilt from the table."""
+        parked, self._parked = self._parked, {}
+        self.models.update(parked)
+        for queue in [q for q in self.models if self.partition_of.get(q) not in owned_partitions]:
+            self._forget(queue)
         by_queue: dict[str, dict] = {}
         for key, value in records:
             if value is None:
                 continue
             queue, kind, offset = split_key(key)
-            entry = by_queue.setdefault(queue, {"snapshot": None, "batches": [], "partition": None})
-            entry["partition"] = partition_of_key(key)
+            header, payload = _split_record(value)
+            if queue in self.models or header["partition"] not in owned_partitions:
+                continue
+            entry = by_queue.setdefault(queue, {"snapshot": None, "batches": [], "partition": header["partition"]})
             if kind == SNAPSHOT:
-                entry["snapshot"] = value
+                entry["snapshot"] = (header, payload)
             else:
-                entry["batches"].append((offset, value))
-        self.models.clear()
-        self.partition_of.clear()
-        self._batches_since_snapshot.clear()
-        self._covered_by_previous.clear()
-        self._last_snapshot.clear()
+                entry["batches"].append((offset, payload))
         for queue, entry in by_queue.items():
-            model = self.model_for(queue, entry["partition"])
-            covered = -1
-            if entry["snapshot"] is not None:
-                header, payload = _split_record(entry["snapshot"])
-                model.load_state(orjson.loads(zlib.decompress(payload)))
-                covered = header["offset"]
-            batches = sorted(entry["batches"])
-            for offset, value in batches:
-                if offset <= covered:
-                    continue
-                for raw in ev.unpack(_split_record(value)[1]):
-                    event = orjson.loads(raw)
-                    t = ev.parse_time(event["time"])
-                    self.clock.observe(t)
-                    model.apply(event, t, raw)
-                model.applied_offset = offset
-            model.unmatched.clear()  # already sent to the dead letters when first applied
-            self._batches_since_snapshot[queue] = [o for o, _ in batches]
-            self._covered_by_previous[queue] = covered
+            self._rebuild(queue, entry)
+        return sorted(by_queue)
 
-    def drop_partitions(self, partitions: set[int]) -> None:
-        for queue in [q for q, p in self.partition_of.items() if p in partitions]:
-            del self.models[queue]
-            del self.partition_of[queue]
+    def _rebuild(self, queue: str, entry: dict) -> None:
+        model = self.model_for(queue, entry["partition"])
+        covered = -1
+        if entry["snapshot"] is not None:
+            header, payload = entry["snapshot"]
+            model.load_state(orjson.loads(zlib.decompress(payload)))
+            covered = header["offset"]
+        batches = sorted(entry["batches"])
+        for offset, payload in batches:
+            if offset <= covered:
+                continue
+            for raw in ev.unpack(payload):
+                event = orjson.loads(raw)
+                t = ev.parse_time(event["time"])
+                self.clock.observe(t)
+                model.apply(event, t, raw)
+            model.applied_offset = offset
+        model.unmatched.clear()  # already sent to the dead letters when first applied
+        self._batches_since_snapshot[queue] = [o for o, _ in batches]
+        self._covered_by_previous[queue] = covered
+
+    def _forget(self, queue: str) -> None:
+        self.models.pop(queue, None)
+        self.partition_of.pop(queue, None)
+        self._batches_since_snapshot.pop(queue, None)
+        self._covered_by_previous.pop(queue, None)
+        self._last_snapshot.pop(queue, None)
 
     # ---- reading -----------------------------------------------------------------------------
 

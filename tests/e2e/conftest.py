@@ -20,6 +20,7 @@ def broker():
 @pytest.fixture
 def pipeline(broker, request):
     name = f"t{next(_names)}-{request.node.name[:30].replace('[', '-').replace(']', '')}"
-    p = Pipeline(broker, name)
+    marker = request.node.get_closest_marker("pipeline_env")
+    p = Pipeline(broker, name, **(marker.kwargs if marker else {}))
     yield p
     p.stop()

@@ -28,7 +28,7 @@ LOGS = Path(__file__).resolve().parents[2] / "var" / "test-logs"
 class Pipeline:
     """One isolated callpulse deployment (topics + consumer group) on the shared broker."""
 
-    def __init__(self, broker: EmbeddedBroker, name: str, partitions: int = 4):
+    def __init__(self, broker: EmbeddedBroker, name: str, partitions: int = 4, **env):
         self.name = name
         self.env = dict(
             os.environ,
@@ -41,6 +41,7 @@ class Pipeline:
             CALLPULSE_WEB_HOST="127.0.0.1",
             CALLPULSE_DATA_DIR=str(LOGS / name),
             PYTHONUNBUFFERED="1",
+            **env,
         )
         self.config = load_config(None, self.env)
         asyncio.run(create_topics(self.config))

@@ -198,3 +198,13 @@ def test_snapshot_round_trip_gives_the_same_view():
 
 def _comparable(view):
     return {k: v for k, v in view.items() if not k.endswith("histogram")}
+
+
+def test_occupancy_of_long_states_is_cut_at_the_window_edge():
+    m = make_model()
+    s = lambda t, state: event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state)
+    feed(m, [s(T0, "available"), s(T0 + 1000, "on_call"), s(T0 + 1100, "wrap_up")])
+    w = m.read(T0 + 1100.5)["windows"]["5m"]  # seconds T0+801 .. T0+1100
+    # available 801..1000 = 199 s, on_call 1000..1100 = 100 s, wrap-up still open: 0.5 s
+    assert w["occupancy"] == pytest.approx(100.5 / 299.5)
+    assert m.read(T0 + 1100.5)["windows"]["1h"]["occupancy"] == pytest.approx(100.5 / 1100.5)

@@ -30,6 +30,30 @@ from .state import QueueStates
 
 log = logging.getLogger("callpulse")
 STATE_TABLE = "queue-state"
+# Faust creates its consumer with fetch_max_wait_ms=1500 and no setting to change it. Apache Kafka
+# answers a waiting fetch as soon as data arrives, but some Kafka-protocol brokers (Tansu among
+# them) hold it for the whole wait, which adds up to 1.5 s per hop. 50 ms bounds that; the cost is
+# a few idle fetch requests a second. tests/test_agents.py checks the patch still applies.
+FETCH_MAX_WAIT_MS = 50
+
+
+def _patch_fetch_max_wait() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "callpulse_patched", False):
+        return
+
+    def create_worker_consumer(self, transport):
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        return consumer
+
+    create_worker_consumer.callpulse_patched = True
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
+_patch_fetch_max_wait()
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:

@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run a stream worker against the configured Kafka")
-    p.add_argument("--loglevel", default="info")
+    p.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("topics", help="manage the Kafka topics")

@@ -36,6 +36,7 @@ class PipelineHealth:
     def __init__(self, event_types: Iterable[str]):
         self.events = {t: 0 for t in sorted(event_types)}
         self.rejected = {r: 0 for r in ev.REJECT_REASONS}
+        self.applied = 0
         self.duplicates = 0
         self.late = 0
         self.lag = Histogram(LAG_BUCKETS)
@@ -50,6 +51,7 @@ class PipelineHealth:
             self.rejected[r.reason] = self.rejected.get(r.reason, 0) + 1
 
     def count_batch(self, result) -> None:
+        self.applied += len(result.accepted)
         self.duplicates += result.outcomes.get("duplicate", 0)
         self.late += result.outcomes.get("late", 0)
         for lag in result.lags:
@@ -181,6 +183,8 @@ class QueueCollector(Collector):
         rejected = _counter("events_rejected", "Events sent to the dead-letter topic with the original bytes, by reason: malformed_json, not_an_object, unknown_type, schema_violation, future_time, too_late (older than the queue's newest event minus the lateness), unmatched_outcome (no call.offered within the lateness).", ["reason"])
         for reason, n in h.rejected.items():
             rejected.add_metric([reason], n)
+        applied = _counter("events_applied", "Events applied to a queue's state by this worker's second stage (an agent event counts once per queue it concerns).", [])
+        applied.add_metric([], h.applied)
         duplicates = _counter("events_duplicate", "Events ignored because their event_id was already applied to the queue (counted per queue the event concerns).", [])
         duplicates.add_metric([], h.duplicates)
         late = _counter("events_late", "Events applied although older than the queue's newest event (out of order, within the lateness).", [])
@@ -191,4 +195,4 @@ class QueueCollector(Collector):
                 last.add_metric([queue], v["last_event_time"])
         lag = HistogramMetricFamily(f"{NS}_event_lag_seconds", "Processing delay: wall clock when the second stage applied an event minus the event's time.", labels=[])
         _histogram(lag, [], h.lag)
-        yield from (events, rejected, duplicates, late, last, lag)
+        yield from (events, rejected, applied, duplicates, late, last, lag)

@@ -28,7 +28,6 @@ from . import kpi
 
 WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
 WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
-LONGEST_WINDOW = WINDOWS[-1][1]
 FLOW_OUT_REASONS = ("timeout", "exit_key", "overflow", "callback", "transfer", "queue_full", "no_agents", "other")
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
 BUSY_STATES = frozenset(("on_call", "wrap_up"))
@@ -120,6 +119,91 @@ class Histogram:
         self.sum += state["sum"]
 
 
+class AgentSeconds:
+    """Agent-seconds per second over the last hour, for occupancy in the rolling windows.
+
+    A state interval [a, b) adds a fraction to its first and last second and, for the whole
+    seconds between, a +1 step at the first and a -1 step after the last: O(1) per interval
+    however long it is. The seconds of a window are the running sum of steps plus the fractions.
+    """
+
+    def __init__(self) -> None:
+        self.fractions: dict[int, list[float]] = {}  # second -> [staffed, busy] seconds
+        self.steps: dict[int, list[float]] = {}  # second -> change of [staffed, busy] agents from it on
+        self.base = [0.0, 0.0]  # agents staffed / busy at the oldest kept second, from older steps
+        self.oldest: int | None = None  # seconds before it are folded into `base` or dropped
+
+    def add(self, start: float, end: float, busy: bool) -> None:
+        first, last = math.floor(start), math.floor(end)
+        if first == last:
+            self._fraction(first, end - start, busy)
+            return
+        self._fraction(first, first + 1 - start, busy)
+        if end > last:
+            self._fraction(last, end - last, busy)
+        if last > first + 1:
+            self._step(first + 1, 1.0, busy)
+            self._step(last, -1.0, busy)
+
+    def _fraction(self, second: int, seconds: float, busy: bool) -> None:
+        if self.oldest is not None and second < self.oldest:
+            return  # before every window
+        slot = self.fractions.setdefault(second, [0.0, 0.0])
+        slot[0] += seconds
+        if busy:
+            slot[1] += seconds
+
+    def _step(self, second: int, change: float, busy: bool) -> None:
+        slot = self.base if self.oldest is not None and second < self.oldest else self.steps.setdefault(second, [0.0, 0.0])
+        slot[0] += change
+        if busy:
+            slot[1] += change
+
+    def window_sums(self, lows: list[int], now_second: int) -> list[tuple[float, float]]:
+        """(staffed, busy) agent-seconds of closed intervals in each window [low, now_second].
+
+        A step of +k agents at second s adds k for every second from s on, so in a window it
+        adds k * (now_second - max(s, low) + 1): no loop over the seconds themselves.
+        """
+        self._forget_before(min(lows))
+        sums = []
+        for low in lows:
+            length = now_second - low + 1
+            staffed, busy = self.base[0] * length, self.base[1] * length
+            for second, (s_change, b_change) in self.steps.items():
+                if second <= now_second:
+                    span = now_second - max(second, low) + 1
+                    staffed += s_change * span
+                    busy += b_change * span
+            for second, (s_part, b_part) in self.fractions.items():
+                if low <= second <= now_second:
+                    staffed += s_part
+                    busy += b_part
+            sums.append((staffed, busy))
+        return sums
+
+    def _forget_before(self, second: int) -> None:
+        if self.oldest is not None and second <= self.oldest:
+            return
+        for old in [s for s in self.steps if s < second]:
+            step = self.steps.pop(old)
+            self.base[0] += step[0]
+            self.base[1] += step[1]
+        for old in [s for s in self.fractions if s < second]:
+            del self.fractions[old]
+        self.oldest = second
+
+    def to_state(self) -> dict:
+        return {"fractions": [[s, v] for s, v in self.fractions.items()],
+                "steps": [[s, v] for s, v in self.steps.items()], "base": self.base, "oldest": self.oldest}
+
+    def load_state(self, state: dict) -> None:
+        self.fractions = {int(s): v for s, v in state["fractions"]}
+        self.steps = {int(s): v for s, v in state["steps"]}
+        self.base = list(state["base"])
+        self.oldest = state["oldest"]
+
+
 class QueueModel:
     """Live state, cumulative counters and rolling windows of one queue."""
 
@@ -141,6 +225,7 @@ class QueueModel:
         self.window_low: list[int] | None = None  # first second inside each window; None: recompute
         self.answer_waits = Histogram(histogram_bounds)
         self.abandon_waits = Histogram(histogram_bounds)
+        self.agent_seconds = AgentSeconds()  # closed agent states, for the rolling windows
         self.waiting: dict[str, float] = {}  # call_id -> time it entered the queue
         self.pending: dict[str, tuple[float, dict, bytes]] = {}  # wait outcome seen before its offer
         self.talking: dict[str, list] = {}  # call_id -> [answered_at, hold_started_at | None, hold_seconds]
@@ -295,30 +380,22 @@ class QueueModel:
             self.agents[agent_id] = (state, t, reason)
 
     def _count_agent_seconds(self, state: str, start: float, end: float) -> None:
+        """Seconds of a closed agent state: into the day counters (split at business-day
+        boundaries) and the totals, and into `agent_seconds` for the rolling windows."""
         if state not in STAFFED_STATES or end <= start:
             return
+        busy = state in BUSY_STATES
         ix = self.index
-        fields = [ix["agent_staffed_seconds"]]
-        if state in BUSY_STATES:
-            fields.append(ix["agent_busy_seconds"])
-        # Split the span at business-day boundaries, and at whole seconds inside the retained hour.
-        retained_from = self.watermark - LONGEST_WINDOW - self.lateness - 1
+        fields = [ix["agent_staffed_seconds"]] + ([ix["agent_busy_seconds"]] if busy else [])
         cursor = start
         while cursor < end:
-            day_start, day_end, _ = self.business_day.bounds(cursor)
-            piece_end = min(end, day_end)
-            if piece_end <= retained_from:
-                day = self._day_counters(cursor)
-                for i in fields:
-                    self.totals[i] += piece_end - cursor
-                    day[i] += piece_end - cursor
-                cursor = piece_end
-                continue
-            second_end = min(piece_end, math.floor(cursor) + 1.0)
-            if cursor < retained_from:
-                second_end = min(piece_end, max(second_end, retained_from))
-            self._count(cursor, [(i, second_end - cursor) for i in fields])
-            cursor = second_end
+            piece_end = min(end, self.business_day.bounds(cursor)[1])
+            day = self._day_counters(cursor)
+            for i in fields:
+                self.totals[i] += piece_end - cursor
+                day[i] += piece_end - cursor
+            cursor = piece_end
+        self.agent_seconds.add(start, end, busy)
 
     def _on_agent_state(self, event: dict, t: float, raw: bytes) -> None:
         kind = event["type"]
@@ -405,9 +482,12 @@ class QueueModel:
             "calls_orphaned": len(waits) - len(live_waits),
         }
         windows = {}
-        for (name, _), low, sums in zip(WINDOWS, self.window_low, self.window_sums):
-            counters = self._with_open_agent_states(sums, low, now)
-            windows[name] = self._window_view(counters)
+        staffed_i, busy_i = self.index["agent_staffed_seconds"], self.index["agent_busy_seconds"]
+        closed_states = self.agent_seconds.window_sums(self.window_low, math.floor(now))
+        for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, self.window_low, self.window_sums, closed_states):
+            counters = list(sums)
+            counters[staffed_i], counters[busy_i] = staffed, busy
+            windows[name] = self._window_view(self._with_open_agent_states(counters, low, now))
         day_start, _, iso = self.business_day.bounds(now)
         today = self.days.get(iso) or [0.0] * len(self.fields)
         windows["today"] = self._window_view(self._with_open_agent_states(today, day_start, now))
@@ -490,6 +570,7 @@ class QueueModel:
             "days": self.days,
             "buckets": [[s, b] for s, b in self.buckets.items()],
             "answer_waits": self.answer_waits.to_state(),
+            "agent_seconds": self.agent_seconds.to_state(),
             "abandon_waits": self.abandon_waits.to_state(),
             "waiting": self.waiting,
             "pending": [[c, t, e, raw.decode("utf-8", "replace")] for c, (t, e, raw) in self.pending.items()],
@@ -518,6 +599,7 @@ class QueueModel:
         self.window_low = None
         self.answer_waits.load_state(state["answer_waits"])
         self.abandon_waits.load_state(state["abandon_waits"])
+        self.agent_seconds.load_state(state["agent_seconds"])
         self.waiting = dict(state["waiting"])
         self.pending = {c: (t, e, raw.encode()) for c, t, e, raw in state["pending"]}
         self.talking = {c: list(v) for c, v in state["talking"].items()}

@@ -1,4 +1,5 @@
-"""The two Faust agents driven through `agent.test_context()` (no broker), outbound topics mocked."""
+"""The pipeline's stages without a broker: the first stage's routing function with its outbound
+topics mocked, and the Faust aggregate agent driven through `agent.test_context()`."""
 
 from __future__ import annotations
 
@@ -30,12 +31,10 @@ async def test_route_validates_and_packs_per_queue(pipeline):
     now = time.time()
     good = call("sales", "c1", now - 20, "answered", now - 12) + [
         event("agent.state_changed", now - 5, agent_id="a1", queues=["sales", "support"], state="available")]
-    async with pipeline.route.test_context() as agent:
-        for e in good:
-            await agent.put(orjson.dumps(e))
-        await agent.put(b"{broken")
+    # as if read from two input partitions: the answer's partition came first
+    await pipeline.route([orjson.dumps(good[1]), orjson.dumps(good[2]), orjson.dumps(good[0]), b"{broken"])
     sent = {c.kwargs["key"]: list(ev.unpack(c.kwargs["value"])) for c in pipeline.batches_topic.send.await_args_list}
-    # every event of a queue arrives in that queue's batch, in order; the agent event goes to both queues
+    # every event of a queue arrives in that queue's batch, in event-time order; the agent event goes to both queues
     sales = [orjson.loads(r) for b in [sent[b"sales"]] for r in b]
     assert [e["type"] for e in sales] == ["call.offered", "call.answered", "agent.state_changed"]
     assert [orjson.loads(r)["type"] for r in sent[b"support"]] == ["agent.state_changed"]
@@ -43,6 +42,20 @@ async def test_route_validates_and_packs_per_queue(pipeline):
     assert (letter["reason"], letter["original"]) == ("malformed_json", "{broken")
     assert pipeline.health.events["call.offered"] == 1
     assert pipeline.health.rejected["malformed_json"] == 1
+
+
+async def test_the_fetch_wait_patch_still_applies():
+    """Faust hard-codes fetch_max_wait_ms=1500; app.py patches the consumer factory (see there)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from callpulse.app import FETCH_MAX_WAIT_MS
+
+    assert getattr(AIOKafkaConsumerThread._create_worker_consumer, "callpulse_patched", False)
+    import aiokafka
+
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="localhost:1")
+    assert hasattr(consumer, "_fetch_max_wait_ms")  # the attribute the patch sets still exists
+    assert FETCH_MAX_WAIT_MS <= 100
 
 
 async def test_aggregate_applies_batches_writes_the_table_and_skips_redeliveries(pipeline):

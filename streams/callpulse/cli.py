@@ -14,22 +14,6 @@ import orjson
 from .config import ConfigError, load_config
 
 
-def _kafka_kwargs(kafka) -> dict:
-    """aiokafka connection settings from the config (bootstrap servers, TLS, SASL)."""
-    kwargs: dict = {"bootstrap_servers": kafka.bootstrap_servers, "security_protocol": kafka.security_protocol}
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
-        if kafka.ssl_certfile:
-            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
-        kwargs["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL"):
-        kwargs.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
-                      sasl_plain_password=kafka.sasl_password)
-    return kwargs
-
-
 # ---- worker ------------------------------------------------------------------------------------
 
 def cmd_worker(args) -> int:
@@ -64,7 +48,7 @@ async def create_topics(config) -> list[str]:
 
     from .app import STATE_TABLE
 
-    admin = AIOKafkaAdminClient(**_kafka_kwargs(config.kafka))
+    admin = AIOKafkaAdminClient(**config.kafka.client_kwargs())
     await admin.start()
     try:
         plan = topic_plan(config)
@@ -106,7 +90,7 @@ async def publish(config, events, speed: float | None, stop_after: int | None = 
 
     from .simulator import event_time
 
-    producer = AIOKafkaProducer(**_kafka_kwargs(config.kafka), linger_ms=20, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**config.kafka.client_kwargs(), linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     sent = 0
     try:

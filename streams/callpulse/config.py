@@ -457,6 +457,27 @@ class KafkaConfig:
 
     __str__ = __repr__
 
+    def ssl_context(self):
+        """TLS context for SSL and SASL_SSL (None otherwise): CA file, optional client certificate."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+    def client_kwargs(self) -> dict:
+        """Connection settings for aiokafka clients (bootstrap servers, TLS, SASL)."""
+        kwargs: dict = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
+        if self.ssl_context() is not None:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.security_protocol.startswith("SASL"):
+            kwargs.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        return kwargs
+
 
 @dataclass(frozen=True)
 class StreamConfig:

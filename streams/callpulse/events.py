@@ -134,15 +134,25 @@ class Router:
         return event, None
 
     def route(self, raws: Iterable[bytes]) -> Routed:
+        """Valid events grouped by queue, each group in event-time order.
+
+        A batch holds messages from several input partitions; sorting each queue's events by time
+        undoes the disorder between partitions within the batch (stable: ties keep their order).
+        """
         out = Routed()
+        timed: dict[str, list[tuple[float, bytes]]] = {}
         for raw in raws:
             event, rejected = self.check(raw)
             if rejected is not None:
                 out.rejected.append(rejected)
                 continue
             out.types[event["type"]] = out.types.get(event["type"], 0) + 1
+            t = parse_time(event["time"])
             for queue in queues_of(event):
-                out.by_queue.setdefault(queue, []).append(raw)
+                timed.setdefault(queue, []).append((t, raw))
+        for queue, items in timed.items():
+            items.sort(key=lambda item: item[0])
+            out.by_queue[queue] = [raw for _, raw in items]
         return out
 
 

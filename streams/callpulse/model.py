@@ -236,6 +236,7 @@ class QueueModel:
         self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
         self._watermark_second = None
+        self._seen_floor: int | None = None  # no id is kept below this second
         self._precompute_increments()
 
     # ---- applying events -------------------------------------------------------------------
@@ -411,8 +412,12 @@ class QueueModel:
         """Drop what the lateness horizon has passed; runs when the watermark enters a new second."""
         horizon = self.watermark - self.lateness
         cutoff = math.floor(self.watermark - self.dedup_horizon)
-        for second in [s for s in self.seen if s < cutoff]:
+        # Ids are only ever added at seconds >= the watermark minus the lateness, never below the
+        # cutoff, so pruning can resume where it stopped last time.
+        start = self._seen_floor if self._seen_floor is not None else min(self.seen, default=cutoff)
+        for second in _seconds_present(self.seen, start, cutoff):
             del self.seen[second]
+        self._seen_floor = max(start, cutoff)
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
             _, event, raw = self.pending.pop(call_id)
             self.unmatched.append((event, raw))
@@ -444,21 +449,20 @@ class QueueModel:
                         for i, value in enumerate(bucket):
                             sums[i] += value
             self.window_low = new_lows
-        else:
-            for w, (old_low, new_low) in enumerate(zip(self.window_low, new_lows)):
-                if new_low <= old_low:
-                    continue
-                sums = self.window_sums[w]
-                if new_low - old_low > len(self.buckets):
-                    leaving = [s for s in self.buckets if old_low <= s < new_low]
-                else:
-                    leaving = [s for s in range(old_low, new_low) if s in self.buckets]
-                for second in leaving:
-                    for i, value in enumerate(self.buckets[second]):
-                        sums[i] -= value
-                self.window_low[w] = new_low
-        for second in [s for s in self.buckets if s < self.window_low[-1]]:
-            del self.buckets[second]
+            for second in [s for s in self.buckets if s < new_lows[-1]]:
+                del self.buckets[second]
+            return
+        for w, (old_low, new_low) in enumerate(zip(self.window_low, new_lows)):
+            if new_low <= old_low:
+                continue
+            sums = self.window_sums[w]
+            for second in _seconds_present(self.buckets, old_low, new_low):
+                for i, value in enumerate(self.buckets[second]):
+                    sums[i] -= value
+            if w == len(WINDOWS) - 1:  # left the longest window: no longer needed
+                for second in _seconds_present(self.buckets, old_low, new_low):
+                    del self.buckets[second]
+            self.window_low[w] = new_low
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -606,9 +610,17 @@ class QueueModel:
         self.ended = dict(state["ended"])
         self.agents = {a: tuple(v) for a, v in state["agents"].items()}  # type: ignore[misc]
         self.seen = {int(s): set(ids) for s, ids in state["seen"]}
+        self._seen_floor = None
         self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
         self._watermark_second = None if state["watermark"] is None else math.floor(self.watermark)
         self.applied_offset = state["applied_offset"]
+
+
+def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:
+    """Keys of `table` in [start, stop), looked up second by second or by a scan, whichever is less."""
+    if stop - start > len(table):
+        return [s for s in table if start <= s < stop]
+    return [s for s in range(start, stop) if s in table]
 
 
 _HANDLERS = {

@@ -83,9 +83,9 @@ def cmd_topics(args) -> int:
 
 # ---- simulate ----------------------------------------------------------------------------------
 
-async def publish(config, events, speed: float | None, stop_after: int | None = None) -> int:
-    """Send events to the events topic; with a speed, each is sent when the wall clock reaches its
-    time (compressed by `speed`), otherwise as fast as possible. Returns the number sent."""
+async def publish(config, events, live: bool) -> int:
+    """Send events to the events topic. Live: each event is sent when the wall clock reaches its
+    time (events already in the past go at once); otherwise as fast as possible."""
     from aiokafka import AIOKafkaProducer
 
     from .simulator import event_time
@@ -94,21 +94,16 @@ async def publish(config, events, speed: float | None, stop_after: int | None = 
     await producer.start()
     sent = 0
     try:
-        origin_event = origin_wall = None
         for event in events:
-            if speed:
-                t = event_time(event)
-                if origin_event is None:
-                    origin_event, origin_wall = t, time.time()
-                delay = origin_wall + (t - origin_event) / speed - time.time()
+            if live:
+                delay = event_time(event) - time.time()
                 if delay > 0:
                     await producer.flush()
                     await asyncio.sleep(delay)
-            key = (event.get("call_id") or event.get("agent_id") or "").encode() or None
+            # Keying by queue keeps each queue's call events in order in one partition (any key works).
+            key = (event.get("queue") or event.get("agent_id") or event.get("call_id") or "").encode() or None
             await producer.send(config.kafka.topic_events, orjson.dumps(event), key=key)
             sent += 1
-            if stop_after and sent >= stop_after:
-                break
         await producer.flush()
     finally:
         await producer.stop()
@@ -121,12 +116,12 @@ def cmd_simulate(args) -> int:
     config = load_config(args.config)
     now = time.time()
     if args.fast:  # history that ends now, sent as fast as the broker takes it
-        start, speed = now - args.duration, None
+        start = now - args.duration
     else:  # starts `backfill` seconds ago: the past is sent at once, the rest in real time
-        start, speed = now - args.backfill, 1.0
+        start = now - args.backfill
     events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration)
     try:
-        sent = asyncio.run(publish(config, events, speed))
+        sent = asyncio.run(publish(config, events, live=not args.fast))
     except KeyboardInterrupt:
         return 130
     print(f"sent {sent} events to {config.kafka.topic_events}", file=sys.stderr)

@@ -61,7 +61,7 @@ def run_demo(args) -> int:
     # The simulator first sends the last 15 minutes at once (so the windows start full): a replay,
     # so the lateness covers it.
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),
-               CALLPULSE_WEB_HOST="127.0.0.1", CALLPULSE_LATENESS_SECONDS="900")
+               CALLPULSE_WEB_HOST="127.0.0.1", CALLPULSE_LATENESS_SECONDS="1200")
     children: list[subprocess.Popen] = []
     try:
         print(f"starting the embedded Kafka-protocol broker (Tansu) on {broker.bootstrap} ...")

@@ -107,3 +107,17 @@ def test_agent_event_and_unmatched_outcome_in_a_batch():
     result = states.apply_batch("sales", 0, 0, raws)
     assert [r.reason for r in result.rejected] == ["unmatched_outcome"]
     assert result.rejected[0].raw == raws[0]  # the original bytes go to the dead letters
+
+
+def test_a_busy_queue_is_snapshotted_by_event_count_too(monkeypatch):
+    import callpulse.state as state_module
+
+    monkeypatch.setattr(state_module, "SNAPSHOT_EVERY_EVENTS", 20)
+    wall = FakeWall(T0 + 2000)  # the wall clock never moves: only the event count can trigger
+    states, table = make_states(wall), {}
+    run(states, table, "sales", 0, batches(40))  # 8 batches of 10 events
+    assert any(k.endswith(b"\x00s") for k in table)
+    assert len([k for k in table if b"\x00b" in k]) < 8
+    recovered = make_states(wall)
+    recovered.resume({0}, table.items())
+    assert _plain(recovered.models["sales"].read(T0 + 500)) == _plain(states.models["sales"].read(T0 + 500))

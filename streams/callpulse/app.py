@@ -77,7 +77,8 @@ def create_app(config: Config) -> SimpleNamespace:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         table_standby_replicas=0,  # the memory store drops standby data at each rebalance anyway
-        web_host=stream.web_host,
+        web_bind=stream.web_host,  # the address the web server listens on
+        web_host=socket.gethostname(),  # how other workers reach it
         web_port=stream.web_port,
         web_in_thread=False,
         # Faster group joins and failover than Faust's defaults (about 6 s instead of 30 s).
@@ -86,6 +87,9 @@ def create_app(config: Config) -> SimpleNamespace:
         broker_heartbeat_interval=1,
         datadir=stream.data_dir,
         autodiscover=False,
+        # Each message of the batches topic holds up to batch_max_events events: a small stream
+        # buffer keeps a fast first stage from parking hundreds of MB of batches in memory.
+        stream_buffer_maxsize=64,
     )
     batches_topic = app.topic(kafka.topic_batches, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     dead_letter_topic = app.topic(kafka.topic_dead_letter, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)

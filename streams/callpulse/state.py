@@ -26,6 +26,9 @@ from . import events as ev
 from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
 
 SNAPSHOT, BATCH = b"s", b"b"
+# A snapshot is also due after this many events in a queue's batch records: the in-memory table
+# holds the records until a snapshot covers them, so this bounds memory at any event rate.
+SNAPSHOT_EVERY_EVENTS = 10_000
 # Histogram bounds of waits (seconds); every configured threshold and short-abandon time is added.
 WAIT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 
@@ -96,6 +99,7 @@ class QueueStates:
         self._batches_since_snapshot: dict[str, list[int]] = {}
         self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
         self._covered_by_previous: dict[str, int] = {}
+        self._events_since_snapshot: dict[str, int] = {}
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
 
     def _new_model(self, queue: str) -> QueueModel:
@@ -145,8 +149,10 @@ class QueueStates:
         header = {"offset": offset, "partition": self.partition_of[queue]}
         yield state_key(queue, BATCH, offset), _record(header, ev.pack(result.accepted))
         self._batches_since_snapshot.setdefault(queue, []).append(offset)
+        self._events_since_snapshot[queue] = self._events_since_snapshot.get(queue, 0) + len(result.accepted)
         taken_at, _ = self._last_snapshot[queue]
-        if self.wall() - taken_at >= self.config.stream.snapshot_interval_seconds:
+        if (self.wall() - taken_at >= self.config.stream.snapshot_interval_seconds
+                or self._events_since_snapshot[queue] >= SNAPSHOT_EVERY_EVENTS):
             yield from self._snapshot(queue)
 
     def _snapshot(self, queue: str) -> Iterator[tuple[bytes, bytes | None]]:
@@ -163,6 +169,7 @@ class QueueStates:
         self._batches_since_snapshot[queue] = [o for o in written if o > previous]
         self._covered_by_previous[queue] = model.applied_offset
         self._last_snapshot[queue] = (self.wall(), model.applied_offset)
+        self._events_since_snapshot[queue] = 0
 
     # ---- rebalancing and recovery ------------------------------------------------------------
 
@@ -223,6 +230,7 @@ class QueueStates:
         self._batches_since_snapshot.pop(queue, None)
         self._covered_by_previous.pop(queue, None)
         self._last_snapshot.pop(queue, None)
+        self._events_since_snapshot.pop(queue, None)
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -50,14 +50,29 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 90.0)
     raise SystemExit(f"the worker did not answer at {url} within {timeout:g} s")
 
 
+def port_or_free(port: int) -> int:
+    """`port` if nothing listens there, otherwise a free one (another demo or worker may run)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a recent demo's TIME_WAIT is fine
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            other = free_port()
+            print(f"port {port} is taken; using {other}")
+            return other
+
+
 def run_demo(args) -> int:
     from .cli import create_topics
     from .wallboard import run as run_wallboard
 
     logs = Path("var/demo")
     logs.mkdir(parents=True, exist_ok=True)
-    web_port = args.web_port if args.web_port else free_port()
-    broker = EmbeddedBroker(args.broker_port, log_path=logs / "broker.log")
+    web_port = port_or_free(args.web_port)
+    broker = EmbeddedBroker(port_or_free(args.broker_port), log_path=logs / "broker.log")
     # The simulator first sends the last 15 minutes at once (so the windows start full): a replay,
     # so the lateness covers it.
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),

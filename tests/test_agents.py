@@ -24,6 +24,7 @@ def pipeline(tmp_path):
     p.app.flow_control.resume()  # without it put() waits forever
     p.batches_topic.send = AsyncMock()
     p.dead_letter_topic.send = AsyncMock()
+    p.app.producer.flush = AsyncMock()  # no broker: the changelog flush after each batch is a no-op
     return p
 
 
@@ -72,3 +73,4 @@ async def test_aggregate_applies_batches_writes_the_table_and_skips_redeliveries
     keys = [k for k in pipeline.state_table.data.keys()]
     assert b"sales\x00b0000000000000005" in keys  # the batch record, keyed by its offset
     assert pipeline.health.duplicates == 0  # skipped by offset before any event was looked at
+    pipeline.app.producer.flush.assert_awaited()  # the batch's changelog write is flushed before the next

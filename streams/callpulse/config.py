@@ -471,8 +471,9 @@ class KafkaConfig:
     def client_kwargs(self) -> dict:
         """Connection settings for aiokafka clients (bootstrap servers, TLS, SASL)."""
         kwargs: dict = {"bootstrap_servers": self.bootstrap_servers, "security_protocol": self.security_protocol}
-        if self.ssl_context() is not None:
-            kwargs["ssl_context"] = self.ssl_context()
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
         if self.security_protocol.startswith("SASL"):
             kwargs.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                           sasl_plain_password=self.sasl_password)

@@ -3,6 +3,7 @@ topics mocked, and the Faust aggregate agent driven through `agent.test_context(
 
 from __future__ import annotations
 
+import math
 import time
 from unittest.mock import AsyncMock
 
@@ -32,8 +33,10 @@ async def test_route_validates_and_packs_per_queue(pipeline):
     now = time.time()
     good = call("sales", "c1", now - 20, "answered", now - 12) + [
         event("agent.state_changed", now - 5, agent_id="a1", queues=["sales", "support"], state="available")]
-    # as if read from two input partitions: the answer's partition came first
-    await pipeline.route([orjson.dumps(good[1]), orjson.dumps(good[2]), orjson.dumps(good[0]), b"{broken"])
+    # read from two input partitions, the answer's partition first; both are caught up
+    fetched = {"p0": [(7, orjson.dumps(good[1])), (8, orjson.dumps(good[2]))], "p1": [(3, orjson.dumps(good[0])), (4, b"{broken")]}
+    await pipeline.take(fetched)
+    horizon, _ = await pipeline.send_ready({"p0": (9, 9), "p1": (5, 5)}, others=[])  # every partition caught up
     sent = {c.kwargs["key"]: list(ev.unpack(c.kwargs["value"])) for c in pipeline.batches_topic.send.await_args_list}
     # every event of a queue arrives in that queue's batch, in event-time order; the agent event goes to both queues
     sales = [orjson.loads(r) for b in [sent[b"sales"]] for r in b]
@@ -43,6 +46,31 @@ async def test_route_validates_and_packs_per_queue(pipeline):
     assert (letter["reason"], letter["original"]) == ("malformed_json", "{broken")
     assert pipeline.health.events["call.offered"] == 1
     assert pipeline.health.rejected["malformed_json"] == 1
+    assert horizon == math.inf and pipeline.aligner.commit_offsets({"p0": 9, "p1": 5}) == {"p0": 9, "p1": 5}
+
+
+async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pipeline):
+    now = time.time()
+    assert pipeline.config.stream.lateness_seconds == 60  # partitions may be 30 s apart
+    early = call("sales", "c1", now - 300, "answered", now - 290)
+    later = call("sales", "c2", now - 250, "answered", now - 240)
+    fetched = {"p0": [(0, orjson.dumps(early[0]))], "p1": [(10, orjson.dumps(later[0])), (11, orjson.dumps(later[1]))]}
+    # p0 has more to read (position 1 < highwater 5), so p1's events 50 s ahead of it wait
+    await pipeline.take(fetched)
+    horizon, low_marks = await pipeline.send_ready({"p0": (1, 5), "p1": (12, 12)}, others=[])
+    offsets = pipeline.aligner.commit_offsets({"p0": 1, "p1": 12})
+    sent = [orjson.loads(r)["call_id"] for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+    assert sent == ["c1"] and horizon == pytest.approx(now - 300, abs=0.001)
+    assert offsets == {"p0": 1, "p1": 10}  # p1 is committed only up to its first held event
+    assert pipeline.aligner.to_hold(horizon, paused=set()) == {"p1"}
+    # p0 catches up: everything is released in event-time order
+    pipeline.batches_topic.send.reset_mock()
+    await pipeline.take({"p0": [(1, orjson.dumps(early[1]))]})
+    await pipeline.send_ready({"p0": (2, 2), "p1": (12, 12)}, others=[])
+    offsets = pipeline.aligner.commit_offsets({"p0": 2, "p1": 12})
+    sent = [orjson.loads(r)["type"] for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+    assert sent == ["call.answered", "call.offered", "call.answered"]
+    assert offsets == {"p0": 2, "p1": 12}
 
 
 async def test_the_fetch_wait_patch_still_applies():
@@ -74,3 +102,24 @@ async def test_aggregate_applies_batches_writes_the_table_and_skips_redeliveries
     assert b"sales\x00b0000000000000005" in keys  # the batch record, keyed by its offset
     assert pipeline.health.duplicates == 0  # skipped by offset before any event was looked at
     pipeline.app.producer.flush.assert_awaited()  # the batch's changelog write is flushed before the next
+
+
+async def test_route_waits_for_other_workers_partitions(pipeline):
+    now = time.time()
+    calls = [call("sales", f"c{i}", now - 600 + 20 * i, "answered", now - 595 + 20 * i) for i in range(10)]
+    await pipeline.take({"p0": [(i, orjson.dumps(e)) for i, e in enumerate(sum(calls, []))]})
+    caught_up = {"p0": (20, 20)}
+
+    def sent_times():
+        return [ev.parse_time(orjson.loads(r)["time"]) for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+
+    await pipeline.send_ready(caught_up, others=[-math.inf])  # another worker's partition is unknown yet
+    assert sent_times() == []
+    await pipeline.send_ready(caught_up, others=[now - 550])  # it is at now - 550: pass up to 30 s past that
+    assert max(sent_times()) <= now - 520 and len(sent_times()) == 9  # offers and answers from now - 600 to now - 520
+    await pipeline.send_ready(caught_up, others=[math.inf])  # it caught up: pass the rest ...
+    times = sent_times()
+    assert len(times) == 20 and times == sorted(times)
+    # ... in batches that each reach at most 30 s past what is left, so that another worker's
+    # batches in between stay within the lateness of them
+    assert pipeline.batches_topic.send.await_count > 2

@@ -67,10 +67,11 @@ def test_agent_events_fan_out_to_their_queues_and_batches_are_time_ordered(route
     base = json.loads((SCHEMAS / "examples" / "valid" / "agent.state_changed.json").read_text())
     late = dict(base, event_id="x1", time="2026-11-23T09:00:05.000Z", queues=["a", "b"])
     early = dict(base, event_id="x2", time="2026-11-23T09:00:01.000Z", queues=["a"])
-    routed = router.route([orjson.dumps(late), orjson.dumps(early)])
-    assert [orjson.loads(r)["event_id"] for r in routed.by_queue["a"]] == ["x2", "x1"]
-    assert [orjson.loads(r)["event_id"] for r in routed.by_queue["b"]] == ["x1"]
-    assert routed.types == {"agent.state_changed": 2}
+    valid, rejected = router.validate([(0, orjson.dumps(late)), (1, orjson.dumps(early))])
+    assert rejected == [] and [(e.offset, e.queues, e.type) for e in valid] == [(0, ("a", "b"), "agent.state_changed"), (1, ("a",), "agent.state_changed")]
+    routed = ev.by_queue(valid)
+    assert [orjson.loads(r)["event_id"] for r in routed["a"]] == ["x2", "x1"]
+    assert [orjson.loads(r)["event_id"] for r in routed["b"]] == ["x1"]
 
 
 def test_pack_unpack_round_trip():

@@ -13,17 +13,21 @@ batches topic is keyed by queue, so all of a queue's events meet in one partitio
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import time
 from types import SimpleNamespace
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from . import events as ev
+from .align import EventTimeAligner, SharedProgress, encode_report
 from .config import Config, load_config
 from .exporter import PipelineHealth, QueueCollector
 from .state import QueueStates
@@ -35,6 +39,13 @@ STATE_TABLE = "queue-state"
 # them) hold it for the whole wait, which adds up to 1.5 s per hop. 50 ms bounds that; the cost is
 # a few idle fetch requests a second. tests/test_agents.py checks the patch still applies.
 FETCH_MAX_WAIT_MS = 50
+# How often the first stage reports its partitions' progress to the other workers (align.py).
+PROGRESS_REPORT_SECONDS = 0.05
+
+
+def progress_topic_name(app_id: str) -> str:
+    """The compacted topic where first-stage workers share their input partitions' progress."""
+    return f"{app_id}-router-progress"
 
 
 def _patch_fetch_max_wait() -> None:
@@ -105,13 +116,52 @@ def create_app(config: Config) -> SimpleNamespace:
         for r in rejected:
             await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage))
 
-    async def route(raws: list[bytes]) -> None:
-        """First stage for one batch of raw messages: validate, route by queue, pack per queue."""
-        routed = router.route(raws)
-        health.count_routed(routed)
-        for queue, items in routed.by_queue.items():
-            await batches_topic.send(key=queue.encode(), value=ev.pack(items))
-        await dead_letter(routed.rejected, "route")
+    aligner = EventTimeAligner(max_ahead=stream.lateness_seconds / 2)
+    shared_progress = SharedProgress()
+    progress_topic = app.topic(progress_topic_name(stream.app_id), key_serializer="raw", value_serializer="raw", partitions=1)
+
+    async def take(fetched: dict) -> None:
+        """First stage, step 1 for one poll: validate; dead-letter the invalid, hold the valid.
+        fetched: {partition: [(offset, raw), ...]}."""
+        rejected = []
+        for partition, records in fetched.items():
+            valid, bad = router.validate(records)
+            aligner.add(partition, valid)
+            health.count_valid(valid)
+            rejected += bad
+        health.count_rejected(rejected)
+        await dead_letter(rejected, "route")
+
+    async def send_ready(progress: dict, others: list[float]) -> tuple[float, dict]:
+        """Step 2: send the held events within reach of the event-time horizon (align.py), packed
+        per queue, until no more are. progress: {partition: (position, highwater)} of the
+        partitions read here; others: the low marks of all other partitions.
+        Returns the horizon and the low marks of the partitions read here."""
+        while True:
+            low_marks = aligner.low_marks(progress)
+            horizon = min([*low_marks.values(), *others], default=math.inf)
+            ready = aligner.release(horizon)
+            if not ready:
+                return horizon, low_marks
+            for queue, raws in ev.by_queue(ready).items():
+                await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
+
+    class Rebalance(ConsumerRebalanceListener):
+        assigned_at = math.inf  # other workers' reports count only from the last rebalance on
+
+        async def on_partitions_revoked(self, revoked):
+            aligner.forget(revoked)
+
+        async def on_partitions_assigned(self, assigned):
+            Rebalance.assigned_at = time.time()
+
+    async def read_progress(consumer: AIOKafkaConsumer) -> dict:
+        progress = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            # after the partition's first fetch response its position is known: position() returns at once
+            progress[tp] = (None, None) if highwater is None else (await consumer.position(tp), highwater)
+        return progress
 
     @app.task
     async def route_events() -> None:
@@ -121,26 +171,66 @@ def create_app(config: Config) -> SimpleNamespace:
         below 10,000 events/s; this stage needs no table, so it reads batches with getmany and
         commits its offsets only after everything it produced is flushed (at-least-once; the second
         stage drops redelivered events by event_id). Scaling out is the same: more workers join
-        the `<app_id>-router` group and share the events topic's partitions.
+        the `<app_id>-router` group and share the events topic's partitions; they agree on the
+        event-time horizon through the progress topic (see align.py).
         """
         consumer = AIOKafkaConsumer(
-            kafka.topic_events, group_id=f"{stream.app_id}-router", enable_auto_commit=False,
+            group_id=f"{stream.app_id}-router", enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=5_000,
             max_poll_records=stream.batch_max_events, **kafka.client_kwargs(),
         )
+        reports = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **kafka.client_kwargs())
+        await reports.start()
+        missing = {kafka.topic_events, progress_topic.get_topic_name()} - await reports.topics()
+        if missing:
+            await reports.stop()
+            raise RuntimeError(f"topic(s) {', '.join(sorted(missing))} do not exist: run `callpulse topics create` first")
+        reports.assign([TopicPartition(progress_topic.get_topic_name(), 0)])
+        await reports.seek_to_end()  # reports sent before our first assignment would not count anyway
+        consumer.subscribe([kafka.topic_events], listener=Rebalance())
         await consumer.start()
+        committed: dict = {}
+        reported_at = 0.0
         try:
             while not app.should_stop:
                 fetched = await consumer.getmany(timeout_ms=int(stream.batch_max_seconds * 1000), max_records=stream.batch_max_events)
-                raws = [record.value for records in fetched.values() for record in records]
-                if not raws:
-                    continue
-                await route(raws)
-                await app.producer.flush()
-                await consumer.commit()
+                await take({tp: [(r.offset, r.value) for r in records] for tp, records in fetched.items()})
+                for records in (await reports.getmany(timeout_ms=0)).values():
+                    for r in records:
+                        shared_progress.update(r.key, r.value)
+                try:
+                    progress = await read_progress(consumer)
+                except IllegalStateError:
+                    continue  # a rebalance took a partition away meanwhile; the new owner reads it again
+                aligner.forget([tp for tp in list(aligner.newest) if tp not in progress])  # revoked while we read
+                now = time.time()
+                everyone = consumer.partitions_for_topic(kafka.topic_events) or {None}  # None: not known yet
+                owned = {tp.partition for tp in progress}
+                others = [shared_progress.low_mark(p, now, Rebalance.assigned_at) for p in everyone - owned]
+                horizon, low_marks = await send_ready(progress, others)
+                if now - reported_at >= PROGRESS_REPORT_SECONDS:
+                    for tp, low in low_marks.items():
+                        await progress_topic.send(key=b"%d" % tp.partition, value=encode_report(low, now))
+                    reported_at = now
+                positions = {tp: position for tp, (position, _) in progress.items() if position is not None}
+                offsets = aligner.commit_offsets(positions)
+                offsets = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
+                if offsets:
+                    await app.producer.flush()
+                    try:
+                        await consumer.commit(offsets)
+                        committed.update(offsets)
+                    except CommitFailedError as exc:  # rebalanced meanwhile: the new owner re-reads, event ids dedup
+                        log.warning("first stage could not commit, its records will be read again: %s", exc)
+                paused = consumer.paused()
+                hold = aligner.to_hold(horizon, paused)
+                consumer.pause(*(hold - paused))
+                consumer.resume(*(paused - hold))
+                health.partitions_held = len(hold)
         finally:
             await consumer.stop()
+            await reports.stop()
 
     @app.agent(batches_topic)
     async def aggregate(stream_):
@@ -196,8 +286,8 @@ def create_app(config: Config) -> SimpleNamespace:
 
     return SimpleNamespace(
         app=app, config=config, states=states, health=health, registry=registry, router=router,
-        batches_topic=batches_topic, dead_letter_topic=dead_letter_topic,
-        state_table=state_table, route=route, aggregate=aggregate,
+        batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, aligner=aligner,
+        state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
     )
 
 

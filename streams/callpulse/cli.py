@@ -29,7 +29,7 @@ def cmd_worker(args) -> int:
 
 def topic_plan(config) -> dict[str, int]:
     """Every topic the app uses, with its partition count (one count for all data topics)."""
-    from .app import STATE_TABLE
+    from .app import STATE_TABLE, progress_topic_name
 
     n = config.kafka.partitions
     app_id = config.stream.app_id
@@ -39,6 +39,7 @@ def topic_plan(config) -> dict[str, int]:
         config.kafka.topic_dead_letter: n,
         f"{app_id}-{STATE_TABLE}-changelog": n,
         f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
+        progress_topic_name(app_id): 1,  # the first stage's shared progress (align.py)
     }
 
 
@@ -46,17 +47,21 @@ async def create_topics(config) -> list[str]:
     """Create the app's topics explicitly; existing ones must have the planned partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from .app import STATE_TABLE
+    from .app import STATE_TABLE, progress_topic_name
 
     admin = AIOKafkaAdminClient(**config.kafka.client_kwargs())
     await admin.start()
     try:
         plan = topic_plan(config)
         existing = set(await admin.list_topics())
-        compacted = {f"{config.stream.app_id}-{STATE_TABLE}-changelog"}  # the state table keeps the latest per key
+        special = {
+            # the state table keeps the latest value per key
+            f"{config.stream.app_id}-{STATE_TABLE}-changelog": {"cleanup.policy": "compact"},
+            # progress reports are useless after seconds (align.py): keep a minute of them
+            progress_topic_name(config.stream.app_id): {"retention.ms": "60000", "segment.ms": "60000"},
+        }
         missing = [
-            NewTopic(name, n, config.kafka.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if name in compacted else {})
+            NewTopic(name, n, config.kafka.replication_factor, topic_configs=special.get(name, {}))
             for name, n in plan.items() if name not in existing
         ]
         if missing:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import fastjsonschema
 import orjson
@@ -88,17 +88,18 @@ class Rejected:
         return orjson.dumps(record)
 
 
-@dataclass
-class Routed:
-    """Result of routing one batch of raw messages."""
+class Valid(NamedTuple):
+    """A valid event as the first stage holds it: its time, where it came from, where it goes."""
 
-    by_queue: dict[str, list[bytes]] = field(default_factory=dict)
-    rejected: list[Rejected] = field(default_factory=list)
-    types: dict[str, int] = field(default_factory=dict)  # valid events by type
+    time: float  # event time, epoch seconds
+    offset: int  # offset in its input partition
+    raw: bytes  # the original message
+    queues: tuple[str, ...]  # the queues it applies to
+    type: str
 
 
 class Router:
-    """Validates raw messages and groups the valid ones by the queue(s) they concern."""
+    """Validates raw messages and finds the queue(s) each valid one concerns."""
 
     def __init__(self, schema: dict | None = None, max_future_seconds: float = 300.0, clock: Callable[[], float] = time.time):
         schema = schema or load_schema()
@@ -112,48 +113,58 @@ class Router:
 
     def check(self, raw: bytes) -> tuple[dict | None, Rejected | None]:
         """Parse and validate one message: (event, None) or (None, why it was rejected)."""
+        event, _, rejected = self._check(raw)
+        return event, rejected
+
+    def _check(self, raw: bytes) -> tuple[dict | None, float, Rejected | None]:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return None, Rejected(MALFORMED_JSON, str(exc), raw)
+            return None, 0.0, Rejected(MALFORMED_JSON, str(exc), raw)
         if not isinstance(event, dict):
-            return None, Rejected(NOT_AN_OBJECT, f"expected a JSON object, got {type(event).__name__}", raw)
+            return None, 0.0, Rejected(NOT_AN_OBJECT, f"expected a JSON object, got {type(event).__name__}", raw)
         kind = event.get("type")
         if not isinstance(kind, str) or kind not in self.known_types:
-            return None, Rejected(UNKNOWN_TYPE, f"unknown event type {kind!r}", raw)
+            return None, 0.0, Rejected(UNKNOWN_TYPE, f"unknown event type {kind!r}", raw)
         try:
             self.validators[kind](event)
         except fastjsonschema.JsonSchemaValueException as exc:
-            return None, Rejected(SCHEMA_VIOLATION, exc.message, raw)
+            return None, 0.0, Rejected(SCHEMA_VIOLATION, exc.message, raw)
         try:
             event_time = parse_time(event["time"])
         except ValueError as exc:
-            return None, Rejected(SCHEMA_VIOLATION, f"data.time: {exc}", raw)
+            return None, 0.0, Rejected(SCHEMA_VIOLATION, f"data.time: {exc}", raw)
         if event_time > self.clock() + self.max_future:
-            return None, Rejected(FUTURE_TIME, f"time {event['time']} is more than {self.max_future:g} s ahead of this worker's clock", raw)
-        return event, None
+            return None, 0.0, Rejected(FUTURE_TIME, f"time {event['time']} is more than {self.max_future:g} s ahead of this worker's clock", raw)
+        return event, event_time, None
 
-    def route(self, raws: Iterable[bytes]) -> Routed:
-        """Valid events grouped by queue, each group in event-time order.
+    def validate(self, records: Iterable[tuple[int, bytes]]) -> tuple[list[Valid], list[Rejected]]:
+        """Check (offset, message) pairs of one input partition: the valid events, the rejected ones."""
+        valid, rejected = [], []
+        for offset, raw in records:
+            event, event_time, why = self._check(raw)
+            if why is not None:
+                rejected.append(why)
+            else:
+                valid.append(Valid(event_time, offset, raw, tuple(queues_of(event)), event["type"]))
+        return valid, rejected
 
-        A batch holds messages from several input partitions; sorting each queue's events by time
-        undoes the disorder between partitions within the batch (stable: ties keep their order).
-        """
-        out = Routed()
-        timed: dict[str, list[tuple[float, bytes]]] = {}
-        for raw in raws:
-            event, rejected = self.check(raw)
-            if rejected is not None:
-                out.rejected.append(rejected)
-                continue
-            out.types[event["type"]] = out.types.get(event["type"], 0) + 1
-            t = parse_time(event["time"])
-            for queue in queues_of(event):
-                timed.setdefault(queue, []).append((t, raw))
-        for queue, items in timed.items():
-            items.sort(key=lambda item: item[0])
-            out.by_queue[queue] = [raw for _, raw in items]
-        return out
+
+def by_queue(events: Iterable[Valid]) -> dict[str, list[bytes]]:
+    """Original messages grouped by queue, each group in event-time order.
+
+    The events come from several input partitions; sorting undoes the disorder between them (stable:
+    ties keep their order). An agent event lands in every queue it concerns.
+    """
+    timed: dict[str, list[tuple[float, bytes]]] = {}
+    for e in events:
+        for queue in e.queues:
+            timed.setdefault(queue, []).append((e.time, e.raw))
+    out = {}
+    for queue, items in timed.items():
+        items.sort(key=lambda item: item[0])
+        out[queue] = [raw for _, raw in items]
+    return out
 
 
 def queues_of(event: dict) -> list[str]:

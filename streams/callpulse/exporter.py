@@ -40,11 +40,11 @@ class PipelineHealth:
         self.duplicates = 0
         self.late = 0
         self.lag = Histogram(LAG_BUCKETS)
+        self.partitions_held = 0  # input partitions the first stage has paused (align.py)
 
-    def count_routed(self, routed: ev.Routed) -> None:
-        for kind, n in routed.types.items():
-            self.events[kind] = self.events.get(kind, 0) + n
-        self.count_rejected(routed.rejected)
+    def count_valid(self, valid: Iterable[ev.Valid]) -> None:
+        for e in valid:
+            self.events[e.type] = self.events.get(e.type, 0) + 1
 
     def count_rejected(self, rejected: Iterable[ev.Rejected]) -> None:
         for r in rejected:
@@ -195,4 +195,6 @@ class QueueCollector(Collector):
                 last.add_metric([queue], v["last_event_time"])
         lag = HistogramMetricFamily(f"{NS}_event_lag_seconds", "Processing delay: wall clock when the second stage applied an event minus the event's time.", labels=[])
         _histogram(lag, [], h.lag)
-        yield from (events, rejected, applied, duplicates, late, last, lag)
+        held = _gauge("input_partitions_held", "Partitions of the events topic this worker's first stage has paused because their events are more than half the lateness ahead, in event time, of the slowest partition with unread records (see the README, 'Replays and backlogs').", [])
+        held.add_metric([], h.partitions_held)
+        yield from (events, rejected, applied, duplicates, late, last, lag, held)

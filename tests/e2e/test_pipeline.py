@@ -132,15 +132,16 @@ def test_invalid_events_go_to_the_dead_letter_topic(pipeline):
     assert value(s, "callcenter_calls_offered_total", queue="q1") == 1
 
 
-def traffic(queues: list[str], calls_per_queue: int, base: float, tag: str) -> tuple[list[dict], dict]:
-    """Deterministic calls in several queues; returns events and the expected totals per queue."""
+def traffic(queues: list[str], calls_per_queue: int, base: float, tag: str, spacing: float = 0.5) -> tuple[list[dict], dict]:
+    """Deterministic calls in several queues, one every `spacing` seconds per queue; returns events
+    and the expected totals per queue."""
     events, expected = [], {}
     for qi, queue in enumerate(queues):
         answered = abandoned = within20 = 0
         for j in range(calls_per_queue):
             wait = (j * 7 + qi) % 40
             outcome = "abandoned" if j % 5 == 0 else "answered"
-            events += call(queue, f"{tag}-{queue}-{j}", base + j * 0.5, outcome, base + j * 0.5 + wait)
+            events += call(queue, f"{tag}-{queue}-{j}", base + j * spacing, outcome, base + j * spacing + wait)
             if outcome == "answered":
                 answered += 1
                 within20 += wait <= 20
@@ -159,12 +160,20 @@ def totals(samples: dict, queue: str) -> dict:
     }
 
 
-# These two tests send minutes of history at once through several input partitions, like a replay:
-# one partition's events can be routed long before another's, so the lateness must cover that skew.
-REPLAY_LATENESS = pytest.mark.pipeline_env(CALLPULSE_LATENESS_SECONDS="3600")
+def test_replay_of_hours_of_history_rejects_nothing_at_the_default_lateness(pipeline):
+    """Two hours of history sent before the worker starts, every queue's events spread over all four
+    input partitions: the first stage reads them at uneven speeds, and only its event-time alignment
+    of the partitions keeps each queue's events within the 60 s lateness of each other."""
+    queues = [f"r{i}" for i in range(4)]
+    events, expected = traffic(queues, 1500, time.time() - 7300, "r", spacing=4.8)
+    pipeline.produce(events)  # keyed by sequence number: spread over every partition
+    worker = pipeline.start_worker()
+    s = wait_for(lambda: (s := worker.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
+                 timeout=120, message="exact totals after the replay")
+    assert value(s, "callcenter_events_rejected_total", reason="too_late") == 0
+    assert value(s, "callcenter_events_rejected_total", reason="unmatched_outcome") == 0
 
 
-@REPLAY_LATENESS
 def test_sigkill_and_restart_loses_nothing_and_counts_nothing_twice(pipeline):
     queues = [f"q{i}" for i in range(6)]
     events, expected = traffic(queues, 300, time.time() - 400, "k")
@@ -182,10 +191,11 @@ def test_sigkill_and_restart_loses_nothing_and_counts_nothing_twice(pipeline):
     assert {q: totals(s, q) for q in queues} == expected
 
 
-@REPLAY_LATENESS
 def test_two_workers_share_queues_and_one_takes_over(pipeline):
     queues = [f"queue-{i}" for i in range(8)]
-    events, expected = traffic(queues, 50, time.time() - 200, "g")
+    # an hour of history: the two workers' first stages read it at their own speeds, and agree on
+    # how far to go through the progress topic (at the default 60 s lateness)
+    events, expected = traffic(queues, 150, time.time() - 3700, "g", spacing=24)
     first = pipeline.start_worker()
     second = pipeline.start_worker()
     pipeline.produce(events)

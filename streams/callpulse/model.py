@@ -491,10 +491,12 @@ class QueueModel:
         for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, self.window_low, self.window_sums, closed_states):
             counters = list(sums)
             counters[staffed_i], counters[busy_i] = staffed, busy
-            windows[name] = self._window_view(self._with_open_agent_states(counters, low, now))
+            self._add_open_agent_states(counters, low, now)
+            windows[name] = self._window_view(counters)
         day_start, _, iso = self.business_day.bounds(now)
-        today = self.days.get(iso) or [0.0] * len(self.fields)
-        windows["today"] = self._window_view(self._with_open_agent_states(today, day_start, now))
+        today = list(self.days.get(iso) or [0.0] * len(self.fields))
+        self._add_open_agent_states(today, day_start, now)
+        windows["today"] = self._window_view(today)
         return {
             "queue": self.name,
             "label": cfg.label,
@@ -512,9 +514,8 @@ class QueueModel:
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
         }
 
-    def _with_open_agent_states(self, counters: list[float], window_start: float, now: float) -> list[float]:
-        """Window counters plus the seconds of agent states still open at `now`."""
-        out = list(counters)
+    def _add_open_agent_states(self, out: list[float], window_start: float, now: float) -> None:
+        """Add to window counters the seconds of agent states still open at `now`."""
         busy, staffed = self.index["agent_busy_seconds"], self.index["agent_staffed_seconds"]
         for state, since, _ in self.agents.values():
             if state in STAFFED_STATES:
@@ -523,7 +524,6 @@ class QueueModel:
                     out[staffed] += seconds
                     if state in BUSY_STATES:
                         out[busy] += seconds
-        return out
 
     def _window_view(self, counters: list[float]) -> dict:
         c = dict(zip(self.fields, counters))

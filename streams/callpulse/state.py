@@ -125,11 +125,7 @@ class QueueStates:
             return None
         result = BatchResult(queue, offset)
         wall_now = self.wall()
-        for raw in raws:
-            event = orjson.loads(raw)
-            t = ev.parse_time(event["time"])
-            self.clock.observe(t)
-            outcome = model.apply(event, t, raw)
+        for event, t, raw, outcome in self._fold(model, raws):
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
             if outcome in (APPLIED, LATE):
                 result.accepted.append(raw)
@@ -142,6 +138,14 @@ class QueueStates:
         model.unmatched.clear()
         model.applied_offset = offset
         return result
+
+    def _fold(self, model: QueueModel, raws: Iterable[bytes]) -> Iterator[tuple[dict, float, bytes, str]]:
+        """Apply events to a model in order (live and when rebuilding), yielding each with its outcome."""
+        for raw in raws:
+            event = orjson.loads(raw)
+            t = ev.parse_time(event["time"])
+            self.clock.observe(t)
+            yield event, t, raw, model.apply(event, t, raw)
 
     def changelog_writes(self, result: BatchResult) -> Iterator[tuple[bytes, bytes | None]]:
         """Table writes for an applied batch: its batch record, and a snapshot when one is due."""
@@ -214,11 +218,8 @@ class QueueStates:
         for offset, payload in batches:
             if offset <= covered:
                 continue
-            for raw in ev.unpack(payload):
-                event = orjson.loads(raw)
-                t = ev.parse_time(event["time"])
-                self.clock.observe(t)
-                model.apply(event, t, raw)
+            for _ in self._fold(model, ev.unpack(payload)):
+                pass
             model.applied_offset = offset
         model.unmatched.clear()  # already sent to the dead letters when first applied
         self._batches_since_snapshot[queue] = [o for o, _ in batches]

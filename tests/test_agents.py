@@ -101,7 +101,26 @@ async def test_aggregate_applies_batches_writes_the_table_and_skips_redeliveries
     keys = [k for k in pipeline.state_table.data.keys()]
     assert b"sales\x00b0000000000000005" in keys  # the batch record, keyed by its offset
     assert pipeline.health.duplicates == 0  # skipped by offset before any event was looked at
-    pipeline.app.producer.flush.assert_awaited()  # the batch's changelog write is flushed before the next
+
+
+async def test_aggregate_acknowledges_batches_only_after_flushing_their_changelog_writes(pipeline, monkeypatch):
+    import faust
+
+    order = []
+    pipeline.app.producer.flush = AsyncMock(side_effect=lambda: order.append("flush"))
+    ack = faust.Stream.ack
+
+    async def recording_ack(self, event):
+        order.append(("ack", event.message.offset))
+        return await ack(self, event)
+
+    monkeypatch.setattr(faust.Stream, "ack", recording_ack)
+    now = time.time()
+    async with pipeline.aggregate.test_context() as agent:
+        for n in range(3):
+            await agent.put(ev.pack(orjson.dumps(e) for e in call("sales", f"c{n}", now - 20, "answered", now - 12)), key=b"sales", partition=0)
+    # nothing else was waiting after each message, so each was flushed and acknowledged at once
+    assert order == ["flush", ("ack", 0), "flush", ("ack", 1), "flush", ("ack", 2)]
 
 
 async def test_route_waits_for_other_workers_partitions(pipeline):

@@ -35,6 +35,7 @@ stopped worker: either way that partition counts as unknown until its current ow
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Hashable, Iterable
 
@@ -54,21 +55,23 @@ class EventTimeAligner:
 
     def __init__(self, max_ahead: float):
         self.max_ahead = max_ahead
-        self.held: dict[Hashable, list[Valid]] = {}  # per partition, in offset order
+        self.held: dict[Hashable, list[Valid]] = {}  # per partition, in event-time order
         self.newest: dict[Hashable, float] = {}  # newest event time read per partition
 
     def add(self, partition: Hashable, events: list[Valid]) -> None:
         """Valid events just read from a partition, in offset order."""
         if events:
-            self.held.setdefault(partition, []).extend(events)
-            self.newest[partition] = max(self.newest.get(partition, -math.inf), max(e.time for e in events))
+            held = self.held.setdefault(partition, [])
+            held.extend(events)
+            held.sort(key=_time)  # nearly sorted already: linear; stable, so offset order within a time
+            self.newest[partition] = max(self.newest.get(partition, -math.inf), held[-1].time)
 
     def low_marks(self, progress: dict[Hashable, Progress]) -> dict[Hashable, float]:
         """The low mark of each partition read here (see the module doc)."""
         marks = {}
         for partition, (position, highwater) in progress.items():
             held = self.held.get(partition)
-            low = min(e.time for e in held) if held else math.inf
+            low = held[0].time if held else math.inf
             if position is None or highwater is None:
                 low = -math.inf
             elif position < highwater:
@@ -80,15 +83,11 @@ class EventTimeAligner:
         """Take the held events that are at most max_ahead past the horizon."""
         limit = horizon + self.max_ahead
         out: list[Valid] = []
-        for partition, events in self.held.items():
-            if not events:
-                continue
-            if self.newest[partition] <= limit:
-                out += events
-                events.clear()
-            elif min(e.time for e in events) <= limit:
-                out += [e for e in events if e.time <= limit]
-                events[:] = [e for e in events if e.time > limit]
+        for events in self.held.values():
+            ready = bisect.bisect_right(events, limit, key=_time)
+            if ready:
+                out += events[:ready]
+                del events[:ready]
         return out
 
     def commit_offsets(self, positions: dict[Hashable, int]) -> dict[Hashable, int]:
@@ -110,6 +109,10 @@ class EventTimeAligner:
         for partition in partitions:
             self.held.pop(partition, None)
             self.newest.pop(partition, None)
+
+
+def _time(event: Valid) -> float:
+    return event.time
 
 
 def encode_report(low: float, at: float) -> bytes:

@@ -19,7 +19,9 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import fastjsonschema
 import orjson
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "event-v1.schema.json"
+# streams/callpulse/schemas is a link to the top-level schemas/ directory, so the schema is found in
+# a checkout and is copied into wheels as package data.
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "event-v1.schema.json"
 
 # Reasons an event is rejected to the dead-letter topic (label values of events_rejected_total).
 MALFORMED_JSON = "malformed_json"

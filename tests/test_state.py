@@ -121,3 +121,30 @@ def test_a_busy_queue_is_snapshotted_by_event_count_too(monkeypatch):
     recovered = make_states(wall)
     recovered.resume({0}, table.items())
     assert _plain(recovered.models["sales"].read(T0 + 500)) == _plain(states.models["sales"].read(T0 + 500))
+
+
+def test_obsolete_batch_records_are_deleted_a_few_per_batch(monkeypatch):
+    import callpulse.state as state_module
+
+    monkeypatch.setattr(state_module, "DELETIONS_PER_BATCH", 2)
+    wall = FakeWall(T0 + 2000)
+    states, table = make_states(wall), {}
+    deletions_per_batch = []
+    for offset, raws in enumerate(batches(200)):  # 40 batches; a snapshot every 10 of them
+        if offset and offset % 10 == 0:
+            wall.t += 31
+        writes = list(states.changelog_writes(states.apply_batch("sales", 0, offset, raws)))
+        deletions_per_batch.append(sum(1 for _, value in writes if value is None))
+        for key, value in writes:
+            if value is None:
+                table.pop(key)  # raises if a record were deleted twice or never written
+            else:
+                table[key] = value
+    assert max(deletions_per_batch) == 2  # never a burst
+    # snapshots after batches 10, 20 and 30; the one after 30 made the records up to 20 (what the
+    # previous snapshot covered) obsolete, and 9 batches since deleted them all
+    kept = sorted(int(k[-16:]) for k in table if b"\x00b" in k)
+    assert kept == list(range(21, 40))
+    recovered = make_states(wall)
+    recovered.resume({0}, table.items())
+    assert _plain(recovered.models["sales"].read(T0 + 2500)) == _plain(states.models["sales"].read(T0 + 2500))

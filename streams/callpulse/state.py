@@ -29,6 +29,10 @@ SNAPSHOT, BATCH = b"s", b"b"
 # A snapshot is also due after this many events in a queue's batch records: the in-memory table
 # holds the records until a snapshot covers them, so this bounds memory at any event rate.
 SNAPSHOT_EVERY_EVENTS = 10_000
+# Batch records a snapshot made obsolete are deleted a few per applied batch, not all at once: a
+# burst of hundreds of deletions per queue held up every producer flush, and with it the live
+# numbers, for seconds every snapshot interval.
+DELETIONS_PER_BATCH = 8
 # Histogram bounds of waits (seconds); every configured threshold and short-abandon time is added.
 WAIT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 
@@ -99,6 +103,7 @@ class QueueStates:
         self._batches_since_snapshot: dict[str, list[int]] = {}
         self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
         self._covered_by_previous: dict[str, int] = {}
+        self._obsolete: dict[str, list[int]] = {}  # batch record offsets waiting to be deleted
         self._events_since_snapshot: dict[str, int] = {}
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
 
@@ -152,6 +157,11 @@ class QueueStates:
         queue, offset = result.queue, result.offset
         header = {"offset": offset, "partition": self.partition_of[queue]}
         yield state_key(queue, BATCH, offset), _record(header, ev.pack(result.accepted))
+        obsolete = self._obsolete.get(queue)
+        if obsolete:
+            for old in obsolete[:DELETIONS_PER_BATCH]:
+                yield state_key(queue, BATCH, old), None
+            del obsolete[:DELETIONS_PER_BATCH]
         self._batches_since_snapshot.setdefault(queue, []).append(offset)
         self._events_since_snapshot[queue] = self._events_since_snapshot.get(queue, 0) + len(result.accepted)
         taken_at, _ = self._last_snapshot[queue]
@@ -164,12 +174,12 @@ class QueueStates:
         payload = zlib.compress(orjson.dumps(model.to_state(), option=orjson.OPT_NON_STR_KEYS), 1)
         header = {"offset": model.applied_offset, "partition": self.partition_of[queue]}
         yield state_key(queue, SNAPSHOT), _record(header, payload)
-        # Delete only the batch records the *previous* snapshot covered: that snapshot has surely
-        # reached the broker, so no crash can leave a gap between a snapshot and the records after it.
+        # Only the batch records the *previous* snapshot covered become obsolete: that snapshot has
+        # surely reached the broker, so no crash can leave a gap between a snapshot and the records
+        # after it. They are deleted a few per batch from now on (DELETIONS_PER_BATCH).
         previous = self._covered_by_previous.get(queue, -1)
         written = self._batches_since_snapshot.get(queue, [])
-        for offset in [o for o in written if o <= previous]:
-            yield state_key(queue, BATCH, offset), None
+        self._obsolete.setdefault(queue, []).extend(o for o in written if o <= previous)
         self._batches_since_snapshot[queue] = [o for o in written if o > previous]
         self._covered_by_previous[queue] = model.applied_offset
         self._last_snapshot[queue] = (self.wall(), model.applied_offset)
@@ -230,6 +240,7 @@ class QueueStates:
         self.partition_of.pop(queue, None)
         self._batches_since_snapshot.pop(queue, None)
         self._covered_by_previous.pop(queue, None)
+        self._obsolete.pop(queue, None)
         self._last_snapshot.pop(queue, None)
         self._events_since_snapshot.pop(queue, None)
 

@@ -209,6 +209,12 @@ def test_two_workers_share_queues_and_one_takes_over(pipeline):
 
     wait_for(split_and_counted, timeout=90, message="each queue exported by exactly one worker, with exact totals")
     second.kill(signal.SIGTERM)
-    s = wait_for(lambda: (s := first.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
+    try:
+        wait_for(lambda: (s := first.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
                  timeout=90, message="the survivor exports every queue with the right values")
+    except AssertionError:
+        s = first.samples()
+        wrong = {q: (totals(s, q), expected[q]) for q in queues if totals(s, q) != expected[q]}
+        rejected = {k[1]: v for k, v in s.items() if k[0] == "callcenter_events_rejected_total" and v}
+        raise AssertionError(f"survivor's wrong totals (got, expected): {wrong}; rejected: {rejected}; see {first.log}") from None
     assert first.queues() == set(queues)

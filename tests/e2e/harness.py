@@ -87,6 +87,48 @@ class Pipeline:
             await consumer.stop()
         return out
 
+    def changelog_summary(self, queue: str) -> dict:
+        """What a worker taking over `queue` would rebuild it from (for failure messages): the
+        snapshot's offset and answered total, and the batch records after it."""
+        import zlib
+
+        from callpulse import events as ev
+        from callpulse.state import split_key
+
+        latest: dict = {}
+        for key, value in asyncio.run(self._read_raw(f"{self.config.stream.app_id}-queue-state-changelog")):
+            latest[key] = value
+        out = {"snapshot_offset": None, "snapshot_answered": None, "batches": {}}
+        for key, value in latest.items():
+            if value is None or split_key(key)[0] != queue:
+                continue
+            _, kind, offset = split_key(key)
+            header, _, payload = value.partition(b"\n")
+            if kind == b"s":
+                state = orjson.loads(zlib.decompress(payload))
+                out["snapshot_offset"] = orjson.loads(header)["offset"]
+                out["snapshot_answered"] = state["totals"][state["fields"].index("answered")]
+            else:
+                out["batches"][offset] = sum(1 for raw in ev.unpack(payload) if b'"call.answered"' in raw)
+        out["answered_after_snapshot"] = sum(n for o, n in out["batches"].items() if o > (out["snapshot_offset"] or -1))
+        out["batches"] = sorted(out["batches"])
+        return out
+
+    async def _read_raw(self, topic: str) -> list[tuple[bytes, bytes | None]]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.config.kafka.bootstrap_servers,
+                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        out = []
+        try:
+            for _ in range(6):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out += [(r.key, r.value) for r in records]
+        finally:
+            await consumer.stop()
+        return out
+
     def stop(self) -> None:
         for w in self.workers:
             w.kill(signal.SIGTERM)

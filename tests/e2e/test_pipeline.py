@@ -216,5 +216,7 @@ def test_two_workers_share_queues_and_one_takes_over(pipeline):
         s = first.samples()
         wrong = {q: (totals(s, q), expected[q]) for q in queues if totals(s, q) != expected[q]}
         rejected = {k[1]: v for k, v in s.items() if k[0] == "callcenter_events_rejected_total" and v}
-        raise AssertionError(f"survivor's wrong totals (got, expected): {wrong}; rejected: {rejected}; see {first.log}") from None
+        changelog = {q: pipeline.changelog_summary(q) for q in wrong}
+        raise AssertionError(f"survivor's wrong totals (got, expected): {wrong}; rejected: {rejected}; "
+                             f"changelog: {changelog}; see {first.log}") from None
     assert first.queues() == set(queues)

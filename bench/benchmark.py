@@ -238,11 +238,12 @@ def main() -> None:
             print(f"  {r['rate']:,.0f} events/s ({r['seconds']:.1f} s); RSS {r['rss_early_mb']:.0f} MB at 10 % -> "
                   f"{r['rss_end_mb']:.0f} MB at 100 % (growth {r['rss_end_mb'] - r['rss_early_mb']:+.0f} MB); "
                   f"{r['applied']:,.0f} applied, {r['rejected']:,.0f} rejected", flush=True)
-    rates = [r["rate"] for r in runs] or [0.0]
-    growth = [r["rss_end_mb"] - r["rss_early_mb"] for r in runs] or [0.0]
-    print(f"THROUGHPUT median {statistics.median(rates):,.0f} events/s over {len(runs)} run(s) "
-          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); target >= 10,000")
-    print(f"MEMORY growth median {statistics.median(growth):+.0f} MB from 10 % to 100 % of {args.events:,} events; target < 50 MB")
+    if runs:
+        rates = [r["rate"] for r in runs]
+        growth = [r["rss_end_mb"] - r["rss_early_mb"] for r in runs]
+        print(f"THROUGHPUT median {statistics.median(rates):,.0f} events/s over {len(runs)} run(s) "
+              f"(min {min(rates):,.0f}, max {max(rates):,.0f}); target >= 10,000")
+        print(f"MEMORY growth median {statistics.median(growth):+.0f} MB from 10 % to 100 % of {args.events:,} events; target < 50 MB")
     # And a fresh broker for the latency run.
     with EmbeddedBroker(log_path=LOGS / "broker-latency.log") as broker:
         print(f"latency run: {args.rate:g} events/s live, {args.probes} probes", flush=True)

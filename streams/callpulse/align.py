@@ -26,7 +26,7 @@ event still held, so a crash loses nothing.
 
 With several workers, each reads some of the partitions, and a queue's events from all of them meet
 in the second stage, so the horizon must cover every partition. Each worker publishes its
-partitions' low marks to a small compacted *progress topic* (key = partition) many times a second
+partitions' low marks to a small *progress topic* (key = partition, a minute of retention) many times a second
 and reads everyone's: a partition it does not own counts by its owner's latest report. A report sent
 before this worker's last rebalance may come from a previous owner (who may have read further than
 the new one, which starts again from the committed offset), and one older than a few seconds from a

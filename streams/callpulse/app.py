@@ -47,7 +47,7 @@ PROGRESS_REPORT_SECONDS = 0.05
 
 
 def progress_topic_name(app_id: str) -> str:
-    """The compacted topic where first-stage workers share their input partitions' progress."""
+    """The topic where first-stage workers share their input partitions' progress (align.py)."""
     return f"{app_id}-router-progress"
 
 

@@ -73,10 +73,10 @@ def run_demo(args) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     web_port = port_or_free(args.web_port)
     broker = EmbeddedBroker(port_or_free(args.broker_port), log_path=logs / "broker.log")
-    # The simulator first sends the last 15 minutes at once (so the windows start full): a replay,
-    # so the lateness covers it.
+    # The simulator first sends the last 15 minutes at once (so the windows start full): stage 1
+    # aligns that replay by event time, so the default lateness does.
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),
-               CALLPULSE_WEB_HOST="127.0.0.1", CALLPULSE_LATENESS_SECONDS="1200")
+               CALLPULSE_WEB_HOST="127.0.0.1")
     children: list[subprocess.Popen] = []
     try:
         print(f"starting the embedded Kafka-protocol broker (Tansu) on {broker.bootstrap} ...")

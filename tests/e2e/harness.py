@@ -68,21 +68,24 @@ class Pipeline:
             await producer.stop()
 
     def dead_letters(self, expected: int, timeout: float = 30.0) -> list[dict]:
-        return asyncio.run(self._read(self.config.kafka.topic_dead_letter, expected, timeout))
+        records = asyncio.run(self._read(self.config.kafka.topic_dead_letter, expected, timeout))
+        return [orjson.loads(value) for _, value in records]
 
-    async def _read(self, topic: str, expected: int, timeout: float) -> list[dict]:
+    async def _read(self, topic: str, expected: float, timeout: float) -> list[tuple[bytes, bytes | None]]:
+        """(key, value) of the topic's records from the start: `expected` of them, or what came
+        within `timeout` seconds."""
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.config.kafka.bootstrap_servers,
                                     auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
         await consumer.start()
-        out: list[dict] = []
+        out: list[tuple[bytes, bytes | None]] = []
         try:
             deadline = time.monotonic() + timeout
             while len(out) < expected and time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
-                    out += [orjson.loads(r.value) for r in records]
+                    out += [(r.key, r.value) for r in records]
         finally:
             await consumer.stop()
         return out
@@ -93,40 +96,25 @@ class Pipeline:
         import zlib
 
         from callpulse import events as ev
-        from callpulse.state import split_key
+        from callpulse.app import STATE_TABLE
+        from callpulse.state import SNAPSHOT, _split_record, split_key
 
-        latest: dict = {}
-        for key, value in asyncio.run(self._read_raw(f"{self.config.stream.app_id}-queue-state-changelog")):
-            latest[key] = value
+        topic = f"{self.config.stream.app_id}-{STATE_TABLE}-changelog"
+        latest = dict(asyncio.run(self._read(topic, expected=float("inf"), timeout=3.0)))
         out = {"snapshot_offset": None, "snapshot_answered": None, "batches": {}}
         for key, value in latest.items():
             if value is None or split_key(key)[0] != queue:
                 continue
             _, kind, offset = split_key(key)
-            header, _, payload = value.partition(b"\n")
-            if kind == b"s":
+            header, payload = _split_record(value)
+            if kind == SNAPSHOT:
                 state = orjson.loads(zlib.decompress(payload))
-                out["snapshot_offset"] = orjson.loads(header)["offset"]
+                out["snapshot_offset"] = header["offset"]
                 out["snapshot_answered"] = state["totals"][state["fields"].index("answered")]
             else:
                 out["batches"][offset] = sum(1 for raw in ev.unpack(payload) if b'"call.answered"' in raw)
         out["answered_after_snapshot"] = sum(n for o, n in out["batches"].items() if o > (out["snapshot_offset"] or -1))
         out["batches"] = sorted(out["batches"])
-        return out
-
-    async def _read_raw(self, topic: str) -> list[tuple[bytes, bytes | None]]:
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.config.kafka.bootstrap_servers,
-                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        out = []
-        try:
-            for _ in range(6):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    out += [(r.key, r.value) for r in records]
-        finally:
-            await consumer.stop()
         return out
 
     def stop(self) -> None:

@@ -148,3 +148,39 @@ def test_obsolete_batch_records_are_deleted_a_few_per_batch(monkeypatch):
     recovered = make_states(wall)
     recovered.resume({0}, table.items())
     assert _plain(recovered.models["sales"].read(T0 + 2500)) == _plain(states.models["sales"].read(T0 + 2500))
+
+
+def test_a_recovery_that_missed_the_newest_records_is_detected_and_rebuilt_again():
+    """What `complete_recovery` relies on: the newest batch offset of a partition tells whether
+    the table holds the last acknowledged batch, and a fuller set of records replaces the queues."""
+    from callpulse.state import record_offset
+
+    wall = FakeWall(T0 + 1000)
+    live, table = make_states(wall), {}
+    run(live, table, "sales", 1, batches(30, "sales"))  # batch offsets 0-5
+    run(live, table, "support", 1, batches(30, "support"), first_offset=6)  # 6-11, same partition
+    newest_key = max(table, key=lambda k: record_offset(k, table[k]))
+    assert record_offset(newest_key, table[newest_key]) == 11
+    missed = {k: v for k, v in table.items() if k != newest_key}  # the tail a bad end offset leaves out
+
+    recovered = make_states(wall)
+    assert recovered.resume({1}, missed.items()) == ["sales", "support"]
+    assert recovered.newest_batch(1) == 10 < 11  # short of the last acknowledged batch: detected
+    assert recovered.newest_batch(2) == -1  # nothing on a partition without queues
+    assert recovered.rebuild_partition(1, table.items()) == ["sales", "support"]
+    assert recovered.newest_batch(1) == 11
+    now = T0 + 700
+    for queue in ("sales", "support"):
+        assert _plain(recovered.models[queue].read(now)) == _plain(live.models[queue].read(now))
+
+
+def test_record_offset_of_a_snapshot_is_the_batch_it_covers():
+    from callpulse.state import record_offset
+
+    wall = FakeWall(T0 + 1000)
+    states, table = make_states(wall), {}
+    run(states, table, "sales", 0, batches(20)[:2])
+    wall.t += 31  # a snapshot is due with the next batch
+    run(states, table, "sales", 0, batches(20)[2:3], first_offset=2)
+    snapshot = next(k for k in table if k.endswith(b"\x00s"))
+    assert record_offset(snapshot, table[snapshot]) == 2

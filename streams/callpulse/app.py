@@ -12,6 +12,7 @@ batches topic is keyed by queue, so all of a queue's events meet in one partitio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from types import SimpleNamespace
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,7 +32,7 @@ from . import events as ev
 from .align import EventTimeAligner, SharedProgress, encode_report
 from .config import Config, load_config
 from .exporter import PipelineHealth, QueueCollector
-from .state import QueueStates
+from .state import QueueStates, record_offset
 
 log = logging.getLogger("callpulse")
 STATE_TABLE = "queue-state"
@@ -39,9 +41,12 @@ STATE_TABLE = "queue-state"
 # them) hold it for the whole wait, which adds up to 1.5 s per hop. 50 ms bounds that; the cost is
 # a few idle fetch requests a second. tests/test_agents.py checks the patch still applies.
 FETCH_MAX_WAIT_MS = 50
-# The second stage flushes its changelog writes and acknowledges the batch messages behind them at
-# least every this many messages (see `aggregate`).
+# The second stage waits for its changelog writes to be delivered and acknowledges the batch
+# messages behind them at least every this many messages (see `aggregate`).
 AGGREGATE_ACK_EVERY = 64
+# How long a worker that took over a partition waits for changelog records its recovery missed
+# (see `complete_recovery`) before it goes on with what it has and logs an error.
+CHANGELOG_TAIL_TIMEOUT_SECONDS = 60
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
 
@@ -68,6 +73,26 @@ def _patch_fetch_max_wait() -> None:
 
 
 _patch_fetch_max_wait()
+
+
+class Deliveries:
+    """Delivery futures of the messages sent since the last commit or acknowledgement.
+
+    Offsets are committed only behind messages the broker has acknowledged. Faust's
+    `producer.flush()` is no such barrier: it returns when its buffer makes no progress for 0.1 s,
+    and it cannot see a message its buffer task is still handing to aiokafka.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def add(self, future) -> None:
+        self.pending.append(future)
+
+    async def delivered(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            await asyncio.gather(*pending)  # raises if a send failed: then nothing is committed
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
@@ -115,13 +140,15 @@ def create_app(config: Config) -> SimpleNamespace:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(states, health))
 
-    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> None:
+    async def dead_letter(rejected: list[ev.Rejected], stage: str, deliveries: Deliveries) -> None:
         for r in rejected:
-            await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage))
+            deliveries.add(await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage)))
 
     aligner = EventTimeAligner(max_ahead=stream.lateness_seconds / 2)
     shared_progress = SharedProgress()
     progress_topic = app.topic(progress_topic_name(stream.app_id), key_serializer="raw", value_serializer="raw", partitions=1)
+
+    routed = Deliveries()  # first stage: batch messages and dead letters not yet committed behind
 
     async def take(fetched: dict) -> None:
         """First stage, step 1 for one poll: validate; dead-letter the invalid, hold the valid.
@@ -133,7 +160,7 @@ def create_app(config: Config) -> SimpleNamespace:
             health.count_valid(valid)
             rejected += bad
         health.count_rejected(rejected)
-        await dead_letter(rejected, "route")
+        await dead_letter(rejected, "route", routed)
 
     async def send_ready(progress: dict, others: list[float]) -> tuple[float, dict]:
         """Step 2: send the held events within reach of the event-time horizon (align.py), one
@@ -151,7 +178,7 @@ def create_app(config: Config) -> SimpleNamespace:
         # One message per queue even when several rounds passed: other workers' partitions are at
         # or past the final horizon, so whatever they send next is within the lateness of this.
         for queue, raws in ev.by_queue(ready).items():
-            await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
+            routed.add(await batches_topic.send(key=queue.encode(), value=ev.pack(raws)))
         return horizon, low_marks
 
     class Rebalance(ConsumerRebalanceListener):
@@ -177,7 +204,7 @@ def create_app(config: Config) -> SimpleNamespace:
 
         Faust's per-message stream machinery costs ~60 us a message, which alone caps a worker
         below 10,000 events/s; this stage needs no table, so it reads batches with getmany and
-        commits its offsets only after everything it produced is flushed (at-least-once; the second
+        commits its offsets only after everything it produced is delivered (at-least-once; the second
         stage drops redelivered events by event_id). Scaling out is the same: more workers join
         the `<app_id>-router` group and share the events topic's partitions; they agree on the
         event-time horizon through the progress topic (see align.py).
@@ -226,7 +253,7 @@ def create_app(config: Config) -> SimpleNamespace:
                 offsets = aligner.commit_offsets(positions)
                 offsets = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
                 if offsets:
-                    await app.producer.flush()
+                    await routed.delivered()
                     try:
                         await consumer.commit(offsets)
                         committed.update(offsets)
@@ -246,13 +273,14 @@ def create_app(config: Config) -> SimpleNamespace:
         """Second stage: apply each queue batch to its model, write its changelog record.
 
         Messages are acknowledged by hand (an acknowledged message's offset may be committed), only
-        after their changelog writes are flushed: for up to AGGREGATE_ACK_EVERY messages at once
-        while more are waiting, at once when none is. Flushing after every message halved
-        throughput on the embedded broker; trusting Faust to flush before it commits lost counts
-        when a worker was stopped with SIGTERM in our tests.
+        after the broker has acknowledged their changelog writes: for up to AGGREGATE_ACK_EVERY
+        messages at once while more are waiting, at once when none is. Waiting after every message
+        halved throughput on the embedded broker; trusting Faust to flush before it commits lost
+        counts when a worker was stopped with SIGTERM in our tests.
         """
         manual = stream_.noack()
         waiting = manual.channel.queue  # messages already delivered to this agent
+        written = Deliveries()
         unacked = []
         async for event in manual.events():
             message = event.message
@@ -260,15 +288,17 @@ def create_app(config: Config) -> SimpleNamespace:
             result = states.apply_batch(queue, message.partition, message.offset, ev.unpack(message.value))
             if result is not None:  # None: redelivered after a crash, its effect is already in the state
                 for key, value in states.changelog_writes(result):
+                    # what `state_table[key] = value` does, keeping the delivery future
                     if value is None:
-                        state_table.pop(key, None)
+                        state_table.data.pop(key, None)
                     else:
-                        state_table[key] = value
+                        state_table.data[key] = value
+                    written.add(state_table.send_changelog(message.partition, key, value))
                 health.count_batch(result)
-                await dead_letter(result.rejected, "aggregate")
+                await dead_letter(result.rejected, "aggregate", written)
             unacked.append(event)
             if len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty():
-                await app.producer.flush()
+                await written.delivered()
                 for done in unacked:
                     await manual.ack(done)
                 unacked.clear()
@@ -277,13 +307,80 @@ def create_app(config: Config) -> SimpleNamespace:
     async def park_models(sender, revoked, **kwargs) -> None:
         states.park()  # nothing is exported while the group rebalances
 
+    owned_before: set[int] = set()
+
     @state_table.on_recover
     async def resume_models() -> None:
         """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""
+        nonlocal owned_before
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == kafka.topic_batches}
         rebuilt = states.resume(owned, list(state_table.data.items()))
+        await complete_recovery(owned - owned_before)
+        owned_before = owned
         log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s",
                  len(states.models), sorted(owned), ", ".join(rebuilt) or "none")
+
+    async def complete_recovery(partitions: set[int]) -> None:
+        """Check that the rebuilt state of newly owned partitions reaches as far as the previous
+        owner acknowledged, and read the changelog records that Faust's recovery missed if not.
+
+        Faust recovers a table up to the end offset the broker reports when recovery starts. Some
+        Kafka-protocol brokers under-report it (Tansu 0.6.0 reports the base offset of the last
+        record batch plus one), and then the newest records are silently left out. Every batch
+        message applied writes a record and is acknowledged only once that record is delivered, so
+        the committed offset of the batches partition says which record must be there.
+        """
+        if not partitions:
+            return
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+        await admin.start()
+        try:
+            batch_tps = [TopicPartition(kafka.topic_batches, p) for p in sorted(partitions)]
+            committed = await admin.list_consumer_group_offsets(app.conf.id, partitions=batch_tps)
+        finally:
+            await admin.close()
+        for tp, meta in committed.items():
+            last_acknowledged = meta.offset - 1  # meta.offset is -1 when nothing was committed
+            if states.newest_batch(tp.partition) >= last_acknowledged:
+                continue
+            log.warning("changelog recovery of partition %d ended before batch %d, which the previous owner "
+                        "acknowledged (newest found: %d); reading the changelog again",
+                        tp.partition, last_acknowledged, states.newest_batch(tp.partition))
+            records = await read_changelog(tp.partition, last_acknowledged)
+            for key, value in records.items():
+                if value is None:
+                    state_table.data.pop(key, None)
+                else:
+                    state_table.data[key] = value
+            states.rebuild_partition(tp.partition, records.items())
+            if states.newest_batch(tp.partition) < last_acknowledged:
+                log.error("partition %d: the changelog holds no record of batch %d after %d s; its queues may miss "
+                          "events", tp.partition, last_acknowledged, CHANGELOG_TAIL_TIMEOUT_SECONDS)
+
+    async def read_changelog(partition: int, batch_offset: int) -> dict[bytes, bytes | None]:
+        """The latest value of every key in one changelog partition, read from its start until a
+        record for `batch_offset` (or a later one) has been seen and a fetch comes back empty. Ends
+        by fetching, not at the end offset the broker reports, which is what could not be trusted."""
+        consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                                    **kafka.client_kwargs())
+        await consumer.start()
+        latest: dict[bytes, bytes | None] = {}
+        try:
+            tp = TopicPartition(state_table.changelog_topic.get_topic_name(), partition)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            deadline = time.monotonic() + CHANGELOG_TAIL_TIMEOUT_SECONDS
+            reached = False
+            while time.monotonic() < deadline:
+                records = (await consumer.getmany(tp, timeout_ms=200)).get(tp, [])
+                if not records and reached:
+                    break
+                for r in records:
+                    latest[r.key] = r.value
+                    reached = reached or (r.value is not None and record_offset(r.key, r.value) >= batch_offset)
+        finally:
+            await consumer.stop()
+        return latest
 
     @app.page("/metrics")
     async def metrics(web, request):
@@ -308,6 +405,7 @@ def create_app(config: Config) -> SimpleNamespace:
         app=app, config=config, states=states, health=health, registry=registry, router=router,
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
+        complete_recovery=complete_recovery,
     )
 
 

@@ -71,6 +71,13 @@ def split_key(key: bytes) -> tuple[str, bytes, int]:
     return queue.decode(), kind, int(rest[1:]) if kind == BATCH else -1
 
 
+def record_offset(key: bytes, value: bytes) -> int:
+    """The newest batch offset a table record accounts for: a batch record's own offset, or the
+    offset a snapshot was taken at."""
+    _, kind, offset = split_key(key)
+    return offset if kind == BATCH else _split_record(value)[0]["offset"]
+
+
 def _record(header: dict, payload: bytes) -> bytes:
     return orjson.dumps(header) + b"\n" + payload
 
@@ -200,13 +207,30 @@ class QueueStates:
         self.models.update(parked)
         for queue in [q for q in self.models if self.partition_of.get(q) not in owned_partitions]:
             self._forget(queue)
+        return self._rebuild_from(records, owned_partitions)
+
+    def newest_batch(self, partition: int) -> int:
+        """The newest batch offset applied to any queue of a partition (-1: none). Every batch
+        message applied writes a record, so after a complete rebuild this is at least the offset of
+        the last batch message the previous owner acknowledged."""
+        offsets = [m.applied_offset for q, m in self.models.items() if self.partition_of.get(q) == partition]
+        return max(offsets, default=-1)
+
+    def rebuild_partition(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> list[str]:
+        """Rebuild every queue of a partition again, from a fuller set of table records."""
+        for queue in [q for q, p in self.partition_of.items() if p == partition]:
+            self._forget(queue)
+        return self._rebuild_from(records, {partition})
+
+    def _rebuild_from(self, records: Iterable[tuple[bytes, bytes | None]], partitions: set[int]) -> list[str]:
+        """Rebuild the queues of `partitions` that have no model yet from table records."""
         by_queue: dict[str, dict] = {}
         for key, value in records:
             if value is None:
                 continue
             queue, kind, offset = split_key(key)
             header, payload = _split_record(value)
-            if queue in self.models or header["partition"] not in owned_partitions:
+            if queue in self.models or header["partition"] not in partitions:
                 continue
             entry = by_queue.setdefault(queue, {"snapshot": None, "batches": [], "partition": header["partition"]})
             if kind == SNAPSHOT:

@@ -12,7 +12,6 @@ batches topic is keyed by queue, so all of a queue's events meet in one partitio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -41,8 +40,8 @@ STATE_TABLE = "queue-state"
 # them) hold it for the whole wait, which adds up to 1.5 s per hop. 50 ms bounds that; the cost is
 # a few idle fetch requests a second. tests/test_agents.py checks the patch still applies.
 FETCH_MAX_WAIT_MS = 50
-# The second stage waits for its changelog writes to be delivered and acknowledges the batch
-# messages behind them at least every this many messages (see `aggregate`).
+# The second stage flushes its changelog writes and acknowledges the batch messages behind them at
+# least every this many messages (see `aggregate`).
 AGGREGATE_ACK_EVERY = 64
 # How long a worker that took over a partition waits for changelog records its recovery missed
 # (see `complete_recovery`) before it goes on with what it has and logs an error.
@@ -73,26 +72,6 @@ def _patch_fetch_max_wait() -> None:
 
 
 _patch_fetch_max_wait()
-
-
-class Deliveries:
-    """Delivery futures of the messages sent since the last commit or acknowledgement.
-
-    Offsets are committed only behind messages the broker has acknowledged. Faust's
-    `producer.flush()` is no such barrier: it returns when its buffer makes no progress for 0.1 s,
-    and it cannot see a message its buffer task is still handing to aiokafka.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list = []
-
-    def add(self, future) -> None:
-        self.pending.append(future)
-
-    async def delivered(self) -> None:
-        pending, self.pending = self.pending, []
-        if pending:
-            await asyncio.gather(*pending)  # raises if a send failed: then nothing is committed
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
@@ -140,15 +119,13 @@ def create_app(config: Config) -> SimpleNamespace:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(states, health))
 
-    async def dead_letter(rejected: list[ev.Rejected], stage: str, deliveries: Deliveries) -> None:
+    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> None:
         for r in rejected:
-            deliveries.add(await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage)))
+            await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage))
 
     aligner = EventTimeAligner(max_ahead=stream.lateness_seconds / 2)
     shared_progress = SharedProgress()
     progress_topic = app.topic(progress_topic_name(stream.app_id), key_serializer="raw", value_serializer="raw", partitions=1)
-
-    routed = Deliveries()  # first stage: batch messages and dead letters not yet committed behind
 
     async def take(fetched: dict) -> None:
         """First stage, step 1 for one poll: validate; dead-letter the invalid, hold the valid.
@@ -160,7 +137,7 @@ def create_app(config: Config) -> SimpleNamespace:
             health.count_valid(valid)
             rejected += bad
         health.count_rejected(rejected)
-        await dead_letter(rejected, "route", routed)
+        await dead_letter(rejected, "route")
 
     async def send_ready(progress: dict, others: list[float]) -> tuple[float, dict]:
         """Step 2: send the held events within reach of the event-time horizon (align.py), one
@@ -178,7 +155,7 @@ def create_app(config: Config) -> SimpleNamespace:
         # One message per queue even when several rounds passed: other workers' partitions are at
         # or past the final horizon, so whatever they send next is within the lateness of this.
         for queue, raws in ev.by_queue(ready).items():
-            routed.add(await batches_topic.send(key=queue.encode(), value=ev.pack(raws)))
+            await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
         return horizon, low_marks
 
     class Rebalance(ConsumerRebalanceListener):
@@ -204,7 +181,7 @@ def create_app(config: Config) -> SimpleNamespace:
 
         Faust's per-message stream machinery costs ~60 us a message, which alone caps a worker
         below 10,000 events/s; this stage needs no table, so it reads batches with getmany and
-        commits its offsets only after everything it produced is delivered (at-least-once; the second
+        commits its offsets only after everything it produced is flushed (at-least-once; the second
         stage drops redelivered events by event_id). Scaling out is the same: more workers join
         the `<app_id>-router` group and share the events topic's partitions; they agree on the
         event-time horizon through the progress topic (see align.py).
@@ -253,7 +230,7 @@ def create_app(config: Config) -> SimpleNamespace:
                 offsets = aligner.commit_offsets(positions)
                 offsets = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
                 if offsets:
-                    await routed.delivered()
+                    await app.producer.flush()
                     try:
                         await consumer.commit(offsets)
                         committed.update(offsets)
@@ -273,14 +250,13 @@ def create_app(config: Config) -> SimpleNamespace:
         """Second stage: apply each queue batch to its model, write its changelog record.
 
         Messages are acknowledged by hand (an acknowledged message's offset may be committed), only
-        after the broker has acknowledged their changelog writes: for up to AGGREGATE_ACK_EVERY
-        messages at once while more are waiting, at once when none is. Waiting after every message
-        halved throughput on the embedded broker; trusting Faust to flush before it commits lost
-        counts when a worker was stopped with SIGTERM in our tests.
+        after their changelog writes are flushed: for up to AGGREGATE_ACK_EVERY messages at once
+        while more are waiting, at once when none is. Flushing after every message halved
+        throughput on the embedded broker; trusting Faust to flush before it commits lost counts
+        when a worker was stopped with SIGTERM in our tests.
         """
         manual = stream_.noack()
         waiting = manual.channel.queue  # messages already delivered to this agent
-        written = Deliveries()
         unacked = []
         async for event in manual.events():
             message = event.message
@@ -288,17 +264,15 @@ def create_app(config: Config) -> SimpleNamespace:
             result = states.apply_batch(queue, message.partition, message.offset, ev.unpack(message.value))
             if result is not None:  # None: redelivered after a crash, its effect is already in the state
                 for key, value in states.changelog_writes(result):
-                    # what `state_table[key] = value` does, keeping the delivery future
                     if value is None:
-                        state_table.data.pop(key, None)
+                        state_table.pop(key, None)
                     else:
-                        state_table.data[key] = value
-                    written.add(state_table.send_changelog(message.partition, key, value))
+                        state_table[key] = value
                 health.count_batch(result)
-                await dead_letter(result.rejected, "aggregate", written)
+                await dead_letter(result.rejected, "aggregate")
             unacked.append(event)
             if len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty():
-                await written.delivered()
+                await app.producer.flush()
                 for done in unacked:
                     await manual.ack(done)
                 unacked.clear()
@@ -327,7 +301,7 @@ def create_app(config: Config) -> SimpleNamespace:
         Faust recovers a table up to the end offset the broker reports when recovery starts. Some
         Kafka-protocol brokers under-report it (Tansu 0.6.0 reports the base offset of the last
         record batch plus one), and then the newest records are silently left out. Every batch
-        message applied writes a record and is acknowledged only once that record is delivered, so
+        message applied writes a record and is acknowledged only after that record is flushed, so
         the committed offset of the batches partition says which record must be there.
         """
         if not partitions:

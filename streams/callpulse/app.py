@@ -50,6 +50,11 @@ CHANGELOG_TAIL_TIMEOUT_SECONDS = 60
 PROGRESS_REPORT_SECONDS = 0.05
 
 
+def changelog_topic_name(app_id: str) -> str:
+    """The state table's changelog topic, named as Faust names it."""
+    return f"{app_id}-{STATE_TABLE}-changelog"
+
+
 def progress_topic_name(app_id: str) -> str:
     """The topic where first-stage workers share their input partitions' progress (align.py)."""
     return f"{app_id}-router-progress"
@@ -315,11 +320,12 @@ def create_app(config: Config) -> SimpleNamespace:
             await admin.close()
         for tp, meta in committed.items():
             last_acknowledged = meta.offset - 1  # meta.offset is -1 when nothing was committed
-            if states.newest_batch(tp.partition) >= last_acknowledged:
+            newest = states.newest_batch(tp.partition)
+            if newest >= last_acknowledged:
                 continue
             log.warning("changelog recovery of partition %d ended before batch %d, which the previous owner "
                         "acknowledged (newest found: %d); reading the changelog again",
-                        tp.partition, last_acknowledged, states.newest_batch(tp.partition))
+                        tp.partition, last_acknowledged, newest)
             records = await read_changelog(tp.partition, last_acknowledged)
             for key, value in records.items():
                 if value is None:

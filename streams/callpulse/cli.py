@@ -29,7 +29,7 @@ def cmd_worker(args) -> int:
 
 def topic_plan(config) -> dict[str, int]:
     """Every topic the app uses, with its partition count (one count for all data topics)."""
-    from .app import STATE_TABLE, progress_topic_name
+    from .app import changelog_topic_name, progress_topic_name
 
     n = config.kafka.partitions
     app_id = config.stream.app_id
@@ -37,7 +37,7 @@ def topic_plan(config) -> dict[str, int]:
         config.kafka.topic_events: n,
         config.kafka.topic_batches: n,
         config.kafka.topic_dead_letter: n,
-        f"{app_id}-{STATE_TABLE}-changelog": n,
+        changelog_topic_name(app_id): n,
         f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
         progress_topic_name(app_id): 1,  # the first stage's shared progress (align.py)
     }
@@ -47,7 +47,7 @@ async def create_topics(config) -> list[str]:
     """Create the app's topics explicitly; existing ones must have the planned partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from .app import STATE_TABLE, progress_topic_name
+    from .app import changelog_topic_name, progress_topic_name
 
     admin = AIOKafkaAdminClient(**config.kafka.client_kwargs())
     await admin.start()
@@ -56,7 +56,7 @@ async def create_topics(config) -> list[str]:
         existing = set(await admin.list_topics())
         special = {
             # the state table keeps the latest value per key
-            f"{config.stream.app_id}-{STATE_TABLE}-changelog": {"cleanup.policy": "compact"},
+            changelog_topic_name(config.stream.app_id): {"cleanup.policy": "compact"},
             # progress reports are useless after seconds (align.py): keep a minute of them
             progress_topic_name(config.stream.app_id): {"retention.ms": "60000", "segment.ms": "60000"},
         }

@@ -96,10 +96,10 @@ class Pipeline:
         import zlib
 
         from callpulse import events as ev
-        from callpulse.app import STATE_TABLE
+        from callpulse.app import changelog_topic_name
         from callpulse.state import SNAPSHOT, _split_record, split_key
 
-        topic = f"{self.config.stream.app_id}-{STATE_TABLE}-changelog"
+        topic = changelog_topic_name(self.config.stream.app_id)
         latest = dict(asyncio.run(self._read(topic, expected=float("inf"), timeout=3.0)))
         out = {"snapshot_offset": None, "snapshot_answered": None, "batches": {}}
         for key, value in latest.items():

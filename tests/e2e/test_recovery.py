@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from callpulse.app import create_app
+from callpulse.app import changelog_topic_name, create_app
 from callpulse.state import QueueStates
 
 from helpers import call
@@ -85,6 +85,7 @@ async def previous_owner_gone(pipeline):
 
 async def test_a_takeover_reads_the_changelog_records_its_recovery_missed(pipeline):
     worker, changelog, live, records, now = await previous_owner_gone(pipeline)
+    assert changelog == changelog_topic_name(pipeline.config.stream.app_id)  # the topic `topics create` made
     end = await reported_end(pipeline.config, changelog)
     assert end == len(records) - 1, "the broker no longer under-reports: this test no longer covers the gap"
     recovered = dict(records[:end])  # what a recovery up to the reported end gets

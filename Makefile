@@ -27,13 +27,17 @@ unit: install
 e2e: install tools
 	$(BIN)/python -m pytest -q tests/e2e
 
-## promtool (Debian package prometheus) checks the /metrics page in the tests.
+## Prometheus, promtool, Alertmanager and amtool (Debian packages prometheus and
+## prometheus-alertmanager) run in the tests: rule unit tests, config checks, the alert end to end.
+TOOLS := prometheus promtool prometheus-alertmanager amtool
 tools:
-	@command -v promtool >/dev/null || { \
-	  echo "promtool not found: installing the Debian package prometheus"; \
+	@missing=; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "missing:$$missing; installing the Debian packages prometheus and prometheus-alertmanager"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
-	@command -v promtool >/dev/null || { echo "promtool is still missing: install the Debian package prometheus" >&2; exit 1; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+	fi
+	@for t in $(TOOLS); do command -v $$t >/dev/null || { echo "$$t is still missing: install the Debian packages prometheus and prometheus-alertmanager" >&2; exit 1; }; done
 
 ## Throughput, memory and latency figures (prints them; takes several minutes).
 bench: install

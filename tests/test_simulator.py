@@ -591,3 +591,26 @@ def test_erlang_a_model():
     assert sim.erlang_a_service_level(31, 0.07, 370.0, 90.0) > sim.erlang_a_service_level(
         30, 0.07, 370.0, 90.0)
     assert sim.erlang_a_service_level(20, 0.07, 370.0, math.inf) == 0.0
+
+
+def test_surge_can_be_moved_for_a_drill():
+    start = sim.DEFAULT_START
+    moved = list(sim.simulate("surge", seed=3, start=start, duration_seconds=900, surge_start=120, surge_duration=180))
+    default = list(sim.simulate("surge", seed=3, start=start, duration_seconds=900))
+    offered = lambda evs, lo, hi: sum(1 for e in evs if e["type"] == "call.offered" and e["queue"] == "support"
+                                      and lo <= sim.event_time(e) - start < hi)
+    # The moved surge triples support's arrivals in [120, 300); the default one starts at 600.
+    assert offered(moved, 120, 300) > 2 * offered(default, 120, 300)
+    assert offered(moved, 600, 900) < offered(default, 600, 900)
+    assert not {e["event_id"] for e in moved} & {e["event_id"] for e in default}  # another run, other ids
+    with pytest.raises(ValueError):
+        sim.simulate("normal", surge_start=10)
+
+
+def test_shift_times_moves_every_event_by_whole_milliseconds():
+    from callpulse.cli import shift_times
+
+    evs = list(sim.simulate("normal", seed=1, start=sim.DEFAULT_START, duration_seconds=120))
+    before = [sim.event_time(e) for e in evs]
+    after = [sim.event_time(e) for e in shift_times([dict(e) for e in evs], 3600.5)]
+    assert after == pytest.approx([t + 3600.5 for t in before], abs=1e-6)

@@ -115,6 +115,15 @@ async def publish(config, events, live: bool) -> int:
     return sent
 
 
+def shift_times(events, seconds: float):
+    """The events with `time` moved by `seconds` (a whole number of milliseconds)."""
+    from .simulator import event_time, format_time
+
+    for event in events:
+        event["time"] = format_time(event_time(event) + seconds)
+        yield event
+
+
 def cmd_simulate(args) -> int:
     from .simulator import simulate
 
@@ -124,7 +133,22 @@ def cmd_simulate(args) -> int:
         start = now - args.duration
     else:  # starts `backfill` seconds ago: the past is sent at once, the rest in real time
         start = now - args.backfill
-    events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration)
+    shift = 0.0
+    if args.hour_of_day is not None and not 0 <= args.hour_of_day < 24:
+        print("callpulse simulate: --hour-of-day must be in [0, 24)", file=sys.stderr)
+        return 2
+    if args.hour_of_day is not None:  # traffic of that UTC hour, stamped with today's times
+        simulated_start = start // 86400 * 86400 + args.hour_of_day * 3600
+        shift = round(start - simulated_start, 3)
+        start = simulated_start
+    surge = {}
+    if args.surge_in is not None:
+        surge["surge_start"] = args.surge_in + (now - start - shift)
+    if args.surge_duration is not None:
+        surge["surge_duration"] = args.surge_duration
+    events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration, **surge)
+    if shift:
+        events = shift_times(events, shift)
     try:
         sent = asyncio.run(publish(config, events, live=not args.fast))
     except KeyboardInterrupt:
@@ -198,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=8 * 3600, help="seconds of traffic (default 8 h)")
     p.add_argument("--backfill", type=float, default=900, help="start this many seconds in the past (sent at once)")
     p.add_argument("--fast", action="store_true", help="send --duration seconds of history ending now, as fast as possible")
+    p.add_argument("--hour-of-day", type=float, default=None, metavar="H",
+                   help="simulate the traffic of this UTC hour of day (0-24), stamped with the current time")
+    p.add_argument("--surge-in", type=float, default=None, metavar="SECONDS",
+                   help="surge scenario: start the surge this many seconds from now (an alerting drill)")
+    p.add_argument("--surge-duration", type=float, default=None, metavar="SECONDS",
+                   help="surge scenario: how long the surge lasts (default 1200)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="validate events in files against the event schema")

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from . import hours
+
 __all__ = [
     "DEFAULT_TARGET",
     "ENV_OVERRIDES",
@@ -252,6 +254,40 @@ def _time_of_day(value: Any, where: str) -> datetime.time:
     _fail(where, f'must be a time of day "HH:MM" (00:00 to 23:59), got {_show(value)}')
 
 
+def _open_hours(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        _fail(where, f'must be a list of rules like ["mon-fri 08:00-20:00"], got {_show(value)}')
+    rules = tuple(" ".join(v.lower().split()) for v in value)
+    try:
+        hours.parse_open_hours(rules)
+    except ValueError as exc:
+        index, _, problem = str(exc).partition(": ")
+        _fail(f"{where}{index}", problem)
+    return rules
+
+
+def _closed_dates(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        _fail(where, f'must be a list of dates like ["2026-12-31"], got {_show(value)}')
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, datetime.date) and not isinstance(item, datetime.datetime):
+            out.append(item.isoformat())  # a TOML date written without quotes
+            continue
+        try:
+            out.append(hours.parse_date(item).isoformat())
+        except ValueError as exc:
+            _fail(f"{where}[{i}]", str(exc))
+    return tuple(sorted(set(out)))
+
+
+def _ratio_or_off(value: Any, where: str) -> float:
+    ratio = _number(value, where)
+    if not 0 <= ratio <= 1:
+        _fail(where, f"must be a ratio in [0, 1] (0 turns the alert off), got {_show(value)}")
+    return ratio
+
+
 def _label(value: Any, where: str) -> str:
     if not isinstance(value, str):
         _fail(where, f"must be a string, got {_show(value)}")
@@ -361,6 +397,24 @@ class QueueConfig:
     """Local time at which the queue's daily counters start over."""
     orphan_after_seconds: float = 3600.0
     """A call waiting longer than this (> 0) with no further event is reported as orphaned."""
+    open_hours: tuple[str, ...] = hours.ALWAYS_OPEN
+    """Business hours in local time, rules like "mon-fri 08:00-20:00"; alerts only while open."""
+    closed_dates: tuple[str, ...] = ()
+    """Local dates ("YYYY-MM-DD") the queue is closed all day (holidays)."""
+    team: str = ""
+    """Team that owns the queue's alerts (Alertmanager routes on it); empty: the default route."""
+    alert_calls_waiting: float = 10.0
+    """Alert when more calls than this wait (0: off)."""
+    alert_oldest_wait_seconds: float = 120.0
+    """Alert when the oldest caller has waited longer than this (0: off)."""
+    alert_abandon_rate: float = 0.10
+    """Alert when abandoned / offered in the 15m window exceeds this ratio (0: off)."""
+    alert_short_abandon_rate: float = 0.10
+    """Alert when short abandons / offered in the 15m window exceed this ratio (0: off)."""
+    alert_event_stall_seconds: float = 300.0
+    """Alert when no event reached the queue for this long while it is open (0: off)."""
+    alert_min_calls: float = 10.0
+    """Calls a window needs before its service level or rates may raise an alert."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -389,6 +443,10 @@ class QueueConfig:
             f"queue {self.name!r} has no threshold {threshold!r}; "
             f"its thresholds_seconds are {_num_list(self.thresholds_seconds)}"
         )
+
+    def is_open(self, t: float) -> bool:
+        """Whether the queue is inside its business hours at Unix time `t` (its own time zone)."""
+        return hours.is_open(self.open_hours, self.closed_dates, self.timezone, t)
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -617,6 +675,15 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "timezone": _timezone,
     "business_day_start": _time_of_day,
     "orphan_after_seconds": _positive,
+    "open_hours": _open_hours,
+    "closed_dates": _closed_dates,
+    "team": _label,
+    "alert_calls_waiting": _non_negative,
+    "alert_oldest_wait_seconds": _non_negative,
+    "alert_abandon_rate": _ratio_or_off,
+    "alert_short_abandon_rate": _ratio_or_off,
+    "alert_event_stall_seconds": _non_negative,
+    "alert_min_calls": _non_negative,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
 

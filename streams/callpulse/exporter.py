@@ -91,6 +91,7 @@ class QueueCollector(Collector):
         oldest = _gauge("oldest_call_wait_seconds", "Wait so far of the longest-waiting call in the queue now (0 when none waits). " + WAIT_RULE + " The running wait uses the worker's stream clock.", ["queue"])
         over = _gauge("calls_waiting_over_threshold", "Calls waiting now whose wait already exceeds the threshold: service-level misses in the making.", ["queue", "threshold"])
         agents = _gauge("agents", "Agents serving the queue (a member of it) by state: available, on_call, wrap_up, not_ready (includes logged in but not yet ready). An agent in several queues counts in each.", ["queue", "state"])
+        not_ready = _gauge("agents_not_ready", "Agents serving the queue in state not_ready now, by the reason code of their latest state change (login: logged in, not yet ready; joined: just added to the queue; unknown: no reason given).", ["queue", "reason"])
         orphaned = _gauge("calls_orphaned", "Calls whose wait exceeds the queue's orphan_after_seconds: their ending event was probably lost. Not counted in calls_waiting.", ["queue"])
         for queue, v in views.items():
             live = v["live"]
@@ -100,8 +101,10 @@ class QueueCollector(Collector):
                 over.add_metric([queue, t], n)
             for state, n in live["agents"].items():
                 agents.add_metric([queue, state], n)
+            for reason, n in live["agents_not_ready_by_reason"].items():
+                not_ready.add_metric([queue, reason], n)
             orphaned.add_metric([queue], live["calls_orphaned"])
-        yield from (waiting, oldest, over, agents, orphaned)
+        yield from (waiting, oldest, over, agents, not_ready, orphaned)
 
     def _totals(self, views: dict):
         simple = {
@@ -166,14 +169,29 @@ class QueueCollector(Collector):
 
     def _config(self, views: dict):
         target = _gauge("service_level_target_ratio", "Configured service-level target per threshold (from the queue's config).", ["queue", "threshold"])
-        info = _gauge("queue_info", "Always 1; labels carry the queue's display label, service-level formula and IANA time zone from the config.", ["queue", "label", "formula", "timezone"])
+        info = _gauge("queue_info", "Always 1; labels carry the queue's display label, service-level formula, IANA time zone and the team its alerts go to, from the config.", ["queue", "label", "formula", "timezone", "team"])
         short = _gauge("short_abandon_threshold_seconds", "Configured short-abandon time: abandons with a wait at most this long are short abandons.", ["queue"])
+        is_open = _gauge("queue_open", "1 while the queue is inside its business hours (open_hours and closed_dates, in the queue's time zone, read at the stream clock), else 0. Per-queue alerts are suppressed while it is 0.", ["queue"])
+        min_calls = _gauge("alert_min_calls", "Configured alert_min_calls: calls a window's denominator needs before its service level or rates may raise an alert.", ["queue"])
+        limits = {  # config key in view["alert_limits"] -> gauge; a limit of 0 turns the alert off: no sample
+            "calls_waiting": _gauge("calls_waiting_limit", "Configured alert_calls_waiting: CallCenterCallsWaitingHigh fires while calls_waiting stays above it. Absent when the alert is off (0).", ["queue"]),
+            "oldest_wait_seconds": _gauge("oldest_call_wait_limit_seconds", "Configured alert_oldest_wait_seconds: CallCenterOldestWaitHigh fires while oldest_call_wait_seconds stays above it. Absent when off (0).", ["queue"]),
+            "abandon_rate": _gauge("abandon_rate_limit_ratio", "Configured alert_abandon_rate: CallCenterAbandonRateHigh fires while abandoned / offered in the 15m window stays above it. Absent when off (0).", ["queue"]),
+            "short_abandon_rate": _gauge("short_abandon_rate_limit_ratio", "Configured alert_short_abandon_rate: CallCenterShortAbandonSpike fires when short abandons / offered in the 15m window exceed it. Absent when off (0).", ["queue"]),
+            "event_stall_seconds": _gauge("event_stall_limit_seconds", "Configured alert_event_stall_seconds: CallCenterEventFeedStalled fires when no event reached the queue for longer while it is open. Absent when off (0).", ["queue"]),
+        }
         for queue, v in views.items():
             for t, value in v["targets"].items():
                 target.add_metric([queue, t], value)
-            info.add_metric([queue, v["label"], v["formula"], v["timezone"]], 1)
+            info.add_metric([queue, v["label"], v["formula"], v["timezone"], v["team"]], 1)
             short.add_metric([queue], v["short_abandon_seconds"])
-        yield from (target, info, short)
+            is_open.add_metric([queue], 1.0 if v["open"] else 0.0)
+            min_calls.add_metric([queue], v["alert_limits"]["min_calls"])
+            for key, family in limits.items():
+                if v["alert_limits"][key] > 0:
+                    family.add_metric([queue], v["alert_limits"][key])
+        yield from (target, info, short, is_open, min_calls)
+        yield from limits.values()
 
     def _pipeline(self, views: dict):
         h = self.health

@@ -474,8 +474,11 @@ class QueueModel:
         waits = [now - entered for entered in self.waiting.values()]
         live_waits = [w for w in waits if w <= orphan_after]
         agents = {state: 0 for state in AGENT_STATES}
-        for state, _, _ in self.agents.values():
+        not_ready: dict[str, int] = {}
+        for state, _, reason in self.agents.values():
             agents[state] = agents.get(state, 0) + 1
+            if state == "not_ready":
+                not_ready[reason or "unknown"] = not_ready.get(reason or "unknown", 0) + 1
         live = {
             "calls_waiting": len(live_waits),
             "oldest_call_wait_seconds": max(0.0, max(live_waits, default=0.0)),
@@ -483,6 +486,7 @@ class QueueModel:
                 threshold_key(t): sum(1 for w in live_waits if w > t) for t in self.thresholds
             },
             "agents": agents,
+            "agents_not_ready_by_reason": dict(sorted(not_ready.items())),
             "calls_orphaned": len(waits) - len(live_waits),
         }
         windows = {}
@@ -506,6 +510,16 @@ class QueueModel:
             "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
             "short_abandon_seconds": cfg.short_abandon_seconds,
             "business_day": iso,
+            "open": cfg.is_open(now),
+            "team": cfg.team,
+            "alert_limits": {
+                "calls_waiting": cfg.alert_calls_waiting,
+                "oldest_wait_seconds": cfg.alert_oldest_wait_seconds,
+                "abandon_rate": cfg.alert_abandon_rate,
+                "short_abandon_rate": cfg.alert_short_abandon_rate,
+                "event_stall_seconds": cfg.alert_event_stall_seconds,
+                "min_calls": cfg.alert_min_calls,
+            },
             "live": live,
             "windows": windows,
             "totals": dict(zip(self.fields, self.totals)),

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -380,15 +381,17 @@ class _Agent:
 
 class _Simulation:
     def __init__(self, scenario: str, seed: int, start: float, duration: float,
-                 rate_scale: float) -> None:
-        p = SCENARIO_PARAMS[scenario]
+                 rate_scale: float, params: ScenarioParams | None = None) -> None:
+        p = params or SCENARIO_PARAMS[scenario]
         self.p = p
         self.rng = random.Random(seed)
         self.roster_rng = random.Random(f"callpulse-roster-{seed}")
         self.start = start
         self.end = start + duration
-        tag = hashlib.blake2b(repr((scenario, seed, float(start), float(duration),
-                                    float(rate_scale))).encode(), digest_size=4).hexdigest()
+        run = (scenario, seed, float(start), float(duration), float(rate_scale))
+        if params is not None:  # a changed surge is another run: other event ids
+            run += ((p.surge_start, p.surge_duration),)
+        tag = hashlib.blake2b(repr(run).encode(), digest_size=4).hexdigest()
         self.id_prefix = f"sim-{seed}-{tag}-"
         self.call_prefix = f"call-{seed}-{tag}-"
         self.n_events = 0
@@ -919,6 +922,8 @@ def simulate(
     duration_seconds: float = 3600.0,
     *,
     rate_scale: float = 1.0,
+    surge_start: float | None = None,
+    surge_duration: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Lazily generate canonical v1 events for ``duration_seconds`` from ``start``.
 
@@ -929,6 +934,9 @@ def simulate(
         (``math.inf`` streams forever). Calls still in progress at the end are cut off.
     rate_scale: multiplies arrival rates *and* staffing (e.g. 10 for a ten times bigger
         center with the same service level), handy for load tests.
+    surge_start, surge_duration: seconds after ``start`` at which the surge scenario's surge
+        begins, and how long it lasts (default 600 and 1200): an alerting drill can start a
+        short surge now.
 
     Events come in non-decreasing time order (ties keep causal order) as fresh dicts that
     follow the contract exactly; serialize them with orjson or json.
@@ -945,4 +953,16 @@ def simulate(
         raise ValueError("duration_seconds must be >= 0")
     if not (rate_scale > 0 and math.isfinite(rate_scale)):
         raise ValueError("rate_scale must be a positive finite number")
-    return _Simulation(scenario, seed, start, duration, float(rate_scale)).run()
+    params = None
+    if surge_start is not None or surge_duration is not None:
+        p = SCENARIO_PARAMS[scenario]
+        if not p.has_surge:
+            raise ValueError(f"scenario {scenario!r} has no surge to move")
+        params = dataclasses.replace(
+            p,
+            surge_start=p.surge_start if surge_start is None else float(surge_start),
+            surge_duration=p.surge_duration if surge_duration is None else float(surge_duration),
+        )
+        if not (params.surge_start >= 0 and params.surge_duration > 0):
+            raise ValueError("surge_start must be >= 0 and surge_duration > 0")
+    return _Simulation(scenario, seed, start, duration, float(rate_scale), params).run()

@@ -1,0 +1,115 @@
+"""The whole monitoring path with real processes: simulator (surge drill) → broker → worker →
+Prometheus (the rules of deploy/prometheus) → Alertmanager (deploy/alertmanager) → a webhook.
+
+One stack serves the module; the tests run in file order on the same traffic:
+1. before the surge, no service-level page is delivered;
+2. every Grafana panel's query returns data from the real Prometheus;
+3. the surge drives support's service level below target: the page reaches the webhook;
+4. after the surge, the alert resolves and the resolution is delivered.
+Only the alerts' `for:` durations and Alertmanager's timers are shortened (see stack.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+
+from grafana.dashboards import build_all, panel_queries, render_query
+from harness import LOGS, Pipeline, wait_for
+from stack import FOR_IN_TESTS, Alertmanager, Prometheus, WebhookReceiver, alertmanager_config_for_tests
+
+pytestmark = pytest.mark.e2e
+
+QUEUE, THRESHOLD, TARGET = "support", "20", 0.8
+SURGE_IN, SURGE_SECONDS = 20.0, 180.0
+ALERT = "CallCenterServiceLevelBelowTarget"
+
+
+@pytest.fixture(scope="module")
+def stack(broker, tmp_path_factory):
+    work = tmp_path_factory.mktemp("monitoring")
+    with contextlib.ExitStack() as cleanup:  # whatever started is stopped, also when a later part fails
+        pipeline = Pipeline(broker, "monitoring")
+        cleanup.callback(pipeline.stop)
+        worker = pipeline.start_worker()
+        webhook = WebhookReceiver()
+        cleanup.callback(webhook.close)
+        alertmanager = Alertmanager(work / "alertmanager", alertmanager_config_for_tests(webhook))
+        cleanup.callback(alertmanager.stop)
+        prometheus = Prometheus(work / "prometheus", [f"127.0.0.1:{worker.port}"], f"127.0.0.1:{alertmanager.port}")
+        cleanup.callback(prometheus.stop)
+        # Five minutes of normal traffic as history, then live traffic with a 3-minute surge of
+        # support and 客服 starting SURGE_IN seconds from now; peak-hour traffic whatever the time.
+        surge_start = time.time() + SURGE_IN
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "callpulse", "simulate", "--scenario", "surge", "--seed", "1",
+             "--hour-of-day", "15", "--backfill", "300", "--duration", "2400",
+             "--surge-in", str(SURGE_IN), "--surge-duration", str(SURGE_SECONDS)],
+            env=pipeline.env, stdout=open(LOGS / "monitoring-simulator.log", "ab"), stderr=subprocess.STDOUT)
+        cleanup.callback(lambda: (simulator.terminate(), simulator.wait(10)))
+        yield types.SimpleNamespace(pipeline=pipeline, worker=worker, webhook=webhook, prometheus=prometheus,
+                                    alertmanager=alertmanager, surge_start=surge_start)
+
+
+def sl_alerts(stack, status: str) -> list[dict]:
+    return [a for a in stack.webhook.alerts() if a["labels"].get("alertname") == ALERT
+            and a["labels"].get("queue") == QUEUE and a["labels"].get("threshold") == THRESHOLD
+            and a["status"] == status]
+
+
+def test_rules_load_and_nothing_pages_before_the_surge(stack):
+    wait_for(lambda: stack.prometheus.query('up{job="callpulse"} == 1'), timeout=30, message="first scrape")
+    wait_for(lambda: stack.prometheus.query(f'queue:callcenter_service_level:ratio{{queue="{QUEUE}",window="5m"}}'),
+             timeout=60, message="recorded service level of support")
+    assert stack.prometheus.rule_health() == []
+    time.sleep(max(0.0, stack.surge_start - time.time()))
+    assert [a for a in stack.webhook.alerts() if a["labels"].get("alertname") == ALERT] == []
+
+
+def test_every_dashboard_query_returns_data(stack):
+    # The surge is under way: callers wait, agents are busy, flow-outs start.
+    queries = [(dashboard["title"], title, render_query(expr))
+               for dashboard in build_all() for title, expr in panel_queries(dashboard)]
+    assert len(queries) > 30
+
+    def empty():
+        return [(d, t, q) for d, t, q in queries if not stack.prometheus.query(q)]
+
+    missing = empty()
+    deadline = time.monotonic() + 120
+    while missing and time.monotonic() < deadline:
+        time.sleep(5)
+        missing = empty()
+    assert missing == [], "panels without data:\n" + "\n".join(f"{d} / {t}: {q}" for d, t, q in missing)
+
+
+def test_the_service_level_page_is_delivered(stack):
+    firing = wait_for(lambda: sl_alerts(stack, "firing"), timeout=600, interval=1,
+                      message=f"{ALERT} for {QUEUE} at the webhook")
+    alert = firing[0]
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["runbook_url"].endswith("#" + ALERT.lower())
+    assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+    assert alert["receiver"], "delivered through a named receiver"
+    # When the breach became visible: the first scrape of the worker's own 5m service level below
+    # target (Prometheus scrapes every second here).
+    first_breach = stack.prometheus.first_time(
+        f'callcenter_service_level_ratio{{queue="{QUEUE}",window="5m",threshold="{THRESHOLD}"}} < {TARGET}',
+        stack.surge_start, alert["received"])
+    assert first_breach is not None and first_breach < alert["received"]
+    print(f"\n{ALERT} {QUEUE}/{THRESHOLD}: service level below target at the worker "
+          f"{first_breach - stack.surge_start:.0f} s after the surge began; page delivered to "
+          f"'{alert['receiver']}' {alert['received'] - first_breach:.1f} s after that (for: {FOR_IN_TESTS} in this test)")
+
+
+def test_the_page_resolves_after_the_surge(stack):
+    resolved = wait_for(lambda: sl_alerts(stack, "resolved"), timeout=900, interval=2,
+                        message=f"{ALERT} for {QUEUE} resolved at the webhook")
+    surge_end = stack.surge_start + SURGE_SECONDS
+    assert resolved[0]["received"] > surge_end
+    print(f"\nresolved notice delivered {resolved[0]['received'] - surge_end:.0f} s after the surge ended")

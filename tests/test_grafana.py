@@ -1,0 +1,281 @@
+"""Dashboards as code: the committed JSON is what the generator writes, and it follows the house rules.
+
+Regenerate after changing grafana/*.py: `python -m grafana.generate` (then commit the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from grafana import generate  # noqa: E402
+from grafana.lint import (  # noqa: E402
+    iter_panels, metric_names, panel_queries, render_query, uses_rate_interval_everywhere, variables_used,
+)
+
+DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
+PROVISIONING = ROOT / "grafana" / "provisioning"
+RECORDING_RULES = ROOT / "deploy" / "prometheus" / "rules" / "recording.rules.yml"
+
+UIDS = {
+    "wallboard.json": "callpulse-wallboard",
+    "queue.json": "callpulse-queue",
+    "agents.json": "callpulse-agents",
+    "pipeline.json": "callpulse-pipeline",
+}
+
+# Metrics the worker exports (README "Metric reference" and the issue-3 contract), without the
+# `callcenter_` prefix. Counters carry `_total`; histograms are listed by base name.
+GAUGES = {
+    "calls_waiting", "oldest_call_wait_seconds", "calls_waiting_over_threshold", "agents", "calls_orphaned",
+    "window_calls", "window_calls_within_threshold", "service_level_ratio", "answer_rate_ratio",
+    "abandon_rate_ratio", "average_answer_wait_seconds", "average_abandon_wait_seconds",
+    "average_handle_seconds", "occupancy_ratio", "service_level_target_ratio",
+    "short_abandon_threshold_seconds", "queue_info", "last_event_timestamp_seconds", "input_partitions_held",
+    "queue_open", "calls_waiting_limit", "oldest_call_wait_limit_seconds", "abandon_rate_limit_ratio",
+    "short_abandon_rate_limit_ratio", "event_stall_limit_seconds", "alert_min_calls",
+    "agents_not_ready",  # {queue, reason}: announced by the lead, not exported yet
+}
+COUNTERS = {
+    "calls_offered_total", "calls_answered_total", "calls_abandoned_total", "calls_short_abandoned_total",
+    "calls_handled_total", "calls_flowed_out_total", "calls_answered_within_threshold_total",
+    "calls_abandoned_within_threshold_total", "handle_seconds_total", "events_total", "events_rejected_total",
+    "events_applied_total", "events_duplicate_total", "events_late_total",
+}
+HISTOGRAMS = {"answer_wait_seconds", "abandon_wait_seconds", "event_lag_seconds"}
+KNOWN_METRICS = (
+    {f"callcenter_{n}" for n in GAUGES | COUNTERS}
+    | {f"callcenter_{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+    | {"up"}
+)
+# Recording rules fixed by the contract (deploy/prometheus/rules/recording.rules.yml defines them).
+BURN_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+CONTRACT_RECORDS = (
+    {"queue:callcenter_service_level_by_formula:ratio", "queue:callcenter_service_level:ratio"}
+    | {f"queue:callcenter_service_level_error:ratio_rate{w}" for w in BURN_WINDOWS}
+    | {f"queue:callcenter_service_level_calls:increase{w}" for w in BURN_WINDOWS}
+    | {f"queue:callcenter_error_budget_burn_rate:rate{w}" for w in BURN_WINDOWS}
+)
+ALLOWED_VARIABLES = {"__rate_interval", "queue", "window"}
+
+
+def load_dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def dashboards() -> dict[str, dict]:
+    found = load_dashboards()
+    assert found, f"no dashboards in {DASHBOARD_DIR}: run python -m grafana.generate"
+    return found
+
+
+def content_panels(dashboard: dict) -> list[dict]:
+    return [p for p in iter_panels(dashboard) if p.get("type") != "row"]
+
+
+def variable(dashboard: dict, name: str) -> dict | None:
+    return next((v for v in dashboard.get("templating", {}).get("list", []) if v.get("name") == name), None)
+
+
+# --- generated files ------------------------------------------------------------------------------
+
+def test_committed_json_is_what_the_generator_writes(tmp_path):
+    generate.write(tmp_path)
+    fresh = {p.name: p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("*.json"))}
+    committed = {p.name: p.read_text(encoding="utf-8") for p in sorted(DASHBOARD_DIR.glob("*.json"))}
+    assert sorted(fresh) == sorted(committed), "dashboard files differ: run python -m grafana.generate"
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"{stale} out of date: run python -m grafana.generate and commit the JSON"
+
+
+def test_output_is_sorted_indented_and_deterministic(tmp_path):
+    generate.write(tmp_path / "a")
+    generate.write(tmp_path / "b")
+    for path in sorted((tmp_path / "a").glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        assert text == (tmp_path / "b" / path.name).read_text(encoding="utf-8"), path.name
+        assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n", path.name
+
+
+def test_uids_are_unique_and_stable(dashboards):
+    assert {name: d["uid"] for name, d in dashboards.items()} == UIDS
+    for name, d in dashboards.items():
+        ids = [p["id"] for p in iter_panels(d)]
+        assert ids == list(range(1, len(ids) + 1)), f"{name}: panel ids must be 1..n in layout order"
+
+
+# --- lint -----------------------------------------------------------------------------------------
+
+def test_every_panel_has_a_unit_and_a_description(dashboards):
+    missing = [
+        (name, p.get("title"))
+        for name, d in dashboards.items() for p in content_panels(d)
+        if not p.get("fieldConfig", {}).get("defaults", {}).get("unit") or not p.get("description", "").strip()
+    ]
+    assert not missing, f"panels without unit or description: {missing}"
+
+
+def test_every_panel_and_target_uses_the_datasource_variable(dashboards):
+    wrong = []
+    for name, d in dashboards.items():
+        for p in content_panels(d):
+            if p.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+                wrong.append((name, p.get("title"), "panel", p.get("datasource")))
+            assert p.get("targets"), f"{name}: panel {p.get('title')!r} has no query"
+            for t in p["targets"]:
+                if t.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+                    wrong.append((name, p.get("title"), t.get("refId"), t.get("datasource")))
+        queue = variable(d, "queue")
+        if queue and queue.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+            wrong.append((name, "variable queue", queue.get("datasource")))
+    assert not wrong, f"hard-coded data sources: {wrong}"
+
+
+def test_every_rate_and_increase_uses_rate_interval(dashboards):
+    bad = [(name, title, call) for name, d in dashboards.items()
+           for title, expr in panel_queries(d) for call in uses_rate_interval_everywhere(expr)]
+    assert not bad, f"use [$__rate_interval]: {bad}"
+
+
+def test_every_dashboard_has_the_datasource_and_queue_variables(dashboards):
+    for name, d in dashboards.items():
+        ds = variable(d, "datasource")
+        assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus", name
+        queue = variable(d, "queue")
+        assert queue and queue["type"] == "query", name
+        assert queue["query"] == "label_values(callcenter_queue_info, queue)", name
+        assert queue["multi"] is True and queue["includeAll"] is True, name
+
+
+def test_queries_use_only_known_variables_and_render(dashboards):
+    for name, d in dashboards.items():
+        defined = {v["name"] for v in d["templating"]["list"]} | {"__rate_interval"}
+        for title, expr in panel_queries(d):
+            used = variables_used(expr)
+            assert used <= ALLOWED_VARIABLES, f"{name} {title!r}: {used - ALLOWED_VARIABLES} in {expr}"
+            assert used <= defined, f"{name} {title!r}: {used - defined} is not a variable of the dashboard"
+            if "queue" in used:
+                assert 'queue=~"$queue"' in expr and 'queue="$queue"' not in expr, \
+                    f"{name} {title!r}: $queue is multi-valued, match it with =~"
+            assert "$" not in render_query(expr), expr
+
+
+def test_every_metric_name_is_exported_or_recorded(dashboards):
+    unknown = []
+    for name, d in dashboards.items():
+        for title, expr in panel_queries(d):
+            names = metric_names(expr)
+            assert names, f"{name} {title!r}: no metric found in {expr}"
+            unknown += [(name, title, m) for m in names if m not in KNOWN_METRICS and m not in CONTRACT_RECORDS]
+    assert not unknown, f"metric names neither exported nor recorded (typo?): {unknown}"
+
+
+def test_recorded_series_are_defined_by_the_recording_rules(dashboards):
+    """Each recorded name a panel reads is one the contract fixes and, once the rules file exists,
+    one it defines."""
+    defined = set(CONTRACT_RECORDS)
+    if RECORDING_RULES.exists():
+        rules = yaml.safe_load(RECORDING_RULES.read_text(encoding="utf-8"))
+        defined &= {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    used = {m for d in dashboards.values() for _, expr in panel_queries(d) for m in metric_names(expr) if ":" in m}
+    assert used, "the dashboards should read recorded series"
+    assert used <= defined, f"not defined in {RECORDING_RULES.relative_to(ROOT)}: {sorted(used - defined)}"
+
+
+def test_every_query_is_valid_promql(dashboards, tmp_path):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus); make test installs it"
+    rules = [{"record": f"grafana_check:q{i}", "expr": render_query(expr)}
+             for i, (_, expr) in enumerate(q for d in dashboards.values() for q in panel_queries(d))]
+    path = tmp_path / "queries.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "grafana", "rules": rules}]}), encoding="utf-8")
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- dashboards -----------------------------------------------------------------------------------
+
+def test_wallboard_is_a_5s_kiosk_board_with_a_row_per_queue(dashboards):
+    d = dashboards["wallboard.json"]
+    assert d["refresh"] == "5s"
+    rows = [p for p in d["panels"] if p["type"] == "row"]
+    assert len(rows) == 1 and rows[0].get("repeat") == "queue" and not rows[0]["collapsed"]
+    tiles = content_panels(d)
+    assert {p["type"] for p in tiles} == {"stat"}
+    assert all(p["gridPos"]["h"] >= 5 and p["gridPos"]["w"] >= 2 for p in tiles), "tiles too small for a TV"
+    assert sum(p["gridPos"]["w"] for p in tiles) == 24 and {p["gridPos"]["y"] for p in tiles} == {1}
+    assert all(t.get("instant") for p in tiles for t in p["targets"]), "tiles show the latest value"
+    window = variable(d, "window")
+    assert window and window["current"]["value"] == "15m"
+    for threshold in ("10", "20"):
+        sl = next(p for p in tiles if p["title"] == f"SL {threshold} s")
+        exprs = [t["expr"] for t in sl["targets"]]
+        assert f'queue:callcenter_service_level:ratio{{queue=~"$queue",window="$window",threshold="{threshold}"}}' == exprs[0]
+        assert "callcenter_service_level_target_ratio" in exprs[1], "coloured against the queue's target"
+        assert sl["transformations"][0]["options"]["configRefId"] == "B"
+
+
+def test_queue_detail_shows_every_kpi(dashboards):
+    used = {m for _, e in panel_queries(dashboards["queue.json"]) for m in metric_names(e)}
+    for metric in (
+        "queue:callcenter_service_level:ratio", "queue:callcenter_service_level_by_formula:ratio",
+        "callcenter_service_level_target_ratio", "callcenter_answer_rate_ratio", "callcenter_abandon_rate_ratio",
+        "callcenter_average_answer_wait_seconds", "callcenter_average_abandon_wait_seconds",
+        "callcenter_average_handle_seconds", "callcenter_occupancy_ratio", "callcenter_calls_waiting",
+        "callcenter_oldest_call_wait_seconds", "callcenter_calls_offered_total", "callcenter_calls_answered_total",
+        "callcenter_calls_abandoned_total", "callcenter_calls_flowed_out_total",
+        "callcenter_answer_wait_seconds_bucket", "callcenter_abandon_wait_seconds_bucket",
+        "queue:callcenter_error_budget_burn_rate:rate1h",
+    ):
+        assert metric in used, metric
+
+
+def test_agents_and_pipeline_dashboards(dashboards):
+    agents = {m for _, e in panel_queries(dashboards["agents.json"]) for m in metric_names(e)}
+    assert {"callcenter_agents", "callcenter_agents_not_ready"} <= agents
+    pipeline = {m for _, e in panel_queries(dashboards["pipeline.json"]) for m in metric_names(e)}
+    assert {"callcenter_events_total", "callcenter_events_applied_total", "callcenter_event_lag_seconds_bucket",
+            "callcenter_events_duplicate_total", "callcenter_events_late_total", "callcenter_events_rejected_total",
+            "callcenter_calls_orphaned", "callcenter_last_event_timestamp_seconds",
+            "callcenter_input_partitions_held", "up"} <= pipeline
+
+
+# --- provisioning ---------------------------------------------------------------------------------
+
+def test_provisioned_datasource_is_the_dashboards_default(dashboards):
+    config = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))
+    (source,) = config["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    for name, d in dashboards.items():
+        assert variable(d, "datasource")["current"]["value"] == source["uid"], name
+
+
+def test_dashboard_provider_serves_the_generated_files():
+    config = yaml.safe_load((PROVISIONING / "dashboards" / "callpulse.yml").read_text(encoding="utf-8"))
+    (provider,) = config["providers"]
+    assert provider["type"] == "file" and provider["allowUiUpdates"] is False
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/callpulse"
+
+
+# --- the lint helpers themselves ------------------------------------------------------------------
+
+def test_lint_helpers_catch_what_they_should():
+    assert metric_names('sum by (le, queue) (increase(foo_bucket{queue=~"$queue"}[$__rate_interval]))') == {"foo_bucket"}
+    assert metric_names('time() - a{b="c"} and on(queue) q:rec:ratio') == {"a", "q:rec:ratio"}
+    assert metric_names("histogram_quantile(0.95, sum by (le) (rate(x_bucket[1m])))") == {"x_bucket"}
+    assert uses_rate_interval_everywhere("rate(x[5m])") and uses_rate_interval_everywhere("increase(x[$__range])")
+    assert not uses_rate_interval_everywhere("sum(rate(x[$__rate_interval])) / sum(increase(y[$__rate_interval]))")
+    assert render_query('x{queue=~"$queue",window="${window}"}[$__rate_interval]') == 'x{queue=~".*",window="15m"}[1m]'
+    with pytest.raises(KeyError):
+        render_query("x[$__range]")

@@ -48,7 +48,8 @@ def test_config_gauges_at_their_defaults():
     assert get("oldest_call_wait_limit_seconds") == 120.0
     assert get("abandon_rate_limit_ratio") == 0.10
     assert get("short_abandon_rate_limit_ratio") == 0.10
-    assert get("event_stall_limit_seconds") == 300.0
+    assert get("event_stall_limit_seconds") == 900.0
+    assert get("queue_opened_timestamp_seconds") == T0 + 10 - 7 * 86400  # always open: 7 days back at most
     assert get("alert_min_calls") == 10.0
     assert get("queue_info", label="sales", formula="SL-C", timezone="UTC", team="") == 1.0
 
@@ -62,6 +63,8 @@ def test_closed_queue_reports_zero_and_a_limit_of_zero_is_not_exported():
                                                         "timezone": "Europe/Moscow", "team": "sales-floor"}) == 1.0
     closed = registry_for(T0 + 10, open_hours=("mon-fri 10:00-18:00",))  # UTC: 09:00 is before opening
     assert closed.get_sample_value("callcenter_queue_open", {"queue": "sales"}) == 0.0
+    assert closed.get_sample_value("callcenter_queue_opened_timestamp_seconds", {"queue": "sales"}) is None
+    assert r.get_sample_value("callcenter_queue_opened_timestamp_seconds", {"queue": "sales"}) == T0 - 7200  # 10:00 in Moscow is 07:00 UTC
     holiday = registry_for(T0 + 10, closed_dates=("2026-12-01",))
     assert holiday.get_sample_value("callcenter_queue_open", {"queue": "sales"}) == 0.0
 
@@ -72,3 +75,13 @@ def test_not_ready_agents_by_reason():
     assert get("lunch") == 2.0
     assert get("login") == 1.0  # logged in, not yet ready
     assert r.get_sample_value("callcenter_agents", {"queue": "sales", "state": "not_ready"}) == 3.0
+
+
+def test_not_ready_reasons_are_capped():
+    from callpulse.model import MAX_NOT_READY_REASONS, _top_reasons
+
+    counts = {f"r{i:02d}": i + 1 for i in range(30)}  # r29 has 30 agents, r00 one
+    top = _top_reasons(counts)
+    assert len(top) == MAX_NOT_READY_REASONS and sum(top.values()) == sum(counts.values())
+    assert top["r29"] == 30 and "r00" not in top and top["other"] == sum(range(1, 12))
+    assert _top_reasons({"lunch": 2}) == {"lunch": 2}

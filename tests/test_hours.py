@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callpulse.config import ConfigError, load_config
-from callpulse.hours import ALWAYS_OPEN, is_open, parse_open_hours
+from callpulse.hours import ALWAYS_OPEN, is_open, opened_at, parse_open_hours
 
 
 def at(text: str, zone: str) -> float:
@@ -78,12 +78,14 @@ def test_config_keys_and_errors_name_the_key(tmp_path):
     assert q.open_hours == ("mon-fri 08:00-20:00",)
     assert q.closed_dates == ("2026-12-31", "2027-01-01")
     assert (q.team, q.alert_abandon_rate, q.alert_calls_waiting) == ("sales", 0.0, 10.0)
-    assert not q.is_open(at("2026-12-31 12:00:00", "UTC"))
+    assert q.opened_at(at("2026-12-31 12:00:00", "UTC")) is None
+    assert q.opened_at(at("2026-12-30 12:00:00", "UTC")) == at("2026-12-30 08:00:00", "UTC")
     bad = {
         'open_hours = ["mon-fri 8-20"]': "queues.sales.open_hours[0]: must look like",
         'open_hours = ["mon 08:00-20:00", "fry 08:00-20:00"]': "queues.sales.open_hours[1]: unknown day 'fry'",
         'open_hours = ["mon 08:00-25:00"]': "queues.sales.open_hours[0]: times must be",
         'open_hours = "mon-fri 08:00-20:00"': "queues.sales.open_hours: must be a list",
+        "open_hours = []": "queues.sales.open_hours: must list at least one rule",
         'closed_dates = ["31.12.2026"]': "queues.sales.closed_dates[0]: must be a date",
         "alert_abandon_rate = 10": "queues.sales.alert_abandon_rate: must be a ratio in [0, 1]",
         "alert_calls_waiting = -1": "queues.sales.alert_calls_waiting: must be >= 0",
@@ -93,3 +95,18 @@ def test_config_keys_and_errors_name_the_key(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(path, env={})
         assert str(info.value).startswith(message), (line, str(info.value))
+
+
+def test_opened_at_is_the_start_of_the_current_open_period():
+    zone = "Europe/Moscow"
+    t = at("2026-12-01 09:30:00", zone)
+    assert opened_at(WEEKDAYS, (), zone, t) == at("2026-12-01 08:00:00", zone)
+    assert opened_at(WEEKDAYS, (), zone, at("2026-12-01 21:00:00", zone)) is None
+    # Touching spans are one period: Friday 22:00 to Saturday 06:00, then Saturday 06:00-12:00.
+    rules = ("fri 22:00-06:00", "sat 06:00-12:00")
+    assert opened_at(rules, (), "UTC", at("2026-12-05 11:00:00", "UTC")) == at("2026-12-04 22:00:00", "UTC")
+    # Always open: the search stops seven days back.
+    now = at("2026-12-01 12:00:00", "UTC")
+    assert opened_at(ALWAYS_OPEN, (), "UTC", now) == now - 7 * 86400
+    # A holiday the day before breaks the chain: the period began at midnight.
+    assert opened_at(ALWAYS_OPEN, ("2026-11-30",), "UTC", now) == at("2026-12-01 00:00:00", "UTC")

@@ -146,7 +146,11 @@ def cmd_simulate(args) -> int:
         surge["surge_start"] = args.surge_in + (now - start - shift)
     if args.surge_duration is not None:
         surge["surge_duration"] = args.surge_duration
-    events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration, **surge)
+    try:
+        events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration, **surge)
+    except ValueError as exc:  # unknown scenario, a surge moved before the start, ...
+        print(f"callpulse simulate: {exc}", file=sys.stderr)
+        return 2
     if shift:
         events = shift_times(events, shift)
     try:

@@ -257,6 +257,9 @@ def _time_of_day(value: Any, where: str) -> datetime.time:
 def _open_hours(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         _fail(where, f'must be a list of rules like ["mon-fri 08:00-20:00"], got {_show(value)}')
+    if not value:
+        _fail(where, "must list at least one rule; a queue that never opens would never alert "
+                     '(for a queue that is always open use ["mon-sun 00:00-24:00"])')
     rules = tuple(" ".join(v.lower().split()) for v in value)
     try:
         hours.parse_open_hours(rules)
@@ -400,7 +403,8 @@ class QueueConfig:
     open_hours: tuple[str, ...] = hours.ALWAYS_OPEN
     """Business hours in local time, rules like "mon-fri 08:00-20:00"; alerts only while open."""
     closed_dates: tuple[str, ...] = ()
-    """Local dates ("YYYY-MM-DD") the queue is closed all day (holidays)."""
+    """Local dates ("YYYY-MM-DD") on which no open span starts (holidays); a night span that began
+    the evening before still runs into the date."""
     team: str = ""
     """Team that owns the queue's alerts (Alertmanager routes on it); empty: the default route."""
     alert_calls_waiting: float = 10.0
@@ -411,8 +415,9 @@ class QueueConfig:
     """Alert when abandoned / offered in the 15m window exceeds this ratio (0: off)."""
     alert_short_abandon_rate: float = 0.10
     """Alert when short abandons / offered in the 15m window exceed this ratio (0: off)."""
-    alert_event_stall_seconds: float = 300.0
-    """Alert when no event reached the queue for this long while it is open (0: off)."""
+    alert_event_stall_seconds: float = 900.0
+    """Alert when no event reached the queue for this long while it is open, counted from the
+    newest event or the opening time, whichever is later (0: off)."""
     alert_min_calls: float = 10.0
     """Calls a window needs before its service level or rates may raise an alert."""
 
@@ -444,9 +449,10 @@ class QueueConfig:
             f"its thresholds_seconds are {_num_list(self.thresholds_seconds)}"
         )
 
-    def is_open(self, t: float) -> bool:
-        """Whether the queue is inside its business hours at Unix time `t` (its own time zone)."""
-        return hours.is_open(self.open_hours, self.closed_dates, self.timezone, t)
+    def opened_at(self, t: float) -> float | None:
+        """Unix time at which the open period around `t` began (at most 7 days back); None while
+        the queue is closed."""
+        return hours.opened_at(self.open_hours, self.closed_dates, self.timezone, t)
 
     @property
     def tzinfo(self) -> ZoneInfo:

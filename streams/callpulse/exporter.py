@@ -172,25 +172,28 @@ class QueueCollector(Collector):
         info = _gauge("queue_info", "Always 1; labels carry the queue's display label, service-level formula, IANA time zone and the team its alerts go to, from the config.", ["queue", "label", "formula", "timezone", "team"])
         short = _gauge("short_abandon_threshold_seconds", "Configured short-abandon time: abandons with a wait at most this long are short abandons.", ["queue"])
         is_open = _gauge("queue_open", "1 while the queue is inside its business hours (open_hours and closed_dates, in the queue's time zone, read at the stream clock), else 0. Per-queue alerts are suppressed while it is 0.", ["queue"])
-        min_calls = _gauge("alert_min_calls", "Configured alert_min_calls: calls a window's denominator needs before its service level or rates may raise an alert.", ["queue"])
+        opened = _gauge("queue_opened_timestamp_seconds", "Unix time at which the queue's current open period began (touching business-hours spans merged, at most 7 days back); absent while the queue is closed. The feed-stall alert counts silence from here or from the newest event, whichever is later.", ["queue"])
+        min_calls = _gauge("alert_min_calls", "Configured alert_min_calls: calls a window's denominator needs before its service level or rates may raise an alert (0: no minimum).", ["queue"])
         limits = {  # config key in view["alert_limits"] -> gauge; a limit of 0 turns the alert off: no sample
             "calls_waiting": _gauge("calls_waiting_limit", "Configured alert_calls_waiting: CallCenterCallsWaitingHigh fires while calls_waiting stays above it. Absent when the alert is off (0).", ["queue"]),
             "oldest_wait_seconds": _gauge("oldest_call_wait_limit_seconds", "Configured alert_oldest_wait_seconds: CallCenterOldestWaitHigh fires while oldest_call_wait_seconds stays above it. Absent when off (0).", ["queue"]),
             "abandon_rate": _gauge("abandon_rate_limit_ratio", "Configured alert_abandon_rate: CallCenterAbandonRateHigh fires while abandoned / offered in the 15m window stays above it. Absent when off (0).", ["queue"]),
             "short_abandon_rate": _gauge("short_abandon_rate_limit_ratio", "Configured alert_short_abandon_rate: CallCenterShortAbandonSpike fires when short abandons / offered in the 15m window exceed it. Absent when off (0).", ["queue"]),
-            "event_stall_seconds": _gauge("event_stall_limit_seconds", "Configured alert_event_stall_seconds: CallCenterEventFeedStalled fires when no event reached the queue for longer while it is open. Absent when off (0).", ["queue"]),
+            "event_stall_seconds": _gauge("event_stall_limit_seconds", "Configured alert_event_stall_seconds: CallCenterEventFeedStalled fires when no event reached the queue for longer than this while it is open (counted from the newest event or the opening time, whichever is later). Absent when off (0).", ["queue"]),
         }
         for queue, v in views.items():
             for t, value in v["targets"].items():
                 target.add_metric([queue, t], value)
             info.add_metric([queue, v["label"], v["formula"], v["timezone"], v["team"]], 1)
             short.add_metric([queue], v["short_abandon_seconds"])
-            is_open.add_metric([queue], 1.0 if v["open"] else 0.0)
+            is_open.add_metric([queue], 0.0 if v["opened_at"] is None else 1.0)
+            if v["opened_at"] is not None:
+                opened.add_metric([queue], v["opened_at"])
             min_calls.add_metric([queue], v["alert_limits"]["min_calls"])
             for key, family in limits.items():
                 if v["alert_limits"][key] > 0:
                     family.add_metric([queue], v["alert_limits"][key])
-        yield from (target, info, short, is_open, min_calls)
+        yield from (target, info, short, is_open, opened, min_calls)
         yield from limits.values()
 
     def _pipeline(self, views: dict):

@@ -3,8 +3,9 @@
 A queue's hours are a list of rules such as ``"mon-fri 08:00-20:00"`` or ``"sat 10:00-14:00"``,
 read in the queue's local time, plus a list of closed dates (holidays, ``"2026-12-31"``). A span
 that ends at or before it starts runs past midnight (``"fri 22:00-06:00"`` is open from Friday
-22:00 to Saturday 06:00) and belongs to the day it starts on, so a closed date closes the night
-that starts on it. ``24:00`` ends a span at midnight.
+22:00 to Saturday 06:00) and belongs to the day it starts on: a closed date closes the spans that
+start on it, so it closes the night that starts on it, while a night that began the evening
+before still runs into it. ``24:00`` ends a span at midnight.
 
 Alerts use this (``callcenter_queue_open``) so that a closed queue never pages anyone.
 Standard library only; the parser raises ValueError with a message for the config to prefix
@@ -57,15 +58,36 @@ def parse_date(text: str) -> datetime.date:
         raise ValueError(f'must be a date "YYYY-MM-DD", got {text!r}') from None
 
 
+def _spans(rules: tuple[str, ...], closed: set[datetime.date], day: datetime.date):
+    """The open spans that start on local date `day`, as naive local (start, end) datetimes."""
+    midnight = datetime.datetime.combine(day, datetime.time())
+    for weekday, start, end in parse_open_hours(rules):
+        if weekday == day.weekday() and day not in closed:
+            yield midnight + datetime.timedelta(minutes=start), midnight + datetime.timedelta(minutes=end)
+
+
+def opened_at(rules: tuple[str, ...], closed_dates: tuple[str, ...], timezone: str, t: float) -> float | None:
+    """Unix time at which the open period around `t` began, or None while the queue is closed.
+    Spans that touch or overlap count as one period ("mon-sun 00:00-24:00" has been open for
+    days); the search stops 7 days back, so an always-open queue reports t - 7 days."""
+    zone = ZoneInfo(timezone)
+    local = datetime.datetime.fromtimestamp(t, zone).replace(tzinfo=None)
+    closed = {parse_date(d) for d in closed_dates}
+    # Spans starting from 8 days back (7 days plus one overnight span) up to today.
+    spans = [span for back in range(8, -1, -1)
+             for span in _spans(rules, closed, local.date() - datetime.timedelta(days=back))]
+    around = [start for start, end in spans if start <= local < end]
+    if not around:
+        return None
+    start, horizon = min(around), local - datetime.timedelta(days=7)
+    while start > horizon:
+        reaching = [s for s, e in spans if s < start <= e]  # a span that ends at or after this start
+        if not reaching:
+            break
+        start = min(reaching)
+    return max(start, horizon).replace(tzinfo=zone).timestamp()
+
+
 def is_open(rules: tuple[str, ...], closed_dates: tuple[str, ...], timezone: str, t: float) -> bool:
     """Whether a queue with these hours is open at Unix time `t`."""
-    local = datetime.datetime.fromtimestamp(t, ZoneInfo(timezone))
-    minute = local.hour * 60 + local.minute + local.second / 60
-    today = local.date()
-    closed = {parse_date(d) for d in closed_dates} if closed_dates else set()
-    for day, start, end in parse_open_hours(rules):
-        # A span opened today, or one that opened yesterday and runs past midnight.
-        for opened, offset in ((today, 0), (today - datetime.timedelta(days=1), MINUTES_PER_DAY)):
-            if opened.weekday() == day and opened not in closed and start <= minute + offset < end:
-                return True
-    return False
+    return opened_at(rules, closed_dates, timezone, t) is not None

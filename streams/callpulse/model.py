@@ -204,6 +204,21 @@ class AgentSeconds:
         self.oldest = state["oldest"]
 
 
+#: Not-ready reasons are the telephony system's own codes, so their number is not bounded by us:
+#: the reasons of the most agents are kept as label values, the rest are summed as "other".
+MAX_NOT_READY_REASONS = 20
+
+
+def _top_reasons(counts: dict[str, int]) -> dict[str, int]:
+    """{reason: agents}, at most MAX_NOT_READY_REASONS keys, the smallest folded into "other"."""
+    if len(counts) <= MAX_NOT_READY_REASONS:
+        return dict(sorted(counts.items()))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = dict(ranked[: MAX_NOT_READY_REASONS - 1])
+    kept["other"] = kept.get("other", 0) + sum(n for _, n in ranked[MAX_NOT_READY_REASONS - 1:])
+    return dict(sorted(kept.items()))
+
+
 class QueueModel:
     """Live state, cumulative counters and rolling windows of one queue."""
 
@@ -486,7 +501,7 @@ class QueueModel:
                 threshold_key(t): sum(1 for w in live_waits if w > t) for t in self.thresholds
             },
             "agents": agents,
-            "agents_not_ready_by_reason": dict(sorted(not_ready.items())),
+            "agents_not_ready_by_reason": _top_reasons(not_ready),
             "calls_orphaned": len(waits) - len(live_waits),
         }
         windows = {}
@@ -510,7 +525,7 @@ class QueueModel:
             "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
             "short_abandon_seconds": cfg.short_abandon_seconds,
             "business_day": iso,
-            "open": cfg.is_open(now),
+            "opened_at": cfg.opened_at(now),
             "team": cfg.team,
             "alert_limits": {
                 "calls_waiting": cfg.alert_calls_waiting,

@@ -95,7 +95,7 @@ def test_the_service_level_page_is_delivered(stack):
     assert alert["labels"]["severity"] == "critical"
     assert alert["annotations"]["runbook_url"].endswith("#" + ALERT.lower())
     assert alert["annotations"]["summary"] and alert["annotations"]["description"]
-    assert alert["receiver"], "delivered through a named receiver"
+    assert alert["receiver"] == "pager", "a critical alert is routed to the pager receiver"
     # When the breach became visible: the first scrape of the worker's own 5m service level below
     # target (Prometheus scrapes every second here).
     first_breach = stack.prometheus.first_time(

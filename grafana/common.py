@@ -139,6 +139,74 @@ def tile_against(title: str, description: str, unit: str, expr: str, reference: 
             })))
 
 
+def tag(expr: str, kind: str) -> str:
+    """``expr`` with the constant label ``kind="<kind>"`` added (label_replace of the empty source label)."""
+    return f'label_replace({expr}, "kind", "{kind}", "", "")'
+
+
+def tiles_against(title: str, description: str, unit: str, expr: str, reference: str, *, key: str,
+                  name_label: str, name_pattern: str, fallback: float, higher_is_better: bool, width: int,
+                  height: int, decimals: int | None = None) -> stat.Panel:
+    """One stat panel showing one value per series of ``expr`` (e.g. one per configured threshold),
+    each coloured against ITS OWN reference series (e.g. that threshold's target).
+
+    Both expressions must return at most one series per value of the label ``key`` and carry the
+    label ``name_label`` (the name shown under each value, matched by the regular expression
+    ``name_pattern``). How Grafana pairs them, with standard transformations only:
+
+    1. Join by labels (value label ``kind``, join on ``key`` and ``name_label``): one row per key,
+       columns ``value`` (from ``expr``, tagged kind="value") and ``reference`` (kind="reference").
+       The reference query comes first, so a key whose value is missing (no calls) keeps its row.
+    2. Convert ``key`` to a number and sort by it: the values stay in numeric order (5, 10, 120)
+       whatever order the data arrives in.
+    3. Rows to fields: each row becomes a field named by ``name_label`` whose value is ``value``
+       and whose ``max`` is ``reference``. The thresholds are in percentage mode of min..max with
+       min = 0, exactly as in ``tile_against``: 100 % means "at the reference", decided on the
+       exact value, not on the rounded text. A row without a value shows ``no_value``.
+    4. Filter by name (``name_pattern``): only those fields are shown. If no key has a value at
+       all, step 3 has nothing to turn into fields and the panel shows ``no_value`` instead of
+       the references.
+
+    Row repeats cannot do this: a dashboard variable (e.g. ``threshold``) is evaluated once for
+    all selected queues, not per repeated row, so every queue's row would get the union of all
+    queues' thresholds.
+    """
+    if higher_is_better:
+        pct = [(None, "red"), (90.0, "orange"), (100.0, "green")]
+    else:
+        pct = [(None, "green"), (50.0, "orange"), (100.0, "red")]
+    queries = [query(tag(reference, "reference"), "reference", ref="A", instant=True),
+               query(tag(expr, "value"), "value", ref="B", instant=True)]
+    p = _common(stat.Panel(), title, description, unit, queries, height, width)
+    p = (p.graph_mode(cm.BigValueGraphMode.NONE)
+         .color_mode(cm.BigValueColorMode.BACKGROUND)
+         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+         .justify_mode(cm.BigValueJustifyMode.CENTER)
+         .orientation(cm.VizOrientation.AUTO)
+         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+         .no_value("–")
+         .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+         .thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.PERCENTAGE).steps(
+             [dm.Threshold(value=v, color=c) for v, c in pct]))
+         .min(0).max(fallback))
+    if decimals is not None:
+        p = p.decimals(decimals)
+    for id_val, options in (
+        ("joinByLabels", {"value": "kind", "join": [key, name_label]}),
+        ("convertFieldType", {"conversions": [{"targetField": key, "destinationType": "number"}], "fields": {}}),
+        ("sortBy", {"sort": [{"field": key, "desc": False}], "fields": {}}),
+        ("rowsToFields", {"mappings": [
+            {"fieldName": name_label, "handlerKey": "field.name"},
+            {"fieldName": "value", "handlerKey": "field.value"},
+            {"fieldName": "reference", "handlerKey": "max", "reducerId": "lastNotNull"},
+            {"fieldName": key, "handlerKey": "__ignore"},
+        ]}),
+        ("filterFieldsByName", {"include": {"pattern": name_pattern}}),
+    ):
+        p = p.with_transformation(dm.DataTransformerConfig(id_val=id_val, options=options))
+    return p
+
+
 def label_tile(expr: str, *, width: int, height: int, link: str) -> stat.Panel:
     """The queue's display label (callcenter_queue_info{label}) as the first tile of a row."""
     p = _common(stat.Panel(), "Queue", "Display label of the queue from its configuration "

@@ -15,7 +15,6 @@ from . import common as c
 from .common import graph, query, steps, tile, tile_against
 from .lint import panel_queries, render_query  # noqa: F401  (re-exported for the end-to-end tests)
 
-THRESHOLDS = ("10", "20")  # the wallboard's two service-level tiles (the default thresholds)
 TILE_H = 5                 # wallboard tile height in grid units: large digits on a TV at 3 m
 
 
@@ -33,6 +32,15 @@ WINDOW_WORDS = ("in the selected rolling window ($window, exact by event time at
 ATTRIBUTION = ("offered counts when the call entered the queue, answered/abandoned/flowed out when its "
                "wait ended")
 PER_STEP = "per $__rate_interval ending at each point (increase of the counter)"
+PER_MINUTE = ("in calls per minute, averaged over the $__rate_interval ending at each point (rate of the "
+              "counter x 60, so the value does not depend on the zoom level)")
+TAKEOVER = (" During a takeover two workers may briefly export the queue; the tile shows the larger of "
+            "their values (max).")
+
+
+def latest(expr: str, by: str = "queue") -> str:
+    """``max by (<by>) (expr)``: one series per queue even while two workers export it."""
+    return f"max by ({by}) ({expr})"
 
 
 # ==================================================================================================
@@ -40,22 +48,32 @@ PER_STEP = "per $__rate_interval ending at each point (increase of the counter)"
 # ==================================================================================================
 
 def wb_label() -> stat.Panel:
-    return c.label_tile(sel("callcenter_queue_info"), width=3, height=TILE_H,
+    return c.label_tile(latest(sel("callcenter_queue_info"), by="queue, label"), width=3, height=TILE_H,
                         link="/d/callpulse-queue?var-queue=${__field.labels.queue}&${__url_time_range}")
 
 
-def wb_service_level(threshold: str) -> stat.Panel:
-    sl = sel("queue:callcenter_service_level:ratio", window="$window", threshold=threshold)
-    target = sel("callcenter_service_level_target_ratio", threshold=threshold)
-    return tile_against(
-        f"SL {threshold} s",
-        f"Service level at {threshold} s {WINDOW_WORDS}, by the queue's own formula "
-        f"(callcenter_queue_info{{formula}}; {SL_FORMULAS}; T = {threshold} s). Recorded series "
-        "queue:callcenter_service_level:ratio. Colour against the queue's target for this threshold "
-        "(callcenter_service_level_target_ratio): green at or above it, orange from 90 % of it, red below. "
-        "– means no calls in the window (neither 0 % nor 100 %).",
-        "percentunit", sl, f"{target} and on(queue, threshold) {sl}",
-        fallback=0.8, higher_is_better=True, width=3, height=TILE_H, decimals=0)
+def sl_tile_name(expr: str) -> str:
+    """Adds the label ``tile="SL <threshold> s"``: the name shown under each service-level value."""
+    return f'label_replace({expr}, "tile", "SL $1 s", "threshold", "(.+)")'
+
+
+def wb_service_level() -> stat.Panel:
+    sl = latest(sel("queue:callcenter_service_level:ratio", window="$window"), by="queue, threshold")
+    target = latest(sel("callcenter_service_level_target_ratio"), by="queue, threshold")
+    return c.tiles_against(
+        "Service level",
+        f"Service level {WINDOW_WORDS} at every threshold T configured for the queue, one value per "
+        "threshold in increasing order, named \"SL T s\": the thresholds are those the queue exports a "
+        "target for (callcenter_service_level_target_ratio{threshold}), so a queue set up for 15 s and 30 s "
+        f"shows SL 15 s and SL 30 s. By the queue's own formula (callcenter_queue_info{{formula}}; "
+        f"{SL_FORMULAS}); recorded series queue:callcenter_service_level:ratio. Each value is coloured "
+        "against the queue's target for ITS threshold, at the exact value (79.96 % against 80 % is "
+        "orange even though it may round to 80.0 %): green at or above the target, orange from 90 % of "
+        "it, red below. – under a threshold means no calls in the window (neither 0 % nor 100 %); a "
+        "single – means no calls at any threshold."
+        + TAKEOVER,
+        "percentunit", sl_tile_name(sl), sl_tile_name(target), key="threshold", name_label="tile",
+        name_pattern="SL .*", fallback=0.8, higher_is_better=True, width=6, height=TILE_H, decimals=1)
 
 
 def wb_calls_waiting() -> stat.Panel:
@@ -65,7 +83,7 @@ def wb_calls_waiting() -> stat.Panel:
         "orphan_after_seconds are orphans and left out). Colour against the queue's alert limit "
         "callcenter_calls_waiting_limit (default 10; 10 when the alert is off): orange from half the limit, "
         "red at the limit.",
-        "short", sel("callcenter_calls_waiting"), sel("callcenter_calls_waiting_limit"),
+        "short", latest(sel("callcenter_calls_waiting")), latest(sel("callcenter_calls_waiting_limit")),
         fallback=10, higher_is_better=False, width=2, height=TILE_H, decimals=0)
 
 
@@ -73,10 +91,13 @@ def wb_oldest_wait() -> stat.Panel:
     return tile_against(
         "Oldest wait",
         "Wait so far of the longest-waiting caller now, at the stream clock "
-        "(callcenter_oldest_call_wait_seconds; 0 when nobody waits). Colour against the queue's alert limit "
-        "callcenter_oldest_call_wait_limit_seconds (default 120 s): orange from half the limit, red at it.",
-        "s", sel("callcenter_oldest_call_wait_seconds"), sel("callcenter_oldest_call_wait_limit_seconds"),
-        fallback=120, higher_is_better=False, width=3, height=TILE_H, decimals=0)
+        "(callcenter_oldest_call_wait_seconds; 0 when nobody waits), as hours:minutes:seconds (00:02:05 = "
+        "2 min 5 s; whole seconds, cut, not rounded). Colour against the queue's alert limit "
+        "callcenter_oldest_call_wait_limit_seconds (default 120 s), at the exact value: orange from half "
+        "the limit, red at it." + TAKEOVER,
+        "dthms", latest(sel("callcenter_oldest_call_wait_seconds")),
+        latest(sel("callcenter_oldest_call_wait_limit_seconds")),
+        fallback=120, higher_is_better=False, width=3, height=TILE_H)
 
 
 def wb_abandon_rate() -> stat.Panel:
@@ -85,9 +106,9 @@ def wb_abandon_rate() -> stat.Panel:
         f"Abandon rate {WINDOW_WORDS}: abandoned / offered (callcenter_abandon_rate_ratio; {ATTRIBUTION}, "
         "so a short window can briefly exceed 100 %). Colour against the queue's alert limit "
         "callcenter_abandon_rate_limit_ratio (default 10 %): orange from half the limit, red at it. "
-        "– means nothing offered in the window.",
-        "percentunit", sel("callcenter_abandon_rate_ratio", window="$window"),
-        sel("callcenter_abandon_rate_limit_ratio"),
+        "– means nothing offered in the window." + TAKEOVER,
+        "percentunit", latest(sel("callcenter_abandon_rate_ratio", window="$window")),
+        latest(sel("callcenter_abandon_rate_limit_ratio")),
         fallback=0.10, higher_is_better=False, width=2, height=TILE_H, decimals=1)
 
 
@@ -95,21 +116,22 @@ def wb_agents(state: str, title: str, **colour) -> stat.Panel:
     return tile(
         title,
         f"Agents serving the queue in state {state} now (callcenter_agents{{state=\"{state}\"}}); an agent "
-        "who is a member of several queues counts in each." + colour.pop("extra", ""),
-        "short", sel("callcenter_agents", state=state), width=2, height=TILE_H, decimals=0, **colour)
+        "who is a member of several queues counts in each." + colour.pop("extra", "") + TAKEOVER,
+        "short", latest(sel("callcenter_agents", state=state)), width=2, height=TILE_H, decimals=0, **colour)
 
 
 def wallboard() -> db.Dashboard:
     d = c.new_dashboard(
         "callpulse-wallboard", "callpulse wallboard",
         "Floor wallboard for a TV: one row per queue, latest values, refreshed every 5 s. "
-        "Open /d/callpulse-wallboard?kiosk for full screen.",
+        "Open /d/callpulse-wallboard?kiosk for full screen. Kiosk mode does not scroll and a 1080p "
+        "screen fits about 5 queue rows: for more queues, give each screen its own queues "
+        "(/d/callpulse-wallboard?kiosk&var-queue=sales&var-queue=support).",
         refresh="5s", time_from="now-15m", window=True)
     d = d.with_row(db.Row("$queue").repeat("queue"))
     for p in (
         wb_label(),
-        wb_service_level(THRESHOLDS[0]),
-        wb_service_level(THRESHOLDS[1]),
+        wb_service_level(),
         wb_calls_waiting(),
         wb_oldest_wait(),
         wb_abandon_rate(),
@@ -146,11 +168,14 @@ def q_formulas():
         "All seven formulas now",
         f"Service level per formula and threshold {WINDOW_WORDS}, latest value: {SL_FORMULAS}. Recorded "
         "series queue:callcenter_service_level_by_formula:ratio (from callcenter_window_calls and "
-        "callcenter_window_calls_within_threshold); a formula whose denominator is 0 has no bar.",
+        "callcenter_window_calls_within_threshold); a formula whose denominator is 0 has no bar. "
+        "The bars are all one colour on purpose: they compare the formulas with each other, not with "
+        "the target (which belongs to the queue's own formula only); the graph \"Service level by the "
+        "queue's formula\" draws each target as a dashed line.",
         "percentunit",
         query(sel("queue:callcenter_service_level_by_formula:ratio", window="$window"),
               "{{queue}} {{threshold}} s {{formula}}", instant=True),
-        max_val=1, thresholds=steps((None, "red"), (0.7, "orange"), (0.8, "green")))
+        max_val=1, thresholds=steps((None, "blue")))
 
 
 def q_answer_rate():
@@ -176,14 +201,14 @@ def q_abandon_rate():
 def q_calls_per_interval():
     return graph(
         "Offered, answered, abandoned",
-        f"Calls {PER_STEP}: callcenter_calls_offered_total, _answered_total, _abandoned_total; "
+        f"Calls {PER_MINUTE}: callcenter_calls_offered_total, _answered_total, _abandoned_total; "
         f"{ATTRIBUTION}.",
-        "short",
-        query(f"sum by (queue) (increase({sel('callcenter_calls_offered_total')}[$__rate_interval]))",
+        "suffix: calls/min",
+        query(f"sum by (queue) (rate({sel('callcenter_calls_offered_total')}[$__rate_interval])) * 60",
               "{{queue}} offered"),
-        query(f"sum by (queue) (increase({sel('callcenter_calls_answered_total')}[$__rate_interval]))",
+        query(f"sum by (queue) (rate({sel('callcenter_calls_answered_total')}[$__rate_interval])) * 60",
               "{{queue}} answered", ref="B"),
-        query(f"sum by (queue) (increase({sel('callcenter_calls_abandoned_total')}[$__rate_interval]))",
+        query(f"sum by (queue) (rate({sel('callcenter_calls_abandoned_total')}[$__rate_interval])) * 60",
               "{{queue}} abandoned", ref="C"),
         width=8, min_val=0)
 
@@ -191,11 +216,11 @@ def q_calls_per_interval():
 def q_flow_outs():
     return graph(
         "Flow-outs by reason",
-        f"Calls that left the queue neither answered nor abandoned, {PER_STEP}, by reason "
+        f"Calls that left the queue neither answered nor abandoned, {PER_MINUTE}, by reason "
         "(callcenter_calls_flowed_out_total{reason}: timeout, exit_key, overflow, callback, transfer, "
         "queue_full, no_agents, other); counted when the wait ended. F in SL-G.",
-        "short",
-        query(f"sum by (queue, reason) (increase({sel('callcenter_calls_flowed_out_total')}[$__rate_interval]))",
+        "suffix: calls/min",
+        query(f"sum by (queue, reason) (rate({sel('callcenter_calls_flowed_out_total')}[$__rate_interval])) * 60",
               "{{queue}} {{reason}}"),
         bars=True, stack=True, width=12, min_val=0)
 

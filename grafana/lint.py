@@ -17,7 +17,9 @@ from typing import Iterator
 # What the end-to-end test substitutes for Grafana's variables (see render_query).
 DEFAULT_VARS = {"__rate_interval": "1m", "queue": ".*", "window": "15m"}
 
-_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+# A Grafana variable name starts with a letter or "_"; "$1" in a label_replace replacement is
+# PromQL's capture group (Grafana leaves it alone, since no variable has that name).
+_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::\w+)?\}|\$([A-Za-z_]\w*)")
 
 
 def iter_panels(dashboard: dict) -> Iterator[dict]:
@@ -55,7 +57,8 @@ def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
 def render_query(expr: str, **variables: str) -> str:
     """``expr`` with Grafana's variables replaced: ``DEFAULT_VARS`` overridden by ``variables``
     (``render_query(e, queue="sales", window="5m")``). ``$name`` and ``${name}`` forms are both
-    replaced; a variable without a value raises ``KeyError`` so nothing unreplaced reaches Prometheus."""
+    replaced; a variable without a value raises ``KeyError`` so nothing unreplaced reaches Prometheus.
+    Capture-group references such as ``$1`` (label_replace) are not variables and stay as they are."""
     values = {**DEFAULT_VARS, **variables}
 
     def sub(m: re.Match) -> str:

@@ -62,6 +62,13 @@ def test_grouping_and_timing_are_as_documented():
     by_receiver = {r["receiver"]: r for r in route["routes"]}
     assert by_receiver["pager"]["repeat_interval"] == "4h"
     assert by_receiver["ticket"]["repeat_interval"] == "23h55m"
+    # A stalled feed is grouped by alertname only (one page for all queues), in the pager route
+    # and in the team route; the children inherit their parent's receiver.
+    for receiver in ("pager", "sales-slack"):
+        (child,) = by_receiver[receiver]["routes"]
+        assert child == {"matchers": ['alertname = "CallCenterEventFeedStalled"'], "group_by": ["alertname"]}
+    # The last child is a catch-all to the default receiver.
+    assert route["routes"][-1] == {"receiver": route["receiver"]} == {"receiver": "callpulse-webhook"}
 
 
 def test_every_receiver_sends_resolved():
@@ -87,12 +94,20 @@ def test_every_receiver_sends_resolved():
          ["sales-slack", "ticket"]),
         ({"alertname": "CallCenterEventFeedStalled", "severity": "critical", "queue": "sales", "team": "sales"},
          ["sales-slack", "pager"]),
+        ({"team": "sales", "severity": "critical"}, ["sales-slack", "pager"]),
         # another team has no channel of its own (yet): only the severity route
         ({"alertname": "CallCenterOldestWaitHigh", "severity": "warning", "queue": "billing", "team": "billing"},
          ["ticket"]),
         # no severity, or an unknown one: the default webhook, never dropped
         ({"alertname": "SomethingElse", "queue": "support"}, ["callpulse-webhook"]),
         ({"alertname": "SomethingElse", "severity": "info"}, ["callpulse-webhook"]),
+        ({}, ["callpulse-webhook"]),
+        # ... also when a team route has already taken it: the team channel AND the webhook
+        ({"team": "sales", "alertname": "X"}, ["sales-slack", "callpulse-webhook"]),
+        ({"alertname": "SomethingElse", "severity": "info", "queue": "sales", "team": "sales"},
+         ["sales-slack", "callpulse-webhook"]),
+        # "no callpulse target at all" has no instance label: still a page
+        ({"alertname": "CallCenterWorkerDown", "severity": "critical", "job": "callpulse"}, ["pager"]),
     ],
 )
 def test_routes(labels, expected):
@@ -274,10 +289,78 @@ def test_service_level_inhibits_the_slow_burn_of_the_same_queue_and_threshold(al
     )
 
 
-def test_worker_down_inhibits_lag_of_the_same_instance(alertmanager):
+def test_nobody_staffed_inhibits_the_waiting_tickets_of_the_same_queue(alertmanager):
     check_inhibition(
         alertmanager,
-        sources=[{"alertname": "CallCenterWorkerDown", "severity": "critical", "instance": "worker-1:6066"}],
-        muted=[{"alertname": "CallCenterEventLagHigh", "severity": "warning", "instance": "worker-1:6066"}],
-        kept=[{"alertname": "CallCenterEventLagHigh", "severity": "warning", "instance": "worker-2:6066"}],
+        sources=[{"alertname": "CallCenterCallsWaitingNoAgents", "severity": "critical", "queue": "sales",
+                  "team": "sales"}],
+        muted=[
+            {"alertname": "CallCenterCallsWaitingHigh", "severity": "warning", "queue": "sales", "team": "sales"},
+            {"alertname": "CallCenterOldestWaitHigh", "severity": "warning", "queue": "sales", "team": "sales"},
+        ],
+        kept=[
+            # another queue
+            {"alertname": "CallCenterCallsWaitingHigh", "severity": "warning", "queue": "support"},
+            # not a waiting ticket: the service-level page and the abandon ticket still go out
+            {"alertname": "CallCenterServiceLevelBelowTarget", "severity": "critical", "queue": "sales",
+             "threshold": "20", "team": "sales"},
+            {"alertname": "CallCenterAbandonRateHigh", "severity": "warning", "queue": "sales", "team": "sales"},
+        ],
     )
+
+
+def test_worker_down_mutes_nothing(alertmanager):
+    """No inhibition has CallCenterWorkerDown as its source, neither per instance nor in the
+    "no target at all" form without an instance label."""
+    check_inhibition(
+        alertmanager,
+        sources=[{"alertname": "CallCenterWorkerDown", "severity": "critical", "instance": "worker-1:6066"},
+                 {"alertname": "CallCenterWorkerDown", "severity": "critical", "job": "callpulse"}],
+        muted=[],
+        kept=[
+            {"alertname": "CallCenterEventLagHigh", "severity": "warning", "instance": "worker-1:6066"},
+            {"alertname": "CallCenterEventLagHigh", "severity": "warning", "instance": "worker-2:6066"},
+            {"alertname": "CallCenterEventFeedStalled", "severity": "critical", "queue": "sales"},
+        ],
+    )
+
+
+# ---- a real Alertmanager: grouping ----------------------------------------------------------------
+
+def groups_by_receiver(base: str, expected_alerts: int) -> dict[str, list[tuple[dict, list[str]]]]:
+    """{receiver: [(group labels, sorted queues of its alerts), ...]} from /api/v2/alerts/groups,
+    polled until the groups hold `expected_alerts` alert copies or 15 s passed."""
+    deadline = time.monotonic() + 15
+    while True:
+        groups = http(base + "/api/v2/alerts/groups")
+        if sum(len(g["alerts"]) for g in groups) >= expected_alerts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    out: dict[str, list] = {}
+    for g in groups:
+        out.setdefault(g["receiver"]["name"], []).append(
+            (g["labels"], sorted(a["labels"].get("queue", "") for a in g["alerts"])))
+    return {name: sorted(gs, key=lambda x: sorted(x[0].items())) for name, gs in out.items()}
+
+
+def test_a_stalled_feed_is_one_notification_per_receiver(alertmanager):
+    stalled = "CallCenterEventFeedStalled"
+    below = "CallCenterServiceLevelBelowTarget"
+    post_alerts(
+        alertmanager,
+        {"alertname": stalled, "severity": "critical", "queue": "sales", "team": "sales"},
+        {"alertname": stalled, "severity": "critical", "queue": "sales-vip", "team": "sales"},
+        {"alertname": stalled, "severity": "critical", "queue": "support"},
+        {"alertname": below, "severity": "critical", "queue": "support", "threshold": "20"},
+        {"alertname": below, "severity": "critical", "queue": "billing", "threshold": "20"},
+    )
+    # pager: 3 stalled + 2 service level; sales-slack: the 2 stalled sales queues
+    groups = groups_by_receiver(alertmanager, expected_alerts=7)
+    assert groups == {
+        "pager": [
+            ({"alertname": stalled}, ["sales", "sales-vip", "support"]),
+            ({"alertname": below, "queue": "billing"}, ["billing"]),
+            ({"alertname": below, "queue": "support"}, ["support"]),
+        ],
+        "sales-slack": [({"alertname": stalled}, ["sales", "sales-vip"])],
+    }

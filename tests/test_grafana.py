@@ -168,7 +168,9 @@ def test_queries_use_only_known_variables_and_render(dashboards):
             if "queue" in used:
                 assert 'queue=~"$queue"' in expr and 'queue="$queue"' not in expr, \
                     f"{name} {title!r}: $queue is multi-valued, match it with =~"
-            assert "$" not in render_query(expr), expr
+            rendered = render_query(expr)
+            # nothing of Grafana's left; "$1" (a label_replace capture group) is PromQL's own
+            assert not variables_used(rendered) and not re.search(r"\$(?![0-9])", rendered), rendered
 
 
 def test_every_metric_name_is_exported_or_recorded(dashboards):
@@ -218,12 +220,95 @@ def test_wallboard_is_a_5s_kiosk_board_with_a_row_per_queue(dashboards):
     assert all(t.get("instant") for p in tiles for t in p["targets"]), "tiles show the latest value"
     window = variable(d, "window")
     assert window and window["current"]["value"] == "15m"
-    for threshold in ("10", "20"):
-        sl = next(p for p in tiles if p["title"] == f"SL {threshold} s")
-        exprs = [t["expr"] for t in sl["targets"]]
-        assert f'queue:callcenter_service_level:ratio{{queue=~"$queue",window="$window",threshold="{threshold}"}}' == exprs[0]
-        assert "callcenter_service_level_target_ratio" in exprs[1], "coloured against the queue's target"
-        assert sl["transformations"][0]["options"]["configRefId"] == "B"
+    # every tile reads one series per queue (max by queue...) even while two workers export it
+    for p in tiles:
+        for t in p["targets"]:
+            assert re.search(r"max by \(queue[,)]", t["expr"]), (p["title"], t["expr"])
+
+
+def wallboard_tile(dashboards, title: str) -> dict:
+    (tile,) = [p for p in content_panels(dashboards["wallboard.json"]) if p["title"] == title]
+    return tile
+
+
+def test_wallboard_service_level_follows_each_queues_thresholds(dashboards):
+    """One stat panel per queue row with one value per threshold the queue has a target for; no
+    threshold is written into the dashboard (a queue set up for 15 s and 30 s must not show "–")."""
+    for _, expr in panel_queries(dashboards["wallboard.json"]):
+        assert "threshold=" not in expr and "threshold!" not in expr, f"hard-coded threshold in {expr}"
+    sl = wallboard_tile(dashboards, "Service level")
+    defaults = sl["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "percentunit" and defaults["decimals"] == 1 and defaults["min"] == 0
+    assert defaults["thresholds"]["mode"] == "percentage"
+    assert [(s["value"], s["color"]) for s in defaults["thresholds"]["steps"]] == \
+        [(None, "red"), (90.0, "orange"), (100.0, "green")], "green from 100 % of the target (max)"
+    assert sl["options"]["textMode"] == "value_and_name", "each value is named SL <T> s"
+    reference, value = (t["expr"] for t in sl["targets"])
+    assert "callcenter_service_level_target_ratio" in reference and '"kind", "reference"' in reference
+    assert "queue:callcenter_service_level:ratio" in value and '"kind", "value"' in value
+    assert 'window="$window"' in value
+
+    # The transformations refer to what the queries produce.
+    steps = {t["id"]: t["options"] for t in sl["transformations"]}
+    assert list(steps) == ["joinByLabels", "convertFieldType", "sortBy", "rowsToFields", "filterFieldsByName"]
+    assert steps["joinByLabels"] == {"value": "kind", "join": ["threshold", "tile"]}
+    for expr in (reference, value):
+        assert "max by (queue, threshold)" in expr and '"tile", "SL $1 s", "threshold", "(.+)"' in expr
+    assert steps["convertFieldType"]["conversions"] == [{"targetField": "threshold", "destinationType": "number"}]
+    assert steps["sortBy"]["sort"] == [{"field": "threshold", "desc": False}]
+    handlers = {m["fieldName"]: m["handlerKey"] for m in steps["rowsToFields"]["mappings"]}
+    assert handlers == {"tile": "field.name", "value": "field.value", "reference": "max", "threshold": "__ignore"}
+    # Grafana anchors a pattern that is not /.../: it must keep "SL 15 s" and drop the columns of
+    # the joined table, which is what is left when no threshold has a value.
+    pattern = re.compile("^" + steps["filterFieldsByName"]["include"]["pattern"] + "$")
+    assert pattern.match("SL 15 s") and pattern.match("SL 7.5 s")
+    assert not any(pattern.match(name) for name in ("threshold", "tile", "value", "reference"))
+
+
+def test_wallboard_service_level_queries_per_threshold(dashboards, tmp_path):
+    """The two queries of the service-level panel, run by promtool on a queue configured for 15 s
+    and 30 s (no calls within the window yet for 30 s) next to another queue with 10 s and 20 s."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus)"
+    reference, value = (render_query(t["expr"], queue="utility", window="5m")
+                        for t in wallboard_tile(dashboards, "Service level")["targets"])
+    sl = "queue:callcenter_service_level:ratio"
+    target = "callcenter_service_level_target_ratio"
+    series = [
+        (f'{target}{{queue="utility",threshold="15",instance="w1"}}', "0.8"),
+        (f'{target}{{queue="utility",threshold="30",instance="w1"}}', "0.9"),
+        # takeover overlap: the same target from a second worker
+        (f'{target}{{queue="utility",threshold="30",instance="w2"}}', "0.9"),
+        (f'{sl}{{queue="utility",threshold="15",window="5m",formula="SL-C"}}', "0.75"),
+        (f'{sl}{{queue="utility",threshold="15",window="15m",formula="SL-C"}}', "0.5"),
+        (f'{target}{{queue="sales",threshold="10"}}', "0.8"),
+        (f'{sl}{{queue="sales",threshold="10",window="5m",formula="SL-C"}}', "0.9"),
+    ]
+    def sample(threshold, kind, v):
+        return {"labels": f'{{queue="utility",threshold="{threshold}",tile="SL {threshold} s",kind="{kind}"}}',
+                "value": v}
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": reference, "eval_time": "0m",
+                 "exp_samples": [sample("15", "reference", 0.8), sample("30", "reference", 0.9)]},
+                {"expr": value, "eval_time": "0m", "exp_samples": [sample("15", "value", 0.75)]},
+            ],
+        }],
+    }
+    path = tmp_path / "sl.test.yml"
+    path.write_text(yaml.safe_dump(test), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wallboard_oldest_wait_reads_as_a_clock(dashboards):
+    oldest = wallboard_tile(dashboards, "Oldest wait")["fieldConfig"]["defaults"]
+    # hh:mm:ss (00:02:05), never "2 min" for anything from 90 s to 149 s
+    assert oldest["unit"] == "dthms" and "decimals" not in oldest
 
 
 def test_queue_detail_shows_every_kpi(dashboards):
@@ -271,6 +356,8 @@ def test_dashboard_provider_serves_the_generated_files():
 # --- the lint helpers themselves ------------------------------------------------------------------
 
 def test_lint_helpers_catch_what_they_should():
+    assert variables_used('label_replace(x{queue=~"$queue"}, "t", "SL $1 s", "threshold", "(.+)")') == {"queue"}
+    assert render_query('label_replace(x, "t", "$1", "a", "(.+)")') == 'label_replace(x, "t", "$1", "a", "(.+)")'
     assert metric_names('sum by (le, queue) (increase(foo_bucket{queue=~"$queue"}[$__rate_interval]))') == {"foo_bucket"}
     assert metric_names('time() - a{b="c"} and on(queue) q:rec:ratio') == {"a", "q:rec:ratio"}
     assert metric_names("histogram_quantile(0.95, sum by (le) (rate(x_bucket[1m])))") == {"x_bucket"}

@@ -2,8 +2,9 @@
 
 promtool (Debian package prometheus) checks the config and the rule files and runs the unit tests
 in deploy/prometheus/tests; the rest are lint checks of the conventions in
-deploy/prometheus/rules/alerts.rules.yml. promtool missing is a failure, not a skip: `make test`
-installs it.
+deploy/prometheus/rules/alerts.rules.yml, and a mutation test: with one alert's `for:` set to 0s,
+its promtool cases must fail (so the "must not fire" cases really test the `for:`). promtool
+missing is a failure, not a skip: `make test` installs it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -64,6 +66,16 @@ def run_promtool(*args: str) -> None:
     )
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration ("8h16m", "0s", "3d") in seconds."""
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 def load(path: Path) -> dict:
     with path.open(encoding="utf-8") as f:
         return yaml.safe_load(f)
@@ -75,6 +87,27 @@ def alert_rules() -> list[dict]:
 
 def recording_rules() -> list[dict]:
     return [rule for group in load(RECORDING)["groups"] for rule in group["rules"] if "record" in rule]
+
+
+def alert_cases() -> Iterator[tuple[Path, dict, dict]]:
+    """(test file, test group, alert_rule_test case) of every promtool test file."""
+    for path in TEST_FILES:
+        for group in load(path).get("tests", []):
+            for case in group.get("alert_rule_test", []):
+                yield path, group, case
+
+
+def is_pending_check(group: dict, case: dict) -> bool:
+    """An `exp_alerts: []` case with a later case of the same alert firing in the same test group:
+    it only says the alert is still pending (its `for:` has not passed), so it is no case of
+    "must not fire"."""
+    if case.get("exp_alerts"):
+        return False
+    at = seconds(case["eval_time"])
+    return any(
+        other["alertname"] == case["alertname"] and other.get("exp_alerts") and seconds(other["eval_time"]) > at
+        for other in group.get("alert_rule_test", [])
+    )
 
 
 def github_anchor(heading: str) -> str:
@@ -135,26 +168,53 @@ def test_recording_rules_of_the_contract_exist():
 
 
 def test_slo_windows_are_the_same_rule_with_another_range():
-    """The seven counter-based windows are copies; a copy with a wrong range is easy to miss."""
-    by_name = {rule["record"]: rule["expr"] for rule in recording_rules()}
-    for stem in ("queue:callcenter_service_level_calls:increase", "queue:callcenter_service_level_error:ratio_rate",
-                 "queue:callcenter_error_budget_burn_rate:rate"):
-        reference = by_name[f"{stem}1h"].replace("[1h]", "[W]").replace("1h\n", "W\n").replace("1h ", "W ")
-        for w in SLO_WINDOWS:
-            expr = by_name[f"{stem}{w}"]
-            ranges = set(re.findall(r"\[(\w+)\]", expr))
-            assert ranges <= {w}, f"{stem}{w} uses ranges {ranges}"
-            normalised = expr.replace(f"[{w}]", "[W]").replace(f"{w}\n", "W\n").replace(f"{w} ", "W ")
-            assert normalised == reference, f"{stem}{w} differs from {stem}1h beyond the window"
+    """The seven counter-based window groups are copies; a copy with a wrong range is easy to miss."""
+    groups = {group["name"]: group["rules"] for group in load(RECORDING)["groups"]}
+
+    def normalised(rules: list[dict], w: str) -> list[tuple[str, str]]:
+        def norm(text: str) -> str:
+            text = text.replace(f"[{w}]", "[W]")
+            return re.sub(rf"(:increase|:ratio_rate|:rate){w}\b", r"\1W", text)
+        return [(norm(rule["record"]), norm(rule["expr"])) for rule in rules]
+
+    reference = normalised(groups["callpulse-slo-1h"], "1h")
+    for w in SLO_WINDOWS:
+        rules = groups[f"callpulse-slo-{w}"]
+        for rule in rules:
+            ranges = set(re.findall(r"\[(\w+)\]", rule["expr"]))
+            assert ranges <= {w}, f"{rule['record']} uses ranges {ranges}"
+            names = set(re.findall(r":(?:increase|ratio_rate|rate)(\w+)\b", rule["record"] + " " + rule["expr"]))
+            assert names <= {w}, f"{rule['record']} reads windows {names}"
+        assert normalised(rules, w) == reference, f"callpulse-slo-{w} differs from callpulse-slo-1h beyond the window"
 
 
-def test_counters_are_summed_only_after_increase():
-    """Queues move between workers (the instance label changes): never sum a counter before increase()."""
+def test_counters_are_recorded_once_per_queue_and_increase_reads_only_those():
+    """A queue's counters move between workers (the instance label changes, and may change back):
+    each raw counter is read exactly once, as `max by (queue[, threshold|reason])` recorded under
+    <level>:<counter>:max, and increase() only ever reads such a recorded counter."""
+    max_records: dict[str, str] = {}
     for rule in recording_rules():
-        expr = rule["expr"]
-        assert not re.search(r"increase\(\s*sum", expr), f"{rule['record']}: sum inside increase()"
-        for counter in re.findall(r"callcenter_\w+_total", expr):
-            assert re.search(rf"increase\({counter}\[", expr), f"{rule['record']}: {counter} not under increase()"
+        record, expr = rule["record"], rule["expr"].strip()
+        counters = re.findall(r"(?<![\w:])callcenter_\w+_total(?![\w:])", expr)
+        if record.endswith("_total:max"):
+            level, counter, _ = record.split(":")
+            labels = ", ".join(level.split("_"))
+            assert expr == f"max by ({labels}) ({counter})", f"{record}: expected `max by ({labels}) ({counter})`, got {expr!r}"
+            max_records[record] = counter
+        else:
+            assert not counters, f"{record}: reads the raw counters {counters}; use the recorded <level>:<counter>:max"
+        assert not re.search(r"increase\(\s*sum", expr), f"{record}: sum inside increase()"
+        for arg in re.findall(r"increase\(\s*([\w:]+)", expr):
+            assert arg.endswith("_total:max"), f"{record}: increase() of {arg}, not of a recorded counter"
+    recorded = set(max_records.values())
+    for counter in ("callcenter_calls_answered_total", "callcenter_calls_abandoned_total",
+                    "callcenter_calls_short_abandoned_total", "callcenter_calls_flowed_out_total",
+                    "callcenter_calls_answered_within_threshold_total",
+                    "callcenter_calls_abandoned_within_threshold_total"):
+        assert counter in recorded, f"{counter} is not recorded as one series per queue"
+    assert max_records["queue_reason:callcenter_calls_flowed_out_total:max"] == "callcenter_calls_flowed_out_total"
+    assert max_records["queue_threshold:callcenter_calls_answered_within_threshold_total:max"] == (
+        "callcenter_calls_answered_within_threshold_total")
 
 
 # ---- alerting rules ----------------------------------------------------------------------------
@@ -225,12 +285,14 @@ def test_every_for_is_on_its_own_line():
 # ---- unit-test coverage ------------------------------------------------------------------------
 
 def test_every_alert_has_a_firing_and_a_silent_promtool_case():
+    """Silent cases are `exp_alerts: []` checks that are not merely pending (see is_pending_check)."""
     firing: set[str] = set()
     silent: set[str] = set()
-    for path in TEST_FILES:
-        for group in load(path).get("tests", []):
-            for case in group.get("alert_rule_test", []):
-                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    for _, group, case in alert_cases():
+        if case.get("exp_alerts"):
+            firing.add(case["alertname"])
+        elif not is_pending_check(group, case):
+            silent.add(case["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
     assert not names - firing, f"no promtool case where these fire: {sorted(names - firing)}"
     assert not names - silent, f"no promtool case where these stay silent: {sorted(names - silent)}"
@@ -248,3 +310,53 @@ def test_unit_tests_list_all_labels_and_the_text_of_firing_alerts():
         for alert in expected:
             labels = alert.get("exp_labels", {})
             assert "severity" in labels, f"{path.name}: exp_labels without severity: {labels}"
+
+
+def rules_with_a_for() -> list[tuple[int, int, str]]:
+    """(group index, rule index, id) of every alerting rule whose `for:` is not 0."""
+    found = []
+    for g, group in enumerate(load(ALERTS)["groups"]):
+        for r, rule in enumerate(group["rules"]):
+            if "alert" in rule and seconds(rule["for"]) > 0:
+                found.append((g, r, f"{rule['alert']}[{rule['labels']['severity']}]"))
+    return found
+
+
+@pytest.mark.parametrize("g, r, rule_id", rules_with_a_for(), ids=[i for _, _, i in rules_with_a_for()])
+def test_the_for_of_every_alert_is_tested(g, r, rule_id, tmp_path):
+    """Mutation test: with this one rule's `for:` set to 0s, its promtool cases must fail.
+
+    Runs the alert's own cases, without the pending checks (an `exp_alerts: []` before the same test
+    group expects it firing): only a real "must not fire" case (a short dip checked at its last bad
+    sample) or a firing case that lists exactly who fires can catch a `for:` that does nothing.
+    """
+    rules = load(ALERTS)
+    rule = rules["groups"][g]["rules"][r]
+    name = rule["alert"]
+    rule["for"] = "0s"
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    shutil.copy(RECORDING, tmp_path / "rules" / RECORDING.name)
+    (tmp_path / "rules" / ALERTS.name).write_text(
+        yaml.safe_dump(rules, allow_unicode=True, sort_keys=False, width=1000), encoding="utf-8")
+    written = []
+    for path in TEST_FILES:
+        spec = load(path)
+        kept = []
+        for group in spec.get("tests", []):
+            cases = [c for c in group.get("alert_rule_test", [])
+                     if c["alertname"] == name and not is_pending_check(group, c)]
+            if cases:
+                kept.append({**{k: v for k, v in group.items() if k != "promql_expr_test"}, "alert_rule_test": cases})
+        if kept:
+            out = tmp_path / "tests" / path.name
+            out.write_text(yaml.safe_dump({**spec, "tests": kept}, allow_unicode=True, sort_keys=False, width=1000),
+                           encoding="utf-8")
+            written.append(str(out))
+    assert written, f"{rule_id}: no promtool case for {name}"
+    result = subprocess.run([promtool(), "test", "rules", *written], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and f"alertname: {name}," in result.stdout + result.stderr, (
+        f"{rule_id}: every promtool case still passes with `for: 0s`; add a case that must stay silent at the "
+        f"last bad sample of a short breach\n{result.stdout}\n{result.stderr}"
+    )

@@ -38,6 +38,7 @@ tools:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
 	fi
 	@for t in $(TOOLS); do command -v $$t >/dev/null || { echo "$$t is still missing: install the Debian packages prometheus and prometheus-alertmanager" >&2; exit 1; }; done
+	@command -v kubectl >/dev/null || { echo "kubectl is missing: tests/test_deploy.py builds deploy/kubernetes with kubectl kustomize (no cluster needed); install kubectl" >&2; exit 1; }
 
 ## Throughput, memory and latency figures (prints them; takes several minutes).
 bench: install

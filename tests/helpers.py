@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from datetime import datetime, timezone
 
 import orjson
+import pytest
 
 _ids = itertools.count(1)
 
@@ -39,3 +41,12 @@ def call(queue: str, call_id: str, offered: float, outcome: str, ended: float, a
 
 def raw(ev: dict) -> bytes:
     return orjson.dumps(ev)
+
+
+def require_tool(name: str, how: str = "`make tools` installs it") -> str:
+    """Path of a binary the test needs. A missing one fails the test (never a skip: a skipped
+    check in CI would hide a broken install)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: {how}", pytrace=False)
+    return path

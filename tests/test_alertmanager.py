@@ -8,12 +8,8 @@ binary fails these tests: they are never skipped.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,21 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import require_tool
+from stack import Alertmanager
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
-
-def tool(name: str) -> str:
-    """Path of a required binary; a missing one is a test failure, not a skip."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install the Debian package prometheus-alertmanager", pytrace=False)
-    return path
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("amtool"), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([require_tool("amtool", "the Debian package prometheus-alertmanager (`make tools` installs it)"), *args], capture_output=True, text=True, timeout=60)
 
 
 def receivers_for(labels: dict[str, str]) -> list[str]:
@@ -148,12 +138,6 @@ def test_slack_templates_render(tmp_path):
 
 # ---- a real Alertmanager: inhibition --------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(url: str, body=None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
@@ -165,40 +149,13 @@ def http(url: str, body=None):
 
 @pytest.fixture
 def alertmanager(tmp_path):
-    """A real Alertmanager on a free loopback port with a copy of the example config, clustering off;
-    a fresh one per test, so one test's source alerts cannot mute another's. Yields its base URL;
-    the process is killed in the finalizer."""
-    if not os.access(ALERTMANAGER, os.X_OK):
-        pytest.fail(f"{ALERTMANAGER} not found: install the Debian package prometheus-alertmanager", pytrace=False)
-    workdir = tmp_path
-    config = workdir / "alertmanager.yml"
-    shutil.copy(CONFIG, config)
-    port = free_port()
-    log = open(workdir / "alertmanager.log", "w+")
-    process = subprocess.Popen(
-        [ALERTMANAGER, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    """A real Alertmanager on a free loopback port with the example config, clustering off; a
+    fresh one per test, so one test's source alerts cannot mute another's. Yields its base URL."""
+    server = Alertmanager(tmp_path, yaml.safe_load(CONFIG.read_text()))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"alertmanager exited with {process.returncode}:\n{log.read()}", pytrace=False)
-            try:
-                urllib.request.urlopen(base + "/-/ready", timeout=1).close()
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail("alertmanager did not become ready in 30 s", pytrace=False)
-                time.sleep(0.1)
-        yield base
+        yield server.url
     finally:
-        process.kill()
-        process.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 def post_alerts(base: str, *label_sets: dict[str, str]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import importlib
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -45,13 +46,6 @@ def need_module(name: str, package: str):
         return importlib.import_module(name)
     except ImportError:
         pytest.fail(f"Python package {package} is missing: pip install -e '.[test]'", pytrace=False)
-
-
-def need_tool(name: str, how: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: {how}", pytrace=False)
-    return path
 
 
 def run(*cmd, **kwargs) -> subprocess.CompletedProcess:
@@ -160,7 +154,7 @@ def test_crd_validator_rejects_broken_resources():
 
 
 def test_kustomize_builds_every_resource_into_the_namespace():
-    kubectl = need_tool("kubectl", "install kubectl (it has kustomize built in)")
+    kubectl = require_tool("kubectl", "install kubectl (it has kustomize built in)")
     result = run(kubectl, "kustomize", K8S)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -179,7 +173,7 @@ def test_kustomize_builds_every_resource_into_the_namespace():
 
 
 def test_prometheusrule_groups_pass_promtool(tmp_path):
-    promtool = need_tool("promtool", "install the Debian package prometheus")
+    promtool = require_tool("promtool", "install the Debian package prometheus")
     groups = tmp_path / "prometheusrule.rules.yml"
     groups.write_text(yaml.safe_dump({"groups": by_kind("PrometheusRule")["spec"]["groups"]}, allow_unicode=True))
     result = run(promtool, "check", "rules", groups)

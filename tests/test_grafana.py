@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -196,8 +197,7 @@ def test_recorded_series_are_defined_by_the_recording_rules(dashboards):
 
 
 def test_every_query_is_valid_promql(dashboards, tmp_path):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is required (Debian package prometheus); make test installs it"
+    promtool = require_tool("promtool", "the Debian package prometheus (`make tools` installs it)")
     rules = [{"record": f"grafana_check:q{i}", "expr": render_query(expr)}
              for i, (_, expr) in enumerate(q for d in dashboards.values() for q in panel_queries(d))]
     path = tmp_path / "queries.rules.yml"
@@ -268,8 +268,7 @@ def test_wallboard_service_level_follows_each_queues_thresholds(dashboards):
 def test_wallboard_service_level_queries_per_threshold(dashboards, tmp_path):
     """The two queries of the service-level panel, run by promtool on a queue configured for 15 s
     and 30 s (no calls within the window yet for 30 s) next to another queue with 10 s and 20 s."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is required (Debian package prometheus)"
+    promtool = require_tool("promtool", "the Debian package prometheus (`make tools` installs it)")
     reference, value = (render_query(t["expr"], queue="utility", window="5m")
                         for t in wallboard_tile(dashboards, "Service level")["targets"])
     sl = "queue:callcenter_service_level:ratio"

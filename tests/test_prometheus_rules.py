@@ -18,6 +18,8 @@ from typing import Iterator
 import pytest
 import yaml
 
+from helpers import require_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
 CONFIG = PROM / "prometheus.yml"
@@ -53,14 +55,11 @@ CONTRACT_RECORDS = {
 }
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    assert path, "promtool not found: install the Debian package prometheus (`make tools` does it)"
-    return path
+PROMTOOL_HOW = "the Debian package prometheus (`make tools` installs it)"
 
 
 def run_promtool(*args: str) -> None:
-    result = subprocess.run([promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([require_tool("promtool", PROMTOOL_HOW), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (
         f"promtool {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
     )
@@ -354,7 +353,7 @@ def test_the_for_of_every_alert_is_tested(g, r, rule_id, tmp_path):
                            encoding="utf-8")
             written.append(str(out))
     assert written, f"{rule_id}: no promtool case for {name}"
-    result = subprocess.run([promtool(), "test", "rules", *written], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([require_tool("promtool", PROMTOOL_HOW), "test", "rules", *written], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode != 0 and f"alertname: {name}," in result.stdout + result.stderr, (
         f"{rule_id}: every promtool case still passes with `for: 0s`; add a case that must stay silent at the "

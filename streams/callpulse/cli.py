@@ -134,10 +134,10 @@ def cmd_simulate(args) -> int:
     else:  # starts `backfill` seconds ago: the past is sent at once, the rest in real time
         start = now - args.backfill
     shift = 0.0
-    if args.hour_of_day is not None and not 0 <= args.hour_of_day < 24:
-        print("callpulse simulate: --hour-of-day must be in [0, 24)", file=sys.stderr)
-        return 2
     if args.hour_of_day is not None:  # traffic of that UTC hour, stamped with today's times
+        if not 0 <= args.hour_of_day < 24:
+            print("callpulse simulate: --hour-of-day must be in [0, 24)", file=sys.stderr)
+            return 2
         simulated_start = start // 86400 * 86400 + args.hour_of_day * 3600
         shift = round(start - simulated_start, 3)
         start = simulated_start

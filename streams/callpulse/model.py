@@ -493,7 +493,8 @@ class QueueModel:
         for state, _, reason in self.agents.values():
             agents[state] = agents.get(state, 0) + 1
             if state == "not_ready":
-                not_ready[reason or "unknown"] = not_ready.get(reason or "unknown", 0) + 1
+                reason = reason or "unknown"
+                not_ready[reason] = not_ready.get(reason, 0) + 1
         live = {
             "calls_waiting": len(live_waits),
             "oldest_call_wait_seconds": max(0.0, max(live_waits, default=0.0)),

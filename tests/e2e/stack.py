@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 import yaml
 
 from callpulse.broker import free_port
+from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 FOR_IN_TESTS = "10s"
-
-
-def require(binary: str) -> str:
-    path = shutil.which(binary)
-    assert path, f"{binary} is required (Debian packages prometheus, prometheus-alertmanager); `make tools` installs them"
-    return path
 
 
 def _get_json(url: str, timeout: float = 5.0):
@@ -139,7 +133,7 @@ class Alertmanager:
         path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         self.log = workdir / "alertmanager.log"
         self.process = subprocess.Popen(
-            [require("prometheus-alertmanager"), f"--config.file={path}", f"--storage.path={workdir / 'data'}",
+            [require_tool("prometheus-alertmanager", "the Debian package prometheus-alertmanager (`make tools` installs it)"), f"--config.file={path}", f"--storage.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         _wait_ready(self.url + "/-/ready", self.process, self.log)
@@ -175,7 +169,7 @@ class Prometheus:
         path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         self.log = workdir / "prometheus.log"
         self.process = subprocess.Popen(
-            [require("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'data'}",
+            [require_tool("prometheus", "the Debian package prometheus (`make tools` installs it)"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         _wait_ready(self.url + "/-/ready", self.process, self.log)

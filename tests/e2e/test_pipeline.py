@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ import orjson
 import pytest
 
 from harness import value, wait_for
-from helpers import call, event
+from helpers import call, event, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -66,8 +65,7 @@ def test_scripted_scenario_scrapes_hand_computed_values(pipeline):
 
 
 def test_promtool_accepts_the_metrics_page(pipeline, tmp_path):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is required (Debian package prometheus); .ci/run installs it"
+    promtool = require_tool("promtool", "the Debian package prometheus (`make tools` installs it)")
     worker = pipeline.start_worker()
     pipeline.produce(scripted(time.time() - 100))
     wait_for(lambda: value(worker.samples(), "callcenter_calls_offered_total", queue="sales") == 7)

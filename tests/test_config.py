@@ -336,6 +336,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_TOPIC_EVENTS": "ev",
         "CALLPULSE_TOPIC_BATCHES": "ba",
         "CALLPULSE_TOPIC_DEAD_LETTER": "dl",
+        "CALLPULSE_TOPIC_INTERVALS": "iv",
         "CALLPULSE_PARTITIONS": "8",
         "CALLPULSE_REPLICATION_FACTOR": "3",
         "CALLPULSE_APP_ID": "cp-prod",
@@ -353,7 +354,7 @@ def test_every_env_override_reaches_its_field():
     assert (k.sasl_mechanism, k.sasl_username) == ("SCRAM-SHA-512", "cp")
     assert k.sasl_password == " s3cret "  # secrets are taken verbatim, not stripped
     assert (k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile) == ("/ca.pem", "/cert.pem", "/key.pem")
-    assert (k.topic_events, k.topic_batches, k.topic_dead_letter) == ("ev", "ba", "dl")
+    assert (k.topic_events, k.topic_batches, k.topic_dead_letter, k.topic_intervals) == ("ev", "ba", "dl", "iv")
     assert (k.partitions, k.replication_factor) == (8, 3)
     assert (s.app_id, s.web_host, s.web_port) == ("cp-prod", "127.0.0.1", 9100)
     assert s.lateness_seconds == 120.0

@@ -116,6 +116,7 @@ def create_app(config: Config) -> SimpleNamespace:
     )
     batches_topic = app.topic(kafka.topic_batches, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     dead_letter_topic = app.topic(kafka.topic_dead_letter, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
+    intervals_topic = app.topic(kafka.topic_intervals, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     state_table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes, partitions=kafka.partitions, default=None)
 
     router = ev.Router(max_future_seconds=stream.max_future_seconds)
@@ -127,6 +128,10 @@ def create_app(config: Config) -> SimpleNamespace:
     async def dead_letter(rejected: list[ev.Rejected], stage: str) -> None:
         for r in rejected:
             await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage))
+
+    async def publish_intervals(records: list[dict]) -> None:
+        for key, value in states.interval_messages(records):
+            await intervals_topic.send(key=key, value=value)
 
     aligner = EventTimeAligner(max_ahead=stream.lateness_seconds / 2)
     shared_progress = SharedProgress()
@@ -275,12 +280,18 @@ def create_app(config: Config) -> SimpleNamespace:
                         state_table[key] = value
                 health.count_batch(result)
                 await dead_letter(result.rejected, "aggregate")
+                await publish_intervals(result.intervals)
             unacked.append(event)
             if len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty():
                 await app.producer.flush()
                 for done in unacked:
                     await manual.ack(done)
                 unacked.clear()
+
+    @app.timer(interval=1.0)
+    async def publish_due_intervals() -> None:
+        """Interval records no event triggers: after a rebuild, and for queues gone quiet."""
+        await publish_intervals(states.due_interval_records())
 
     @app.on_partitions_revoked.connect
     async def park_models(sender, revoked, **kwargs) -> None:
@@ -383,7 +394,7 @@ def create_app(config: Config) -> SimpleNamespace:
 
     return SimpleNamespace(
         app=app, config=config, states=states, health=health, registry=registry, router=router,
-        batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, aligner=aligner,
+        batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
         complete_recovery=complete_recovery,
     )

@@ -1,4 +1,4 @@
-"""The `callpulse` command: worker, topics create, simulate, validate, wallboard, demo."""
+"""The `callpulse` command: worker, topics create, simulate, validate, replay, report, live adapters, wallboard, demo."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def topic_plan(config) -> dict[str, int]:
         config.kafka.topic_events: n,
         config.kafka.topic_batches: n,
         config.kafka.topic_dead_letter: n,
+        config.kafka.topic_intervals: n,
         changelog_topic_name(app_id): n,
         f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
         progress_topic_name(app_id): 1,  # the first stage's shared progress (align.py)
@@ -57,6 +58,8 @@ async def create_topics(config) -> list[str]:
         special = {
             # the state table keeps the latest value per key
             changelog_topic_name(config.stream.app_id): {"cleanup.policy": "compact"},
+            # an interval's latest record is the one that counts (it is re-sent after a takeover)
+            config.kafka.topic_intervals: {"cleanup.policy": "compact"},
             # progress reports are useless after seconds (align.py): keep a minute of them
             progress_topic_name(config.stream.app_id): {"retention.ms": "60000", "segment.ms": "60000"},
         }
@@ -91,28 +94,10 @@ def cmd_topics(args) -> int:
 async def publish(config, events, live: bool) -> int:
     """Send events to the events topic. Live: each event is sent when the wall clock reaches its
     time (events already in the past go at once); otherwise as fast as possible."""
-    from aiokafka import AIOKafkaProducer
-
+    from .publish import publish as send
     from .simulator import event_time
 
-    producer = AIOKafkaProducer(**config.kafka.client_kwargs(), linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
-    sent = 0
-    try:
-        for event in events:
-            if live:
-                delay = event_time(event) - time.time()
-                if delay > 0:
-                    await producer.flush()
-                    await asyncio.sleep(delay)
-            # Keying by queue keeps each queue's call events in order in one partition (any key works).
-            key = (event.get("queue") or event.get("agent_id") or event.get("call_id") or "").encode() or None
-            await producer.send(config.kafka.topic_events, orjson.dumps(event), key=key)
-            sent += 1
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
+    return await send(config, events, send_at=event_time if live else None)
 
 
 def shift_times(events, seconds: float):
@@ -192,6 +177,49 @@ def cmd_validate(args) -> int:
     return 1 if bad else 0
 
 
+# ---- replay and report -------------------------------------------------------------------------
+
+def cmd_replay(args) -> int:
+    from .replay import replay
+
+    if args.speed is not None and args.speed <= 0:
+        print("callpulse replay: --speed must be > 0 (leave it out for as fast as possible)", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    try:
+        replay(config, Path(args.source), args.format, speed=args.speed, source=args.source_name,
+               timezone=args.timezone, dry_run=args.dry_run)
+    except (OSError, ValueError) as exc:
+        print(f"callpulse replay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_report(args) -> int:
+    from datetime import date
+
+    from .report import run
+
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+        until = date.fromisoformat(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"callpulse report: --since/--until take a date like 2026-11-23: {exc}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        n = run(config, fmt=args.format, queues=set(args.queue) or None, minutes=args.interval_minutes,
+                since=since, until=until, out=out)
+    finally:
+        if args.output:
+            out.close()
+    print(f"{n} interval record(s)", file=sys.stderr)
+    return 0
+
+
 # ---- wallboard and demo ------------------------------------------------------------------------
 
 def cmd_wallboard(args) -> int:
@@ -237,6 +265,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate events in files against the event schema")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("replay", help="publish the history in a file (queue_log, call records, AMI/ESL capture)")
+    p.add_argument("source", help="the file to replay")
+    p.add_argument("--format", choices=["queue_log", "anonymous_bank", "ami", "freeswitch"], default=None,
+                   help="what kind of file it is (default: detected from its first bytes)")
+    p.add_argument("--speed", type=float, default=None, metavar="N",
+                   help="N x real time (e.g. 60: an hour of history per minute); default: as fast as possible")
+    p.add_argument("--source-name", default=None, help="the events' `source` (default: from the format and file name)")
+    p.add_argument("--timezone", default=None, help="time zone of files that hold local times (call records)")
+    p.add_argument("--dry-run", action="store_true", help="read and map the file, print the summary, publish nothing")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("report", help="export interval reports (15/30-minute KPIs) as CSV or JSON")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
+    p.add_argument("--interval-minutes", type=int, default=None, help="only intervals of this length")
+    p.add_argument("--since", default=None, help="first local date, YYYY-MM-DD")
+    p.add_argument("--until", default=None, help="last local date, YYYY-MM-DD")
+    p.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("wallboard", help="terminal wallboard from running workers")
     p.add_argument("urls", nargs="+", help="worker base URLs, e.g. http://localhost:6066")

@@ -284,6 +284,20 @@ def _closed_dates(value: Any, where: str) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
+def _interval_minutes(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        _fail(where, f"must be a list of interval lengths in minutes, e.g. [15, 30], got {_show(value)}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 1440 or 1440 % item:
+            _fail(where, f"each interval length must be a whole number of minutes that divides a day "
+                         f"(1440), like 5, 6, 15, 30 or 60; got {_show(item)}")
+        if item in out:
+            _fail(where, f"interval length {item} is listed twice")
+        out.append(item)
+    return tuple(sorted(out))
+
+
 def _ratio_or_off(value: Any, where: str) -> float:
     ratio = _number(value, where)
     if not 0 <= ratio <= 1:
@@ -420,6 +434,9 @@ class QueueConfig:
     newest event or the opening time, whichever is later (0: off)."""
     alert_min_calls: float = 10.0
     """Calls a window needs before its service level or rates may raise an alert."""
+    interval_minutes: tuple[int, ...] = (15, 30)
+    """Lengths of the interval reports in minutes, aligned to local midnight in the queue's time
+    zone; each must divide a day (1440). Empty: no interval reports."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -486,6 +503,8 @@ class KafkaConfig:
     """Internal: validated events grouped per queue, keyed by queue."""
     topic_dead_letter: str = "callpulse-dead-letter"
     """Rejected events with the reason and the original bytes."""
+    topic_intervals: str = "callpulse-intervals"
+    """Closed interval reports (compacted: the latest record per queue and interval counts)."""
     partitions: int = 4
     """Partition count of every topic callpulse creates (>= 1)."""
     replication_factor: int = 1
@@ -503,7 +522,7 @@ class KafkaConfig:
                         f"(set it in [kafka] or with {_ENV_NAME[('kafka', name)]})",
                     )
         seen: dict[str, str] = {}
-        for name in ("topic_events", "topic_batches", "topic_dead_letter"):
+        for name in ("topic_events", "topic_batches", "topic_dead_letter", "topic_intervals"):
             topic = getattr(self, name)
             if topic in seen:
                 _fail(f"kafka.{name}", f"must differ from kafka.{seen[topic]} (both are {topic!r})")
@@ -656,6 +675,7 @@ _KAFKA_SPEC: dict[str, tuple[str, Check]] = {
     "topic_events": (_STR, _topic),
     "topic_batches": (_STR, _topic),
     "topic_dead_letter": (_STR, _topic),
+    "topic_intervals": (_STR, _topic),
     "partitions": (_INT, _integer(1)),
     "replication_factor": (_INT, _integer(1)),
 }
@@ -690,6 +710,7 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "alert_short_abandon_rate": _ratio_or_off,
     "alert_event_stall_seconds": _non_negative,
     "alert_min_calls": _non_negative,
+    "interval_minutes": _interval_minutes,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
 
@@ -707,6 +728,7 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_TOPIC_EVENTS": "kafka.topic_events",
         "CALLPULSE_TOPIC_BATCHES": "kafka.topic_batches",
         "CALLPULSE_TOPIC_DEAD_LETTER": "kafka.topic_dead_letter",
+        "CALLPULSE_TOPIC_INTERVALS": "kafka.topic_intervals",
         "CALLPULSE_PARTITIONS": "kafka.partitions",
         "CALLPULSE_REPLICATION_FACTOR": "kafka.replication_factor",
         "CALLPULSE_APP_ID": "stream.app_id",

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from . import kpi
+from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
 
 WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
 WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
@@ -250,6 +251,9 @@ class QueueModel:
         self.watermark = -math.inf  # newest event time applied
         self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
+        self.intervals = IntervalCounters(config.interval_minutes, self.business_day.zone, size)
+        self.closed_intervals: list[dict] = []  # interval records closed since last taken: to publish
+        self.final_records: dict[tuple[int, float], dict] = {}  # recent closed records (KEEP_FINAL_RECORDS_SECONDS)
         self._watermark_second = None
         self._seen_floor: int | None = None  # no id is kept below this second
         self._precompute_increments()
@@ -294,6 +298,7 @@ class QueueModel:
         if bucket is None and (lows is None or second >= lows[-1]):
             bucket = self.buckets[second] = [0.0] * len(self.fields)
         day = self._day_counters(t)
+        self.intervals.add(t, increments)
         totals = self.totals
         for i, amount in increments:
             totals[i] += amount
@@ -412,6 +417,7 @@ class QueueModel:
                 day[i] += piece_end - cursor
             cursor = piece_end
         self.agent_seconds.add(start, end, busy)
+        self.intervals.add_span(start, end, fields)
 
     def _on_agent_state(self, event: dict, t: float, raw: bytes) -> None:
         kind = event["type"]
@@ -436,6 +442,7 @@ class QueueModel:
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
             _, event, raw = self.pending.pop(call_id)
             self.unmatched.append((event, raw))
+        self._close_intervals(horizon)
         if self._watermark_second % 60 == 0:
             self._forget_stale()
         # Keep the rolling windows current with event time too, so buckets are freed even when
@@ -595,6 +602,48 @@ class QueueModel:
         }
         return view
 
+    # ---- interval reports (intervals.py) -----------------------------------------------------
+
+    def _close_intervals(self, horizon: float) -> None:
+        """Close the intervals the lateness horizon has passed: their records are final."""
+        for minutes, start, end, counters in self.intervals.close(horizon):
+            record = self._interval_record(minutes, start, end, counters)
+            self.closed_intervals.append(record)
+            self.final_records[(minutes, start)] = record
+        if self.final_records:
+            keep_after = self.watermark - KEEP_FINAL_RECORDS_SECONDS
+            for key in [k for k, r in self.final_records.items() if r["end_epoch"] < keep_after]:
+                del self.final_records[key]
+
+    def pending_interval_records(self, now: float) -> list[dict]:
+        """Records of intervals that ended more than the lateness before clock `now` but are not
+        closed by the watermark yet, because the queue went quiet: preliminary, and final unless a
+        late event still changes them."""
+        return [self._interval_record(m, start, end, list(counters))
+                for m, start, end, counters in self.intervals.pending(now - self.lateness)]
+
+    def _interval_record(self, minutes: int, start: float, end: float, counters: list[float]) -> dict:
+        """One interval's KPIs; `counters` gets the seconds of agent states still open added."""
+        self._add_open_agent_states(counters, start, end)
+        cfg, zone = self.config, self.business_day.zone
+        view = self._window_view(counters)
+        return {
+            "queue": self.name,
+            "label": cfg.label,
+            "interval_minutes": minutes,
+            "start": local_iso(start, zone),
+            "end": local_iso(end, zone),
+            "start_epoch": start,
+            "end_epoch": end,
+            "timezone": cfg.timezone,
+            "formula": cfg.formula,
+            "thresholds": list(self.thresholds),
+            "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
+            "short_abandon_seconds": cfg.short_abandon_seconds,
+            **view,
+            "agents_staffed_average": view["seconds"]["agent_staffed_seconds"] / (end - start),
+        }
+
     # ---- snapshots (the changelog keeps one, plus the batches applied since) -----------------
 
     def to_state(self) -> dict:
@@ -614,6 +663,8 @@ class QueueModel:
             "seen": [[s, sorted(ids)] for s, ids in self.seen.items()],
             "watermark": self.watermark if self.watermark > -math.inf else None,
             "applied_offset": self.applied_offset,
+            "intervals": self.intervals.to_state(),
+            "final_records": list(self.final_records.values()),
         }
 
     def load_state(self, state: dict) -> None:
@@ -644,6 +695,9 @@ class QueueModel:
         self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
         self._watermark_second = None if state["watermark"] is None else math.floor(self.watermark)
         self.applied_offset = state["applied_offset"]
+        if "intervals" in state:  # snapshots from before interval reports have none
+            self.intervals.load_state(state["intervals"], remap)
+            self.final_records = {(r["interval_minutes"], r["start_epoch"]): r for r in state["final_records"]}
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:

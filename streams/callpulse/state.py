@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import orjson
 
 from . import events as ev
+from .intervals import record_key
 from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
 
 SNAPSHOT, BATCH = b"s", b"b"
@@ -95,6 +96,7 @@ class BatchResult:
     rejected: list[ev.Rejected] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)  # applied / late / duplicate / too_late
     lags: list[float] = field(default_factory=list)  # wall clock minus event time, per applied event
+    intervals: list[dict] = field(default_factory=list)  # interval records this batch closed
 
 
 class QueueStates:
@@ -113,6 +115,8 @@ class QueueStates:
         self._obsolete: dict[str, list[int]] = {}  # batch record offsets waiting to be deleted
         self._events_since_snapshot: dict[str, int] = {}
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
+        self.republish: list[dict] = []  # interval records to publish again after a rebuild
+        self._published: dict[tuple[str, int, float], bytes] = {}  # last interval record sent per key
 
     def _new_model(self, queue: str) -> QueueModel:
         stream = self.config.stream
@@ -148,6 +152,7 @@ class QueueStates:
         for event, raw in model.unmatched:
             result.rejected.append(ev.Rejected(ev.UNMATCHED, f"{event['type']} for call {event['call_id']!r} in queue {queue!r}: no call.offered within the lateness", raw))
         model.unmatched.clear()
+        result.intervals, model.closed_intervals = model.closed_intervals, []
         model.applied_offset = offset
         return result
 
@@ -256,6 +261,10 @@ class QueueStates:
                 pass
             model.applied_offset = offset
         model.unmatched.clear()  # already sent to the dead letters when first applied
+        # Interval records the previous owner may have closed without getting them out: publish
+        # the recent ones again (same key and content, so a compacted topic keeps one).
+        self.republish.extend(model.final_records.values())
+        model.closed_intervals.clear()
         self._batches_since_snapshot[queue] = [o for o, _ in batches]
         self._covered_by_previous[queue] = covered
 
@@ -267,6 +276,31 @@ class QueueStates:
         self._obsolete.pop(queue, None)
         self._last_snapshot.pop(queue, None)
         self._events_since_snapshot.pop(queue, None)
+
+    # ---- interval reports ----------------------------------------------------------------------
+
+    def interval_messages(self, records: Iterable[dict]) -> list[tuple[bytes, bytes]]:
+        """(key, value) messages for interval records, leaving out any identical to the last one
+        this worker sent for the same queue and interval."""
+        out = []
+        for record in records:
+            key = (record["queue"], record["interval_minutes"], record["start_epoch"])
+            value = orjson.dumps(record)
+            if self._published.get(key) != value:
+                self._published[key] = value
+                out.append((record_key(*key), value))
+        if len(self._published) > 50_000:  # only suppresses repeats: safe to forget
+            self._published.clear()
+        return out
+
+    def due_interval_records(self) -> list[dict]:
+        """Records to publish without waiting for an event: ones to send again after a rebuild, and
+        preliminary ones of intervals that ended (by the stream clock) in queues gone quiet."""
+        now = self.clock.now()
+        records, self.republish = self.republish, []
+        for model in self.models.values():
+            records += model.pending_interval_records(now)
+        return records
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class Pipeline:
             CALLPULSE_TOPIC_EVENTS=f"{name}-events",
             CALLPULSE_TOPIC_BATCHES=f"{name}-batches",
             CALLPULSE_TOPIC_DEAD_LETTER=f"{name}-dead-letter",
+            CALLPULSE_TOPIC_INTERVALS=f"{name}-intervals",
             CALLPULSE_PARTITIONS=str(partitions),
             CALLPULSE_WEB_HOST="127.0.0.1",
             CALLPULSE_DATA_DIR=str(LOGS / name),
@@ -70,6 +71,20 @@ class Pipeline:
     def dead_letters(self, expected: int, timeout: float = 30.0) -> list[dict]:
         records = asyncio.run(self._read(self.config.kafka.topic_dead_letter, expected, timeout))
         return [orjson.loads(value) for _, value in records]
+
+    def interval_records(self, predicate, timeout: float = 120.0) -> dict[tuple, dict]:
+        """The latest interval record per (queue, minutes, start epoch), read again until
+        `predicate(records)` holds (the worker publishes them as intervals close)."""
+        found: dict[tuple, dict] = {}
+
+        def ready():
+            for _, value in asyncio.run(self._read(self.config.kafka.topic_intervals, float("inf"), 2.0)):
+                record = orjson.loads(value)
+                found[(record["queue"], record["interval_minutes"], record["start_epoch"])] = record
+            return predicate(found)
+
+        wait_for(ready, timeout=timeout, interval=1.0, message="interval records")
+        return found
 
     async def _read(self, topic: str, expected: float, timeout: float) -> list[tuple[bytes, bytes | None]]:
         """(key, value) of the topic's records from the start: `expected` of them, or what came

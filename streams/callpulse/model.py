@@ -627,6 +627,13 @@ class QueueModel:
         self._add_open_agent_states(counters, start, end)
         cfg, zone = self.config, self.business_day.zone
         view = self._window_view(counters)
+        # The other formulas can be recomputed from the counts in the record; leaving them out
+        # keeps a record near 1 KB.
+        del view["service_level_by_formula"]
+        for name in ("offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled"):
+            view[name] = round(view[name])
+        for name in ("flowed_out_by_reason", "answered_within", "abandoned_within"):
+            view[name] = {k: round(v) for k, v in view[name].items()}
         return {
             "queue": self.name,
             "label": cfg.label,

@@ -73,17 +73,19 @@ class Pipeline:
         return [orjson.loads(value) for _, value in records]
 
     def interval_records(self, predicate, timeout: float = 120.0) -> dict[tuple, dict]:
-        """The latest interval record per (queue, minutes, start epoch), read again until
-        `predicate(records)` holds (the worker publishes them as intervals close)."""
+        """The latest interval record per (queue, minutes, start epoch), read with the report
+        command's reader until `predicate(records)` holds (workers publish them as intervals close)."""
+        from callpulse.report import read_records
+
         found: dict[tuple, dict] = {}
 
         def ready():
-            for _, value in asyncio.run(self._read(self.config.kafka.topic_intervals, float("inf"), 2.0)):
-                record = orjson.loads(value)
+            found.clear()
+            for record in asyncio.run(read_records(self.config)):
                 found[(record["queue"], record["interval_minutes"], record["start_epoch"])] = record
             return predicate(found)
 
-        wait_for(ready, timeout=timeout, interval=1.0, message="interval records")
+        wait_for(ready, timeout=timeout, interval=2.0, message="interval records")
         return found
 
     async def _read(self, topic: str, expected: float, timeout: float) -> list[tuple[bytes, bytes | None]]:

@@ -220,6 +220,76 @@ def cmd_report(args) -> int:
     return 0
 
 
+# ---- live adapters -----------------------------------------------------------------------------
+
+def run_live(config, source, what: str) -> int:
+    """Publish a live source's batches until it ends or Ctrl-C / SIGTERM."""
+    import logging
+    import signal
+
+    from .publish import publish_live
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("callpulse")
+
+    def progress(sent: int) -> None:
+        if sent // 1000 != (sent - 1) // 1000 or sent < 10:
+            log.info("%s: %d events published", what, sent)
+
+    async def main() -> int:
+        task = asyncio.ensure_future(publish_live(config, source.batches(), on_sent=progress))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:  # SIGTERM: a normal stop
+            return 0
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 130
+    skipped = getattr(source, "skips", None)
+    if skipped is not None and skipped.total():
+        log.info("%s: skipped %d record(s):\n%s", what, skipped.total(), "\n".join(skipped.lines()))
+    return 0
+
+
+def _secret_from_env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise SystemExit(f"callpulse: set the {what} in the environment variable {name} (it is never taken from the command line)")
+    return value
+
+
+def cmd_ami(args) -> int:
+    from .sources.ami import AmiAuthError, AmiSource
+
+    config = load_config(args.config)
+    source = AmiSource(args.host, args.port, args.username, _secret_from_env(args.secret_env, "AMI secret"),
+                       args.source_name or f"asterisk:{args.host}", events=args.events,
+                       include_caller=args.include_caller, capture_path=args.record)
+    try:
+        return run_live(config, source, f"ami {args.host}:{args.port}")
+    except AmiAuthError as exc:
+        print(f"callpulse ami: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_freeswitch(args) -> int:
+    from .sources.freeswitch import FreeswitchApiError, FreeswitchAuthError, FreeswitchSource
+
+    config = load_config(args.config)
+    source = FreeswitchSource(args.host, args.port, _secret_from_env(args.password_env, "event socket password"),
+                              args.source_name or f"freeswitch:{args.host}", queues=args.queue or None,
+                              record_to=args.record)
+    try:
+        return run_live(config, source, f"freeswitch {args.host}:{args.port}")
+    except (FreeswitchAuthError, FreeswitchApiError) as exc:
+        print(f"callpulse freeswitch: {exc}", file=sys.stderr)
+        return 1
+
+
 # ---- wallboard and demo ------------------------------------------------------------------------
 
 def cmd_wallboard(args) -> int:
@@ -285,6 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="last local date, YYYY-MM-DD")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ami", help="live: Asterisk queue events over the Manager Interface (AMI)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5038)
+    p.add_argument("--username", required=True, help="manager.conf user (needs read = agent,call; no write)")
+    p.add_argument("--secret-env", default="CALLPULSE_AMI_SECRET", metavar="VAR",
+                   help="environment variable holding the AMI secret (default CALLPULSE_AMI_SECRET)")
+    p.add_argument("--events", default="call,agent", help="AMI event classes to subscribe to; add ,dialplan for flow-out reasons")
+    p.add_argument("--include-caller", action="store_true", help="put caller numbers in the events (personal data)")
+    p.add_argument("--source-name", default=None, help="the events' `source` (default asterisk:HOST)")
+    p.add_argument("--record", default=None, metavar="FILE", help="also record the session, for `callpulse replay`")
+    p.set_defaults(func=cmd_ami)
+
+    p = sub.add_parser("freeswitch", help="live: FreeSWITCH mod_callcenter events over the event socket (ESL)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8021)
+    p.add_argument("--password-env", default="CALLPULSE_ESL_PASSWORD", metavar="VAR",
+                   help="environment variable holding the event socket password (default CALLPULSE_ESL_PASSWORD)")
+    p.add_argument("--queue", action="append", default=[], help="only this mod_callcenter queue, e.g. support@default (repeatable)")
+    p.add_argument("--source-name", default=None, help="the events' `source` (default freeswitch:HOST)")
+    p.add_argument("--record", default=None, metavar="FILE", help="also record the session, for `callpulse replay`")
+    p.set_defaults(func=cmd_freeswitch)
 
     p = sub.add_parser("wallboard", help="terminal wallboard from running workers")
     p.add_argument("urls", nargs="+", help="worker base URLs, e.g. http://localhost:6066")

@@ -54,15 +54,13 @@ def load_events(path: Path, fmt: str, source: str | None = None, timezone: str |
     elif fmt == "ami":
         from .sources import ami
 
-        reader = ami.parse_capture(path, source or f"ami:{path.stem}")
-        events = list(reader)
-        skips = reader.skips
+        skips = Skips()
+        events = list(ami.parse_capture(path, source or f"ami:{path.stem}", skips=skips))
     elif fmt == "freeswitch":
         from .sources import freeswitch
 
-        reader = freeswitch.parse_capture(path, source or f"freeswitch:{path.stem}")
-        events = list(reader)
-        skips = reader.skips
+        skips = Skips()
+        events = list(freeswitch.parse_capture(path, source or f"freeswitch:{path.stem}", skips=skips))
     else:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     events.sort(key=lambda e: e["time"])  # RFC 3339 UTC with milliseconds: text order is time order

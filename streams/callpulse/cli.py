@@ -188,7 +188,7 @@ def cmd_replay(args) -> int:
     config = load_config(args.config)
     try:
         replay(config, Path(args.source), args.format, speed=args.speed, source=args.source_name,
-               timezone=args.timezone, dry_run=args.dry_run)
+               timezone=args.timezone, queues=set(args.queue) or None, dry_run=args.dry_run)
     except (OSError, ValueError) as exc:
         print(f"callpulse replay: {exc}", file=sys.stderr)
         return 2
@@ -262,12 +262,33 @@ def _secret_from_env(name: str, what: str) -> str:
     return value
 
 
+def cmd_follow(args) -> int:
+    from .replay import DEFAULT_SOURCE
+    from .sources.follow import QueueLogFollower
+
+    config = load_config(args.config)
+    checkpoint = args.checkpoint or str(Path(config.stream.data_dir) / f"{Path(args.path).name}.checkpoint.json")
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    source = QueueLogFollower(args.path, checkpoint, args.source_name or DEFAULT_SOURCE["queue_log"],
+                              poll_seconds=args.poll, include_caller=args.include_caller,
+                              agent_aliases=dict(_alias(a) for a in args.agent_alias) or None)
+    return run_live(config, source, f"follow {args.path}")
+
+
+def _alias(text: str) -> tuple[str, str]:
+    interface, sep, name = text.partition("=")
+    if not sep or not interface or not name:
+        raise SystemExit(f"callpulse follow: --agent-alias takes INTERFACE=NAME, e.g. SIP/1001=Sathish; got {text!r}")
+    return interface, name
+
+
 def cmd_ami(args) -> int:
+    from .replay import DEFAULT_SOURCE
     from .sources.ami import AmiAuthError, AmiSource
 
     config = load_config(args.config)
     source = AmiSource(args.host, args.port, args.username, _secret_from_env(args.secret_env, "AMI secret"),
-                       args.source_name or f"asterisk:{args.host}", events=args.events,
+                       args.source_name or DEFAULT_SOURCE["ami"], events=args.events,
                        include_caller=args.include_caller, capture_path=args.record)
     try:
         return run_live(config, source, f"ami {args.host}:{args.port}")
@@ -277,11 +298,12 @@ def cmd_ami(args) -> int:
 
 
 def cmd_freeswitch(args) -> int:
+    from .replay import DEFAULT_SOURCE
     from .sources.freeswitch import FreeswitchApiError, FreeswitchAuthError, FreeswitchSource
 
     config = load_config(args.config)
     source = FreeswitchSource(args.host, args.port, _secret_from_env(args.password_env, "event socket password"),
-                              args.source_name or f"freeswitch:{args.host}", queues=args.queue or None,
+                              args.source_name or DEFAULT_SOURCE["freeswitch"], queues=args.queue or None,
                               record_to=args.record)
     try:
         return run_live(config, source, f"freeswitch {args.host}:{args.port}")
@@ -342,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what kind of file it is (default: detected from its first bytes)")
     p.add_argument("--speed", type=float, default=None, metavar="N",
                    help="N x real time (e.g. 60: an hour of history per minute); default: as fast as possible")
-    p.add_argument("--source-name", default=None, help="the events' `source` (default: from the format and file name)")
+    p.add_argument("--source-name", default=None,
+                   help="the events' `source`, which their ids derive from: the same as the live adapter's (default: asterisk, freeswitch or anonymous_bank)")
     p.add_argument("--timezone", default=None, help="time zone of files that hold local times (call records)")
+    p.add_argument("--queue", action="append", default=[], help="only the events of this queue (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="read and map the file, print the summary, publish nothing")
     p.set_defaults(func=cmd_replay)
 
@@ -356,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("follow", help="live: follow an Asterisk queue_log file like tail -F (rotation, truncation, restarts)")
+    p.add_argument("path", help="the queue_log file, e.g. /var/log/asterisk/queue_log")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="where the read position is kept across restarts (default: in stream.data_dir)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS", help="how often the file is checked (default 0.5)")
+    p.add_argument("--source-name", default=None, help="the events' `source`, which their ids derive from: use the same for replays of this system (default asterisk)")
+    p.add_argument("--include-caller", action="store_true", help="put caller numbers in the events (personal data)")
+    p.add_argument("--agent-alias", action="append", default=[], metavar="INTERFACE=NAME",
+                   help="member interface as ADDMEMBER logs it = member name as calls log it (repeatable); "
+                        "better: log_membername_as_agent = yes in queues.conf")
+    p.set_defaults(func=cmd_follow)
+
     p = sub.add_parser("ami", help="live: Asterisk queue events over the Manager Interface (AMI)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5038)
@@ -364,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the AMI secret (default CALLPULSE_AMI_SECRET)")
     p.add_argument("--events", default="call,agent", help="AMI event classes to subscribe to; add ,dialplan for flow-out reasons")
     p.add_argument("--include-caller", action="store_true", help="put caller numbers in the events (personal data)")
-    p.add_argument("--source-name", default=None, help="the events' `source` (default asterisk:HOST)")
+    p.add_argument("--source-name", default=None, help="the events' `source`, which their ids derive from: use the same for replays of this system (default asterisk)")
     p.add_argument("--record", default=None, metavar="FILE", help="also record the session, for `callpulse replay`")
     p.set_defaults(func=cmd_ami)
 
@@ -374,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-env", default="CALLPULSE_ESL_PASSWORD", metavar="VAR",
                    help="environment variable holding the event socket password (default CALLPULSE_ESL_PASSWORD)")
     p.add_argument("--queue", action="append", default=[], help="only this mod_callcenter queue, e.g. support@default (repeatable)")
-    p.add_argument("--source-name", default=None, help="the events' `source` (default freeswitch:HOST)")
+    p.add_argument("--source-name", default=None, help="the events' `source`, which their ids derive from: use the same for replays of this system (default freeswitch)")
     p.add_argument("--record", default=None, metavar="FILE", help="also record the session, for `callpulse replay`")
     p.set_defaults(func=cmd_freeswitch)
 

@@ -20,6 +20,12 @@ from typing import Callable, TextIO
 from .sources import Skips
 
 FORMATS = ("queue_log", "anonymous_bank", "ami", "freeswitch")
+# The events' `source` when none is given. Event ids are derived from it, so the live adapter and
+# every replay of the same system must use the same name: these defaults are the live commands'
+# defaults too (`callpulse follow`, `callpulse ami`, `callpulse freeswitch`). Give each telephony
+# system its own name (--source-name asterisk:pbx1) when you have several.
+DEFAULT_SOURCE = {"queue_log": "asterisk", "ami": "asterisk", "freeswitch": "freeswitch",
+                  "anonymous_bank": "anonymous_bank"}
 
 
 def detect_format(path: Path) -> str:
@@ -39,12 +45,15 @@ def detect_format(path: Path) -> str:
     raise ValueError(f"{path}: cannot tell what kind of file this is; name it with --format ({', '.join(FORMATS)})")
 
 
-def load_events(path: Path, fmt: str, source: str | None = None, timezone: str | None = None) -> tuple[list[dict], Skips]:
-    """Every event of a file, in time order, and what was skipped."""
+def load_events(path: Path, fmt: str, source: str | None = None, timezone: str | None = None,
+                queues: set[str] | None = None) -> tuple[list[dict], Skips]:
+    """Every event of a file, in time order, and what was skipped; with `queues`, only the events
+    of those queues (agent events when they concern one of them)."""
+    source = source or DEFAULT_SOURCE.get(fmt, fmt)
     if fmt == "queue_log":
         from .sources import queue_log
 
-        reader = queue_log.read_file(path, source or f"asterisk:{path.stem}")
+        reader = queue_log.read_file(path, source)
         events = list(reader)
         skips = reader.skips
     elif fmt == "anonymous_bank":
@@ -55,14 +64,18 @@ def load_events(path: Path, fmt: str, source: str | None = None, timezone: str |
         from .sources import ami
 
         skips = Skips()
-        events = list(ami.parse_capture(path, source or f"ami:{path.stem}", skips=skips))
+        events = list(ami.parse_capture(path, source, skips=skips))
     elif fmt == "freeswitch":
         from .sources import freeswitch
 
         skips = Skips()
-        events = list(freeswitch.parse_capture(path, source or f"freeswitch:{path.stem}", skips=skips))
+        events = list(freeswitch.parse_capture(path, source, queues=sorted(queues) if queues else None, skips=skips))
     else:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if queues:
+        from .events import queues_of
+
+        events = [e for e in events if set(queues_of(e)) & queues]
     events.sort(key=lambda e: e["time"])  # RFC 3339 UTC with milliseconds: text order is time order
     return events, skips
 
@@ -116,10 +129,14 @@ class Summary:
     queues: int
     seconds: float
 
+    dry_run: bool = False
+
     def lines(self) -> list[str]:
         rate = self.published / self.seconds if self.seconds > 0 else 0.0
-        out = [f"{self.path} ({self.fmt}): {self.published:,} events published in {self.seconds:.1f} s "
-               f"({rate:,.0f}/s), {self.queues} queue(s), event times {self.first} .. {self.last}"]
+        done = ("events read (dry run: nothing published)" if self.dry_run
+                else f"events published in {self.seconds:.1f} s ({rate:,.0f}/s)")
+        out = [f"{self.path} ({self.fmt}): {self.published:,} {done}, {self.queues} queue(s), "
+               f"event times {self.first} .. {self.last}"]
         out += [f"{n:>9,}  {kind}" for kind, n in sorted(self.by_type.items())]
         if self.skips.total():
             out.append(f"skipped {self.skips.total():,} input record(s):")
@@ -138,12 +155,13 @@ def schedule(events: list[dict], speed: float, started: float) -> Callable[[dict
 
 
 def replay(config, path: Path, fmt: str | None = None, *, speed: float | None = None, source: str | None = None,
-           timezone: str | None = None, dry_run: bool = False, out: TextIO = sys.stderr) -> Summary:
+           timezone: str | None = None, queues: set[str] | None = None, dry_run: bool = False,
+           out: TextIO = sys.stderr) -> Summary:
     """Read a file and publish its events; returns the summary (also printed to `out`)."""
     from .publish import publish
 
     fmt = fmt or detect_format(path)
-    events, skips = load_events(path, fmt, source, timezone)
+    events, skips = load_events(path, fmt, source, timezone, queues)
     started = time.monotonic()
     if dry_run:
         published = len(events)
@@ -155,6 +173,7 @@ def replay(config, path: Path, fmt: str | None = None, *, speed: float | None = 
         path=path, fmt=fmt, published=published, by_type=Counter(e["type"] for e in events), skips=skips,
         first=events[0]["time"] if events else None, last=events[-1]["time"] if events else None,
         queues=len({e["queue"] for e in events if "queue" in e}), seconds=time.monotonic() - started,
+        dry_run=dry_run,
     )
     for line in summary.lines():
         print(line, file=out)

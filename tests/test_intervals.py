@@ -1,8 +1,11 @@
 """Interval reports: alignment in local time (DST, odd offsets), hand-computed records, closing,
 quiet intervals, snapshots, and the config key."""
 
+import zlib
 from dataclasses import replace
 from zoneinfo import ZoneInfo
+
+import orjson
 
 import pytest
 
@@ -148,8 +151,10 @@ def test_pending_records_while_quiet_and_snapshot_restore_gives_the_same_records
     pending = m.pending_interval_records(T0 + 1800 + 61)
     assert [(r["interval_minutes"], r["start"][11:16]) for r in pending] == [(15, "09:15"), (30, "09:00")]
 
+    # through the changelog's own encoding, in the middle of an open interval
     restored = model(interval_minutes=(15, 30))
-    restored.load_state(m.to_state())
+    payload = zlib.compress(orjson.dumps(m.to_state(), option=orjson.OPT_NON_STR_KEYS), 1)
+    restored.load_state(orjson.loads(zlib.decompress(payload)))
     assert restored.final_records == m.final_records
     tail = [event("call.offered", T0 + 3600, queue="sales", call_id="late")]
     m.closed_intervals.clear()
@@ -158,16 +163,73 @@ def test_pending_records_while_quiet_and_snapshot_restore_gives_the_same_records
     assert restored.closed_intervals == m.closed_intervals and len(m.closed_intervals) == 3
 
 
-def test_interval_minutes_config_is_checked():
-    toml = "[queue_defaults]\ninterval_minutes = [7]\n"
-    with pytest.raises(ConfigError, match="divides a day"):
-        load_config(None, {}, text=toml) if "text" in load_config.__code__.co_varnames else _load_text(toml)
+@pytest.mark.parametrize("value, problem", [([7], "divides a day"), ([15, 15], "twice"), ("15", "a list"),
+                                            ([0], "divides a day"), ([True], "divides a day")])
+def test_interval_minutes_config_is_checked(tmp_path, value, problem):
+    import json
+
+    path = tmp_path / "callpulse.toml"
+    path.write_text(f"[queue_defaults]\ninterval_minutes = {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path, {})
     assert load_config(None, {}).queue("x").interval_minutes == (15, 30)
 
 
-def _load_text(toml: str):
-    import tempfile
+def test_every_zone_and_length_gives_contiguous_intervals_on_local_boundaries():
+    """Around every UTC-offset change of 2026 in every IANA zone: intervals follow each other with
+    no gap or overlap, contain the instants they are found for, and start where the local clock
+    reads a multiple of the length (or where the clock jumps over such a reading)."""
+    from datetime import datetime
+    from zoneinfo import available_timezones
 
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(toml)
-    return load_config(f.name, {})
+    jan1 = epoch("2026-01-01T12:00:00Z")
+    checked = 0
+    for name in sorted(available_timezones()):
+        zone = ZoneInfo(name)
+        offsets = [datetime.fromtimestamp(jan1 + d * 86400, zone).utcoffset() for d in range(366)]
+        change_days = [d for d in range(365) if offsets[d] != offsets[d + 1]]
+        for d in change_days:
+            for minutes in (15, 60, 120, 720, 1440):
+                cursor = interval_bounds(jan1 + (d - 1) * 86400, minutes, zone)[0]
+                while cursor < jan1 + (d + 2) * 86400:
+                    start, end = interval_bounds(cursor, minutes, zone)
+                    assert start == cursor and end > start, (name, minutes, cursor)
+                    assert interval_bounds(end - 0.5, minutes, zone) == (start, end), (name, minutes, start)
+                    local = datetime.fromtimestamp(start, zone)
+                    on_boundary = (local.hour * 60 + local.minute) % minutes == 0 and local.second == 0
+                    jump = datetime.fromtimestamp(start - 1, zone).utcoffset() != local.utcoffset()
+                    assert on_boundary or jump, (name, minutes, local.isoformat())
+                    cursor = end
+                    checked += 1
+    assert checked > 10_000  # the zone database has changes to walk through
+
+
+def test_an_agent_left_logged_in_over_a_long_gap_does_not_fill_the_gap_with_intervals():
+    m = model(interval_minutes=(15,))
+    feed(m, [event("agent.state_changed", T0, agent_id="a1", queues=["sales"], state="available")])
+    feed(m, call("sales", "c1", T0 + 60, "answered", T0 + 70))
+    later = T0 + 365 * 86400  # a year later the agent finally logs out: the queue's next event
+    feed(m, [event("agent.logged_out", later, agent_id="a1", queues=["sales"])])
+    # one day of quiet intervals after the last call at most, whichever event comes first
+    assert 90 <= len(m.closed_intervals) <= 96 + 2
+    assert all(r["final"] for r in m.closed_intervals)
+
+
+def test_recent_final_records_are_kept_for_a_takeover_even_with_a_long_lateness():
+    cfg = replace(load_config(None, {}).queue("sales"), interval_minutes=(15,))
+    m = QueueModel(cfg, lateness_seconds=7200.0, histogram_bounds=(5, 10, 20))
+    feed(m, call("sales", "c1", T0, "answered", T0 + 5))
+    feed(m, [event("call.offered", T0 + 7200 + 900, queue="sales", call_id="c2")])
+    assert [r["start"][11:16] for r in m.closed_intervals] == ["09:00"]
+    assert list(m.final_records) == [(15, T0)]  # closed just now: kept, although it ended 2 h ago
+
+
+def test_preliminary_records_are_marked_and_not_rebuilt_while_nothing_changes():
+    m = model(interval_minutes=(15,))
+    feed(m, call("sales", "c1", T0, "answered", T0 + 5))
+    first = m.pending_interval_records(T0 + 900 + 61)
+    assert [r["final"] for r in first] == [False]
+    assert m.pending_interval_records(T0 + 900 + 62) == []  # the same record: not built again
+    feed(m, [event("call.offered", T0 + 900 + 70, queue="sales", call_id="c2")])  # closes 09:00-09:15
+    assert [r["final"] for r in m.closed_intervals] == [True]
+    assert m.pending_interval_records(T0 + 900 + 80) == []  # final now: no preliminary any more

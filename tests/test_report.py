@@ -101,3 +101,17 @@ def test_schedule_paces_at_n_times_real_time():
     evs = [event("call.offered", T0, queue="q", call_id="a"), event("call.offered", T0 + 600, queue="q", call_id="b")]
     due = schedule(evs, speed=60.0, started=1000.0)
     assert due(evs[0]) == 1000.0 and due(evs[1]) == pytest.approx(1010.0)
+
+
+def test_a_late_preliminary_record_never_replaces_the_final_one():
+    from callpulse.report import _keep
+
+    latest: dict = {}
+    _keep(latest, b"k", b'{"final": false, "offered": 1}')
+    _keep(latest, b"k", b'{"final": true, "offered": 2}')
+    _keep(latest, b"k", b'{"final": false, "offered": 1}')  # sent by the timer just after the final one
+    assert latest[b"k"]["offered"] == 2
+    _keep(latest, b"k", b'{"final": true, "offered": 3}')  # re-sent after a takeover: the latest final counts
+    assert latest[b"k"]["offered"] == 3
+    _keep(latest, b"k", None)  # a tombstone deletes
+    assert b"k" not in latest

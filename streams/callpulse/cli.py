@@ -180,6 +180,8 @@ def cmd_validate(args) -> int:
 # ---- replay and report -------------------------------------------------------------------------
 
 def cmd_replay(args) -> int:
+    from aiokafka.errors import KafkaError
+
     from .replay import replay
 
     if args.speed is not None and args.speed <= 0:
@@ -189,7 +191,7 @@ def cmd_replay(args) -> int:
     try:
         replay(config, Path(args.source), args.format, speed=args.speed, source=args.source_name,
                timezone=args.timezone, queues=set(args.queue) or None, dry_run=args.dry_run)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KafkaError) as exc:
         print(f"callpulse replay: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -208,14 +210,25 @@ def cmd_report(args) -> int:
     except ValueError as exc:
         print(f"callpulse report: --since/--until take a date like 2026-11-23: {exc}", file=sys.stderr)
         return 2
+    from aiokafka.errors import KafkaError
+
+    from .report import ReportError
+
     config = load_config(args.config)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    # Written to a temporary file first, so a failed read never leaves a cut report behind.
+    partial = Path(f"{args.output}.partial") if args.output else None
+    out = open(partial, "w", encoding="utf-8", newline="") if partial else sys.stdout
     try:
         n = run(config, fmt=args.format, queues=set(args.queue) or None, minutes=args.interval_minutes,
                 since=since, until=until, out=out)
+    except (ReportError, KafkaError) as exc:
+        print(f"callpulse report: {exc}", file=sys.stderr)
+        return 2
     finally:
-        if args.output:
+        if partial:
             out.close()
+    if partial:
+        partial.replace(args.output)
     print(f"{n} interval record(s)", file=sys.stderr)
     return 0
 
@@ -259,6 +272,8 @@ def _secret_from_env(name: str, what: str) -> str:
     value = os.environ.get(name)
     if value is None:
         raise SystemExit(f"callpulse: set the {what} in the environment variable {name} (it is never taken from the command line)")
+    if "\r" in value or "\n" in value:  # would end the protocol line early and inject another
+        raise SystemExit(f"callpulse: the {what} in {name} contains a line break")
     return value
 
 
@@ -400,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the AMI secret (default CALLPULSE_AMI_SECRET)")
     p.add_argument("--events", default="call,agent", help="AMI event classes to subscribe to; add ,dialplan for flow-out reasons")
     p.add_argument("--include-caller", action="store_true", help="put caller numbers in the events (personal data)")
-    p.add_argument("--source-name", default=None, help="the events' `source`, which their ids derive from: use the same for replays of this system (default asterisk)")
+    p.add_argument("--source-name", default=None, help="the events' `source`, which their ids derive from: use the same for replays of this system (default asterisk-ami)")
     p.add_argument("--record", default=None, metavar="FILE", help="also record the session, for `callpulse replay`")
     p.set_defaults(func=cmd_ami)
 

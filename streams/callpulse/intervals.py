@@ -13,8 +13,10 @@ at the end turn closed counters into what `callpulse report` exports.
 
 from __future__ import annotations
 
+import bisect
 import math
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
@@ -28,36 +30,59 @@ KEEP_FINAL_RECORDS_SECONDS = 3600.0
 
 
 def interval_bounds(t: float, minutes: int, zone: ZoneInfo) -> tuple[float, float]:
-    """[start, end) of the interval of `minutes` containing instant t. Boundaries are the instants
-    at which the local wall clock reads a multiple of `minutes` after midnight, so an interval is
-    `minutes` long except around a daylight-saving change that is not a multiple of it (Lord Howe
-    Island's 30-minute change makes a 60-minute interval 30 or 90 minutes long)."""
-    local = datetime.fromtimestamp(t, zone)
-    minute_of_day = local.hour * 60 + local.minute
-    floored = minute_of_day - minute_of_day % minutes
-    start = local.replace(hour=floored // 60, minute=floored % 60, second=0, microsecond=0).timestamp()
-    end = start + minutes * 60
-    offset = local.utcoffset()
-    if (start <= t < end and datetime.fromtimestamp(start, zone).utcoffset() == offset
-            and datetime.fromtimestamp(end, zone).utcoffset() == offset):
-        return start, end  # no change of UTC offset anywhere near: the common case
-    # Near a change: collect the instants of the wall-clock boundaries within 3 hours (both
-    # readings of a repeated time; none for a skipped one) and take those around t.
-    reach = -(-180 // minutes)
-    midnight = datetime(local.year, local.month, local.day)
-    boundaries = set()
-    for k in range(-reach, reach + 1):
-        wall = midnight + timedelta(minutes=floored + k * minutes)
-        for fold in (0, 1):
-            instant = wall.replace(tzinfo=zone, fold=fold).timestamp()
-            if datetime.fromtimestamp(instant, zone).replace(tzinfo=None) == wall:
-                boundaries.add(instant)
-    return max(b for b in boundaries if b <= t), min(b for b in boundaries if b > t)
+    """[start, end) of the interval of `minutes` containing instant t.
+
+    A boundary is the first instant at which the local wall clock reads a multiple of `minutes`
+    after midnight: a repeated wall time (autumn) is a boundary each time it is read, one skipped
+    by a spring change is replaced by the instant the change happens. So an interval is `minutes`
+    long except around a daylight-saving change that is not a multiple of it, and the intervals
+    of a day never overlap and leave no gap.
+    """
+    day = datetime.fromtimestamp(t, zone).date().toordinal()
+    boundaries = _boundaries_around(zone.key, minutes, day)
+    i = bisect.bisect_right(boundaries, t)
+    return boundaries[i - 1], boundaries[i]
 
 
 def interval_start(t: float, minutes: int, zone: ZoneInfo) -> float:
     """Start (epoch seconds) of the interval of `minutes` containing instant t."""
     return interval_bounds(t, minutes, zone)[0]
+
+
+@lru_cache(maxsize=2048)
+def _boundaries_around(zone_key: str, minutes: int, day: int) -> tuple[float, ...]:
+    """The boundaries of local days day-1 .. day+1 (proleptic ordinals), sorted."""
+    out: set[float] = set()
+    for d in (day - 1, day, day + 1):
+        out.update(_day_boundaries(zone_key, minutes, d))
+    return tuple(sorted(out))
+
+
+@lru_cache(maxsize=2048)
+def _day_boundaries(zone_key: str, minutes: int, day: int) -> tuple[float, ...]:
+    zone = ZoneInfo(zone_key)
+    midnight = datetime.combine(date.fromordinal(day), datetime.min.time())
+    out = []
+    for k in range(0, 1440, minutes):
+        wall = midnight + timedelta(minutes=k)
+        instants = {wall.replace(tzinfo=zone, fold=fold).timestamp() for fold in (0, 1)}
+        real = [i for i in instants if datetime.fromtimestamp(i, zone).replace(tzinfo=None) == wall]
+        out += real if real else [_change_between(zone, min(instants), max(instants))]
+    return tuple(out)
+
+
+def _change_between(zone: ZoneInfo, low: float, high: float) -> float:
+    """The instant in (low, high] at which the zone's UTC offset changes (a spring gap lies
+    there): bisection to the second; offsets change on whole seconds."""
+    before = datetime.fromtimestamp(low, zone).utcoffset()
+    low, high = math.floor(low), math.ceil(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return float(high)
 
 
 def local_iso(t: float, zone: ZoneInfo) -> str:
@@ -80,6 +105,7 @@ class IntervalCounters:
         self.closed_until: dict[int, float | None] = {m: None for m in self.minutes}
         self.counted_until: dict[int, float] = {}  # per length: end of the last closed interval with counts
         self._current: dict[int, tuple[float, float, list[float]]] = {}  # per length: the last slot used
+        self._next_end: dict[int, float] = {}  # per length: end of the next interval to close
 
     def _slot(self, minutes: int, t: float) -> list[float] | None:
         """The counters of the interval containing t; None if that interval is closed already."""
@@ -106,9 +132,12 @@ class IntervalCounters:
 
     def add_span(self, start: float, end: float, indexes: list[int]) -> None:
         """Seconds of a state that lasted [start, end), split at interval boundaries. Parts in
-        intervals closed already were counted when they closed (`open_part`)."""
+        intervals closed already were counted when they closed (the model adds the open states'
+        part then). Before any interval closed, at most the last MAX_QUIET_SECONDS are kept: an
+        agent left logged in over a long gap must not create an interval for every step of it."""
         for m in self.minutes:
-            cursor = max(start, self.closed_until[m] or start)
+            closed = self.closed_until[m]
+            cursor = max(start, closed) if closed is not None else max(start, end - MAX_QUIET_SECONDS)
             while cursor < end:
                 counters = self._slot(m, cursor)
                 piece_end = min(end, self._current[m][1])
@@ -122,6 +151,8 @@ class IntervalCounters:
         between included (up to MAX_QUIET_SECONDS after the last one with counts): yields
         (minutes, start, end, counters)."""
         for m in self.minutes:
+            if horizon < self._next_end.get(m, -math.inf):
+                continue  # the next interval to close has not ended: the common case, made cheap
             opened = self.open[m]
             cursor = self.closed_until[m]
             if cursor is None:
@@ -131,6 +162,7 @@ class IntervalCounters:
             while True:
                 start, end = interval_bounds(cursor, m, self.zone)
                 if end > horizon:
+                    self._next_end[m] = end
                     break
                 entry = opened.pop(start, None)
                 if entry is not None:
@@ -160,17 +192,30 @@ class IntervalCounters:
             "open": {str(m): [[s, e, c] for s, (e, c) in slots.items()] for m, slots in self.open.items()},
             "closed_until": {str(m): v for m, v in self.closed_until.items()},
             "counted_until": {str(m): v for m, v in self.counted_until.items()},
+            "zone": self.zone.key,
         }
 
     def load_state(self, state: dict, remap) -> None:
-        """Restore a snapshot; lengths no longer configured are dropped, new ones start empty."""
+        """Restore a snapshot; lengths no longer configured are dropped, new ones start empty. If
+        the queue's time zone changed, open counts move to the new zone's interval of their start."""
         for key, slots in state["open"].items():
             m = int(key)
-            if m in self.open:
-                self.open[m] = {s: (e, remap(c)) for s, e, c in slots}
-                self.closed_until[m] = state["closed_until"].get(key)
+            if m not in self.open:
+                continue
+            moved = state.get("zone", self.zone.key) != self.zone.key
+            closed = state["closed_until"].get(key)
+            for start, end, counters in slots:
+                if moved:
+                    start, end = interval_bounds(start, m, self.zone)
+                    if closed is not None and start < closed:
+                        closed = start  # so that close() reaches it
+                _, into = self.open[m].setdefault(start, (end, [0.0] * self.size))
+                for i, value in enumerate(remap(counters)):
+                    into[i] += value
+            self.closed_until[m] = closed
         self.counted_until = {int(m): v for m, v in state["counted_until"].items() if int(m) in self.open}
         self._current = {}
+        self._next_end = {}
 
 
 def record_key(queue: str, minutes: int, start: float) -> bytes:

@@ -253,7 +253,10 @@ class QueueModel:
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
         self.intervals = IntervalCounters(config.interval_minutes, self.business_day.zone, size)
         self.closed_intervals: list[dict] = []  # interval records closed since last taken: to publish
-        self.final_records: dict[tuple[int, float], dict] = {}  # recent closed records (KEEP_FINAL_RECORDS_SECONDS)
+        # Recently closed records and the watermark they closed at (KEEP_FINAL_RECORDS_SECONDS)
+        self.final_records: dict[tuple[int, float], tuple[float, dict]] = {}
+        self._pending_seen: tuple | None = None  # what pending_interval_records last built, and at which version
+        self._version = 0  # counts applied events: preliminary records change only with it
         self._watermark_second = None
         self._seen_floor: int | None = None  # no id is kept below this second
         self._precompute_increments()
@@ -272,6 +275,11 @@ class QueueModel:
         if ids is None:
             ids = self.seen[second] = set()
         ids.add(event_id)
+        self._version += 1
+        if t > self.watermark and second != self._watermark_second:
+            # Close what this event's own horizon closes before it counts: an agent state it ends
+            # then adds its seconds only to intervals still open (not to a long quiet spell).
+            self._close_intervals(t - self.lateness)
         handler = _HANDLERS.get(event["type"])
         if handler is not None:
             handler(self, event, t, raw)
@@ -606,24 +614,31 @@ class QueueModel:
 
     def _close_intervals(self, horizon: float) -> None:
         """Close the intervals the lateness horizon has passed: their records are final."""
+        closed_at = max(self.watermark, horizon)
         for minutes, start, end, counters in self.intervals.close(horizon):
-            record = self._interval_record(minutes, start, end, counters)
+            record = self._interval_record(minutes, start, end, counters, final=True)
             self.closed_intervals.append(record)
-            self.final_records[(minutes, start)] = record
+            self.final_records[(minutes, start)] = (closed_at, record)
         if self.final_records:
-            keep_after = self.watermark - KEEP_FINAL_RECORDS_SECONDS
-            for key in [k for k, r in self.final_records.items() if r["end_epoch"] < keep_after]:
+            keep_after = closed_at - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
+            for key in [k for k, (at, _) in self.final_records.items() if at < keep_after]:
                 del self.final_records[key]
 
     def pending_interval_records(self, now: float) -> list[dict]:
         """Records of intervals that ended more than the lateness before clock `now` but are not
         closed by the watermark yet, because the queue went quiet: preliminary, and final unless a
         late event still changes them."""
-        return [self._interval_record(m, start, end, list(counters))
-                for m, start, end, counters in self.intervals.pending(now - self.lateness)]
+        due = [(m, start, end, counters) for m, start, end, counters in self.intervals.pending(now - self.lateness)
+               if (m, start) not in self.final_records]
+        seen = (self._version, [(m, start) for m, start, _, _ in due])
+        if seen == self._pending_seen:
+            return []  # nothing happened since these were built: the same records again
+        self._pending_seen = seen
+        return [self._interval_record(m, start, end, list(counters), final=False) for m, start, end, counters in due]
 
-    def _interval_record(self, minutes: int, start: float, end: float, counters: list[float]) -> dict:
-        """One interval's KPIs; `counters` gets the seconds of agent states still open added."""
+    def _interval_record(self, minutes: int, start: float, end: float, counters: list[float], final: bool) -> dict:
+        """One interval's KPIs; `counters` gets the seconds of agent states still open added.
+        final: closed by the watermark, nothing can change it; else preliminary (queue quiet)."""
         self._add_open_agent_states(counters, start, end)
         cfg, zone = self.config, self.business_day.zone
         view = self._window_view(counters)
@@ -642,6 +657,7 @@ class QueueModel:
             "end": local_iso(end, zone),
             "start_epoch": start,
             "end_epoch": end,
+            "final": final,
             "timezone": cfg.timezone,
             "formula": cfg.formula,
             "thresholds": list(self.thresholds),
@@ -671,7 +687,7 @@ class QueueModel:
             "watermark": self.watermark if self.watermark > -math.inf else None,
             "applied_offset": self.applied_offset,
             "intervals": self.intervals.to_state(),
-            "final_records": list(self.final_records.values()),
+            "final_records": [[at, r] for at, r in self.final_records.values()],
         }
 
     def load_state(self, state: dict) -> None:
@@ -704,7 +720,7 @@ class QueueModel:
         self.applied_offset = state["applied_offset"]
         if "intervals" in state:  # snapshots from before interval reports have none
             self.intervals.load_state(state["intervals"], remap)
-            self.final_records = {(r["interval_minutes"], r["start_epoch"]): r for r in state["final_records"]}
+            self.final_records = {(r["interval_minutes"], r["start_epoch"]): (at, r) for at, r in state["final_records"]}
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:

@@ -24,7 +24,9 @@ FORMATS = ("queue_log", "anonymous_bank", "ami", "freeswitch")
 # every replay of the same system must use the same name: these defaults are the live commands'
 # defaults too (`callpulse follow`, `callpulse ami`, `callpulse freeswitch`). Give each telephony
 # system its own name (--source-name asterisk:pbx1) when you have several.
-DEFAULT_SOURCE = {"queue_log": "asterisk", "ami": "asterisk", "freeswitch": "freeswitch",
+# The queue_log and AMI adapters derive their ids differently, so never feed both from one PBX:
+# each would count every call once more. Their defaults differ to show which one produced an event.
+DEFAULT_SOURCE = {"queue_log": "asterisk", "ami": "asterisk-ami", "freeswitch": "freeswitch",
                   "anonymous_bank": "anonymous_bank"}
 
 
@@ -40,7 +42,7 @@ def detect_format(path: Path) -> str:
     if first.startswith(b"Content-Type: auth/request") or b"Content-Type: text/event-plain" in head:
         return "freeswitch"
     fields = first.split(b"|")
-    if len(fields) >= 5 and fields[0].strip().isdigit():
+    if len(fields) >= 5 and fields[0].strip().replace(b".", b"", 1).isdigit():  # epoch, maybe with a fraction
         return "queue_log"
     raise ValueError(f"{path}: cannot tell what kind of file this is; name it with --format ({', '.join(FORMATS)})")
 

@@ -4,7 +4,8 @@ The topic holds one record per queue, interval length and interval start (it is 
 record may have been sent more than once, e.g. after a worker took over a queue, and the latest
 one counts). The CSV has one row per queue and interval with flat columns, the layout
 workforce-management tools import (interval start in the queue's local time with its offset);
-the JSON is the list of full records.
+the JSON is the list of full records. A record's `final` says whether the interval is closed
+(nothing can change it) or preliminary (its queue went quiet; a late event may still change it).
 """
 
 from __future__ import annotations
@@ -18,40 +19,59 @@ import orjson
 
 
 async def read_records(config, timeout_seconds: float = 10.0) -> list[dict]:
-    """The latest record of every key in the intervals topic, read from its start to its end."""
+    """The record that counts for every key of the intervals topic, read from its start to its
+    end: the latest final one, else the latest preliminary one (a preliminary record sent late
+    must not replace the final one; compaction may keep either)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = config.kafka.topic_intervals
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **config.kafka.client_kwargs())
     await consumer.start()
-    latest: dict[bytes, bytes] = {}
+    latest: dict[bytes, dict] = {}
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
             await consumer.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise SystemExit(f"topic {topic} does not exist: run `callpulse topics create` and a worker first")
+            raise ReportError(f"topic {topic} does not exist: run `callpulse topics create` and a worker first")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=int(timeout_seconds * 1000))
-            if not batch:
-                raise SystemExit(f"reading {topic} timed out with partitions {sorted(tp.partition for tp in remaining)} unfinished")
-            for tp, records in batch.items():
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(timeout_seconds * 1000) if remaining else 200)
+            for records in batch.values():
                 for r in records:
-                    if r.value is None:
-                        latest.pop(r.key, None)
-                    else:
-                        latest[r.key] = r.value
-                if records and records[-1].offset + 1 >= ends[tp]:
+                    _keep(latest, r.key, r.value)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
+            if not remaining and not batch:
+                # Past the end offsets the broker reported, and one more fetch found nothing: some
+                # Kafka-protocol brokers under-report the end offset, so it is not trusted alone.
+                break
+            if remaining and not batch:
+                raise ReportError(f"reading {topic} timed out with partitions {sorted(tp.partition for tp in remaining)} unfinished")
     finally:
         await consumer.stop()
-    return [orjson.loads(v) for v in latest.values()]
+    return list(latest.values())
+
+
+class ReportError(Exception):
+    pass
+
+
+def _keep(latest: dict[bytes, dict], key: bytes, value: bytes | None) -> None:
+    if value is None:  # a tombstone
+        latest.pop(key, None)
+        return
+    record = orjson.loads(value)
+    held = latest.get(key)
+    if held is not None and held.get("final") and not record.get("final", True):
+        return
+    latest[key] = record
 
 
 def select(records: Iterable[dict], *, queues: set[str] | None = None, minutes: int | None = None,
@@ -129,6 +149,7 @@ def write_json(records: list[dict], out: TextIO) -> None:
 
 def run(config, *, fmt: str, queues: set[str] | None, minutes: int | None, since: date | None,
         until: date | None, out: TextIO = sys.stdout) -> int:
+    """Read, select and write the records; returns how many were written."""
     import asyncio
 
     records = select(asyncio.run(read_records(config)), queues=queues, minutes=minutes, since=since, until=until)

@@ -15,6 +15,7 @@ This module knows nothing of Faust; `app.py` passes table writes through.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ class QueueStates:
         self._events_since_snapshot: dict[str, int] = {}
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
         self.republish: list[dict] = []  # interval records to publish again after a rebuild
-        self._published: dict[tuple[str, int, float], bytes] = {}  # last interval record sent per key
+        self._published: dict[tuple[str, int, float], bytes] = {}  # digest of the last interval record sent per key
 
     def _new_model(self, queue: str) -> QueueModel:
         stream = self.config.stream
@@ -263,7 +264,7 @@ class QueueStates:
         model.unmatched.clear()  # already sent to the dead letters when first applied
         # Interval records the previous owner may have closed without getting them out: publish
         # the recent ones again (same key and content, so a compacted topic keeps one).
-        self.republish.extend(model.final_records.values())
+        self.republish.extend(record for _, record in model.final_records.values())
         model.closed_intervals.clear()
         self._batches_since_snapshot[queue] = [o for o, _ in batches]
         self._covered_by_previous[queue] = covered
@@ -286,8 +287,9 @@ class QueueStates:
         for record in records:
             key = (record["queue"], record["interval_minutes"], record["start_epoch"])
             value = orjson.dumps(record)
-            if self._published.get(key) != value:
-                self._published[key] = value
+            digest = hashlib.blake2b(value, digest_size=8).digest()
+            if self._published.get(key) != digest:
+                self._published[key] = digest
                 out.append((record_key(*key), value))
         if len(self._published) > 50_000:  # only suppresses repeats: safe to forget
             self._published.clear()

@@ -208,3 +208,13 @@ def test_occupancy_of_long_states_is_cut_at_the_window_edge():
     # available 801..1000 = 199 s, on_call 1000..1100 = 100 s, wrap-up still open: 0.5 s
     assert w["occupancy"] == pytest.approx(100.5 / 299.5)
     assert m.read(T0 + 1100.5)["windows"]["1h"]["occupancy"] == pytest.approx(100.5 / 1100.5)
+
+
+def test_an_id_sent_again_with_another_time_is_still_a_duplicate():
+    # e.g. a queue_log replay starting mid-call times an answer by its line instead of enter + hold
+    m = make_model()
+    first = event("call.offered", T0, queue="sales", call_id="c1", event_id="same")
+    again = dict(first, time=event("call.offered", T0 + 2, queue="sales", call_id="c1")["time"])
+    assert feed(m, [first]) == [APPLIED]
+    assert m.apply(again, T0 + 2) == DUPLICATE
+    assert m.read(T0 + 3)["totals"]["offered"] == 1

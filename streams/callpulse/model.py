@@ -248,6 +248,7 @@ class QueueModel:
         self.ended: dict[str, float] = {}  # call_id -> conversation end, until its wrap-up ends
         self.agents: dict[str, tuple[str, float, str | None]] = {}  # agent_id -> (state, since, reason)
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
+        self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
         self.watermark = -math.inf  # newest event time applied
         self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
@@ -266,15 +267,18 @@ class QueueModel:
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
         """Fold one validated event (time t in epoch seconds) into the state; return its outcome."""
         second = math.floor(t)
-        ids = self.seen.get(second)
         event_id = event["event_id"]
-        if ids is not None and event_id in ids:
-            return DUPLICATE  # checked first: a redelivered old event is a duplicate, not "too late"
+        if event_id in self.seen_ids:
+            # Checked first: a redelivered old event is a duplicate, not "too late". Any time stamp:
+            # an adapter may send an id again with a time off by a second or two (queue_log).
+            return DUPLICATE
         if t < self.watermark - self.lateness:
             return TOO_LATE
+        ids = self.seen.get(second)
         if ids is None:
             ids = self.seen[second] = set()
         ids.add(event_id)
+        self.seen_ids.add(event_id)
         self._version += 1
         if t > self.watermark and second != self._watermark_second:
             # Close what this event's own horizon closes before it counts: an agent state it ends
@@ -445,7 +449,7 @@ class QueueModel:
         # cutoff, so pruning can resume where it stopped last time.
         start = self._seen_floor if self._seen_floor is not None else min(self.seen, default=cutoff)
         for second in _seconds_present(self.seen, start, cutoff):
-            del self.seen[second]
+            self.seen_ids.difference_update(self.seen.pop(second))
         self._seen_floor = max(start, cutoff)
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
             _, event, raw = self.pending.pop(call_id)
@@ -714,6 +718,7 @@ class QueueModel:
         self.ended = dict(state["ended"])
         self.agents = {a: tuple(v) for a, v in state["agents"].items()}  # type: ignore[misc]
         self.seen = {int(s): set(ids) for s, ids in state["seen"]}
+        self.seen_ids = set().union(*self.seen.values())
         self._seen_floor = None
         self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
         self._watermark_second = None if state["watermark"] is None else math.floor(self.watermark)

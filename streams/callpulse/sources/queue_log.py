@@ -713,17 +713,25 @@ class FileImport:
 
     def _generate(self) -> Iterator[dict]:
         order = InTimeOrder()
-        pending = b""
+        pending = bytearray()
         try:
             while True:
                 chunk = self._stream.read(READ_CHUNK)
                 if not chunk:
                     break
-                *complete, pending = (pending + chunk).split(b"\n")
+                searched = len(pending)
+                # A run of NUL bytes (crash, copy-truncate) shrinks to one as it is read: it still
+                # counts as one run and one line break, and a long run costs no more than its reading.
+                pending += _NUL_RUN.sub(b"\x00", chunk)
+                if pending.find(b"\n", searched) < 0:
+                    continue  # only the new bytes are searched: a long line is not re-scanned
+                *complete, rest = bytes(pending).split(b"\n")
+                pending = bytearray(rest)
                 for raw in complete:
                     order.push(self.mapper.last_line_time, self.mapper.map_raw_line(raw))
                     yield from order.ready()
             if pending:  # a last line without its newline is still a line in a finished file
+                pending = bytes(pending)
                 order.push(self.mapper.last_line_time, self.mapper.map_raw_line(pending))
             yield from order.rest()
         finally:

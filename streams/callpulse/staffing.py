@@ -1,0 +1,62 @@
+"""Live inputs of the staffing formulas (erlang.py), estimated from a queue's rolling windows.
+
+- Arrival rate: offered calls of the 15m window / 900 s. The window is itself a moving average,
+  so no further smoothing; 15 minutes follows a surge within minutes.
+- Average handle time: (talk + hold + wrap-up seconds) / handled calls of the 1h window: handle
+  times vary more per call than arrivals and change slowly, so they get the longer window.
+- Mean patience: the standard estimator for exponential patience, the time all callers spent
+  waiting (answered and abandoned waits) over the number who hung up, in the 1h window (abandons
+  are rare, so the longest window).
+Each is None (unknown) below a minimum number of observations (`MIN_*`): a queue with two calls
+in the last quarter of an hour has no arrival rate worth staffing on, and no number is made up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RATE_WINDOW, AHT_WINDOW, PATIENCE_WINDOW = "15m", "1h", "1h"
+WINDOW_SECONDS = {"5m": 300, "15m": 900, "30m": 1800, "1h": 3600}
+MIN_OFFERED = 5  # calls offered in the rate window
+MIN_HANDLED = 5  # calls handled in the AHT window
+MIN_ABANDONED = 5  # abandons in the patience window
+
+
+@dataclass(frozen=True)
+class LiveInputs:
+    rate: float | None  # arrivals per second
+    aht: float | None  # seconds
+    patience: float | None  # seconds
+
+
+def arrival_rate(window: dict, seconds: float) -> float | None:
+    offered = window["offered"]
+    return offered / seconds if offered >= MIN_OFFERED else None
+
+
+def average_handle_time(window: dict) -> float | None:
+    handled = window["handled"]
+    if handled < MIN_HANDLED:
+        return None
+    s = window["seconds"]
+    return (s["talk_seconds"] + s["hold_seconds"] + s["wrapup_seconds"]) / handled
+
+
+def mean_patience(window: dict) -> float | None:
+    """Time waited by every caller whose wait ended (answered or abandoned) / abandons: the
+    maximum-likelihood estimate of the mean of an exponential patience, each answered caller
+    counting as a patience known to be longer than its wait."""
+    abandoned = window["abandoned"]
+    if abandoned < MIN_ABANDONED:
+        return None
+    s = window["seconds"]
+    return (s["answer_wait_seconds"] + s["abandon_wait_seconds"]) / abandoned
+
+
+def live_inputs(windows: dict[str, dict]) -> LiveInputs:
+    """The inputs from a queue's read() windows (model.py)."""
+    return LiveInputs(
+        rate=arrival_rate(windows[RATE_WINDOW], WINDOW_SECONDS[RATE_WINDOW]),
+        aht=average_handle_time(windows[AHT_WINDOW]),
+        patience=mean_patience(windows[PATIENCE_WINDOW]),
+    )

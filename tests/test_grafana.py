@@ -46,6 +46,9 @@ GAUGES = {
     "queue_open", "calls_waiting_limit", "oldest_call_wait_limit_seconds", "abandon_rate_limit_ratio",
     "short_abandon_rate_limit_ratio", "event_stall_limit_seconds", "alert_min_calls",
     "agents_not_ready",  # {queue, reason}: announced by the lead, not exported yet
+    "staffing_arrivals_per_second", "staffing_handle_seconds", "staffing_patience_seconds", "agents_staffed",
+    "agents_required", "agents_required_gap", "projected_service_level_ratio", "projected_answer_wait_seconds",
+    "projected_abandon_rate_ratio",
 }
 COUNTERS = {
     "calls_offered_total", "calls_answered_total", "calls_abandoned_total", "calls_short_abandoned_total",

@@ -44,3 +44,55 @@ def test_too_few_observations_are_unknown_not_made_up():
     m = fed(call("sales", "a", T0, "answered", T0 + 5) + call("sales", "b", T0 + 10, "abandoned", T0 + 20))
     inputs = live_inputs(m.read(T0 + 60)["windows"])
     assert inputs == type(inputs)(rate=None, aht=None, patience=None)
+
+
+def test_staffing_view_is_the_erlang_answer_for_the_live_inputs_and_staffing():
+    from callpulse.erlang import agents_required, erlang_a, erlang_c
+    from callpulse.staffing import staffing_view
+
+    windows = {
+        "15m": {"offered": 90, "handled": 0, "abandoned": 0, "seconds": {}},
+        "1h": {"offered": 360, "handled": 300, "abandoned": 20,
+               "seconds": {"talk_seconds": 300 * 150, "hold_seconds": 300 * 10, "wrapup_seconds": 300 * 20,
+                           "answer_wait_seconds": 300 * 12.0, "abandon_wait_seconds": 20 * 40.0}},
+    }
+    agents = {"available": 2, "on_call": 15, "wrap_up": 3, "not_ready": 4}
+    view = staffing_view(windows, agents, {"20": 0.8, "60": 0.9})
+    rate, aht, patience = 90 / 900, 180.0, (300 * 12.0 + 20 * 40.0) / 20
+    assert view["inputs"] == {"arrivals_per_second": rate, "handle_seconds": aht, "patience_seconds": patience}
+    assert view["staffed"] == 20  # not_ready does not count
+    c, a = view["models"]["erlang_c"], view["models"]["erlang_a"]
+    assert c["required"]["20"] == agents_required(rate, aht, 20, 0.8).agents == 22
+    assert a["required"]["20"] == agents_required(rate, aht, 20, 0.8, patience=patience).agents
+    assert a["required"]["20"] <= c["required"]["20"]  # callers who hang up lower the need
+    assert c["gap"]["20"] == 22 - 20
+    assert c["projected_service_level"]["60"] == pytest.approx(erlang_c(rate, aht, 20, 60).service_level)
+    assert a["projected_abandon_ratio"] == pytest.approx(erlang_a(rate, aht, 20, 20, patience).abandon_probability)
+    # 18 staffed cannot carry 18 Erlangs without abandonment: Erlang C has no projection then
+    tight = staffing_view(windows, {"available": 0, "on_call": 18, "wrap_up": 0}, {"20": 0.8})
+    assert tight["models"]["erlang_c"]["projected_service_level"] == {}
+    assert tight["models"]["erlang_a"]["projected_service_level"]["20"] < 0.8
+
+
+def test_exported_as_gauges_with_a_model_label():
+    from callpulse.exporter import QueueCollector, PipelineHealth
+    from callpulse.state import QueueStates
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    cfg = load_config(None, {})
+    states = QueueStates(cfg)
+    evs = [event("agent.state_changed", T0, agent_id=f"ag{n}", queues=["sales"], state="available") for n in range(3)]
+    for n in range(8):
+        t = T0 + 60 * n
+        evs += call("sales", f"a{n}", t, "answered", t + 10, agent="ag0")
+        evs.append(event("call.ended", t + 100, queue="sales", call_id=f"a{n}", agent_id="ag0"))
+    import orjson
+    states.apply_batch("sales", 0, 0, [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["time"])])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(states, PipelineHealth(frozenset())))
+    text = generate_latest(registry).decode()
+    assert 'callcenter_agents_required{model="erlang_c",queue="sales",threshold="20"}' in text
+    assert 'callcenter_agents_staffed{queue="sales"}' in text
+    assert "callcenter_staffing_patience_seconds" not in text.replace("# HELP callcenter_staffing_patience_seconds", "").replace("# TYPE callcenter_staffing_patience_seconds", "")  # no abandons: unknown
+    assert 'callcenter_agents_required{model="erlang_a"' not in text  # needs the patience

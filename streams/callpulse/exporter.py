@@ -84,6 +84,7 @@ class QueueCollector(Collector):
         yield from self._totals(views)
         yield from self._windows(views)
         yield from self._config(views)
+        yield from self._staffing(views)
         yield from self._pipeline(views)
 
     def _live(self, views: dict):
@@ -195,6 +196,37 @@ class QueueCollector(Collector):
                     family.add_metric([queue], v["alert_limits"][key])
         yield from (target, info, short, is_open, opened, min_calls)
         yield from limits.values()
+
+    def _staffing(self, views: dict):
+        """Staffing from the live windows (staffing.py, erlang.py); absent while inputs are unknown."""
+        inputs = {
+            "arrivals_per_second": _gauge("staffing_arrivals_per_second", "Arrival rate the staffing models use: calls offered in the 15m window / 900 s. Absent below 5 calls.", ["queue"]),
+            "handle_seconds": _gauge("staffing_handle_seconds", "Average handle time the staffing models use: (talk + hold + wrap-up seconds) / handled calls in the 1h window. Absent below 5 calls.", ["queue"]),
+            "patience_seconds": _gauge("staffing_patience_seconds", "Mean caller patience Erlang A uses: seconds waited by answered and abandoned callers / abandoned calls in the 1h window. Absent below 5 abandons.", ["queue"]),
+        }
+        staffed = _gauge("agents_staffed", "Agents staffed now: available + on_call + wrap_up.", ["queue"])
+        required = _gauge("agents_required", "Fewest agents whose projected service level (share of all callers answered within T) reaches the queue's target at T, at the live arrival rate and AHT: model erlang_c (M/M/c, nobody hangs up) or erlang_a (M/M/c+M, with the live patience).", ["queue", "model", "threshold"])
+        gap = _gauge("agents_required_gap", "agents_required minus agents_staffed: positive means understaffed by that many agents.", ["queue", "model", "threshold"])
+        projected_sl = _gauge("projected_service_level_ratio", "Service level (share of all callers answered within T) the current staffing can be expected to give at the live inputs, by model.", ["queue", "model", "threshold"])
+        projected_asa = _gauge("projected_answer_wait_seconds", "Average wait of answered callers the current staffing can be expected to give at the live inputs, by model.", ["queue", "model"])
+        projected_abandon = _gauge("projected_abandon_rate_ratio", "Share of callers expected to hang up while waiting at the current staffing (erlang_a; 0 in erlang_c).", ["queue", "model"])
+        for queue, v in views.items():
+            s = v["staffing"]
+            for name, family in inputs.items():
+                if s["inputs"][name] is not None:
+                    family.add_metric([queue], s["inputs"][name])
+            staffed.add_metric([queue], s["staffed"])
+            for model, m in s["models"].items():
+                for t, n in m["required"].items():
+                    required.add_metric([queue, model, t], n)
+                    gap.add_metric([queue, model, t], m["gap"][t])
+                for t, value in m["projected_service_level"].items():
+                    projected_sl.add_metric([queue, model, t], value)
+                if m["projected_answer_wait_seconds"] is not None:
+                    projected_asa.add_metric([queue, model], m["projected_answer_wait_seconds"])
+                    projected_abandon.add_metric([queue, model], m["projected_abandon_ratio"])
+        yield from inputs.values()
+        yield from (staffed, required, gap, projected_sl, projected_asa, projected_abandon)
 
     def _pipeline(self, views: dict):
         h = self.health

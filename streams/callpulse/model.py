@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from . import kpi
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
+from .staffing import staffing_view
 
 WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
 WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
@@ -561,6 +562,7 @@ class QueueModel:
             "answer_wait_histogram": self.answer_waits,
             "abandon_wait_histogram": self.abandon_waits,
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
+            "staffing": staffing_view(windows, live["agents"], {threshold_key(t): cfg.target_for(t) for t in self.thresholds}),
         }
 
     def _add_open_agent_states(self, out: list[float], window_start: float, now: float) -> None:

@@ -60,3 +60,44 @@ def live_inputs(windows: dict[str, dict]) -> LiveInputs:
         aht=average_handle_time(windows[AHT_WINDOW]),
         patience=mean_patience(windows[PATIENCE_WINDOW]),
     )
+
+
+MODELS = ("erlang_c", "erlang_a")  # label values of the `model` label
+
+
+def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dict[str, float]) -> dict:
+    """What a queue needs now and what its current staffing can be expected to do, per model.
+
+    windows: the queue's read() windows; agents: agents by state now; targets: {threshold label:
+    target ratio}. Agents staffed = available + on_call + wrap_up. Erlang C needs the arrival rate
+    and AHT; Erlang A also the patience. A model whose inputs are unknown gives None throughout;
+    Erlang C gives no projection when the staffing cannot carry the load (it has no steady state:
+    the queue would grow without bound, which is what Erlang A shows as abandonment).
+    """
+    from .erlang import agents_required, erlang_a
+
+    inputs = live_inputs(windows)
+    staffed = agents.get("available", 0) + agents.get("on_call", 0) + agents.get("wrap_up", 0)
+    out: dict = {"inputs": {"arrivals_per_second": inputs.rate, "handle_seconds": inputs.aht,
+                            "patience_seconds": inputs.patience},
+                 "staffed": staffed, "models": {}}
+    for model in MODELS:
+        patience = None if model == "erlang_c" else inputs.patience
+        known = inputs.rate is not None and inputs.aht is not None and (model == "erlang_c" or patience is not None)
+        view: dict = {"required": {}, "gap": {}, "projected_service_level": {},
+                      "projected_answer_wait_seconds": None, "projected_abandon_ratio": None}
+        out["models"][model] = view
+        if not known:
+            continue
+        for threshold, target in targets.items():
+            required = agents_required(inputs.rate, inputs.aht, float(threshold), target, patience=patience).agents
+            view["required"][threshold] = required
+            view["gap"][threshold] = required - staffed
+        can_project = staffed >= 1 and (patience is not None or staffed > inputs.rate * inputs.aht)
+        for threshold in targets:
+            if can_project:
+                p = erlang_a(inputs.rate, inputs.aht, staffed, float(threshold), patience)
+                view["projected_service_level"][threshold] = p.service_level
+                view["projected_answer_wait_seconds"] = p.average_wait_seconds
+                view["projected_abandon_ratio"] = p.abandon_probability
+    return out

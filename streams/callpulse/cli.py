@@ -202,7 +202,9 @@ def cmd_replay(args) -> int:
 def cmd_report(args) -> int:
     from datetime import date
 
-    from .report import run
+    from aiokafka.errors import KafkaError
+
+    from .report import ReportError, run
 
     try:
         since = date.fromisoformat(args.since) if args.since else None
@@ -210,10 +212,6 @@ def cmd_report(args) -> int:
     except ValueError as exc:
         print(f"callpulse report: --since/--until take a date like 2026-11-23: {exc}", file=sys.stderr)
         return 2
-    from aiokafka.errors import KafkaError
-
-    from .report import ReportError
-
     config = load_config(args.config)
     # Written to a temporary file first, so a failed read never leaves a cut report behind.
     partial = Path(f"{args.output}.partial") if args.output else None
@@ -245,8 +243,11 @@ def run_live(config, source, what: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("callpulse")
 
-    def progress(sent: int) -> None:
-        if sent // 1000 != (sent - 1) // 1000 or sent < 10:
+    logged = [-1]  # the thousand of events logged last (-1: nothing yet)
+
+    def progress(sent: int) -> None:  # called after each batch with the running count
+        if sent // 1000 > logged[0]:  # the first batch, then once per thousand
+            logged[0] = sent // 1000
             log.info("%s: %d events published", what, sent)
 
     async def main() -> int:
@@ -343,6 +344,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .replay import DEFAULT_SOURCE, FORMATS
+
     parser = argparse.ArgumentParser(prog="callpulse", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CALLPULSE_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -375,12 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish the history in a file (queue_log, call records, AMI/ESL capture)")
     p.add_argument("source", help="the file to replay")
-    p.add_argument("--format", choices=["queue_log", "anonymous_bank", "ami", "freeswitch"], default=None,
+    p.add_argument("--format", choices=FORMATS, default=None,
                    help="what kind of file it is (default: detected from its first bytes)")
     p.add_argument("--speed", type=float, default=None, metavar="N",
                    help="N x real time (e.g. 60: an hour of history per minute); default: as fast as possible")
     p.add_argument("--source-name", default=None,
-                   help="the events' `source`, which their ids derive from: the same as the live adapter's (default: asterisk, freeswitch or anonymous_bank)")
+                   help="the events' `source`, which their ids derive from: the same as the live adapter's "
+                        f"(default by format: {', '.join(f'{k} {v}' for k, v in DEFAULT_SOURCE.items())})")
     p.add_argument("--timezone", default=None, help="time zone of files that hold local times (call records)")
     p.add_argument("--queue", action="append", default=[], help="only the events of this queue (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="read and map the file, print the summary, publish nothing")

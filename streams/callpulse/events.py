@@ -9,6 +9,7 @@ batch message (see `pack`), so the second stage can put the exact bytes in a dea
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ def compile_validators(schema: dict) -> dict[str, Callable[[dict], object]]:
 def parse_time(text: str) -> float:
     """RFC 3339 time (validated by the schema) to epoch seconds."""
     return datetime.fromisoformat(text).timestamp()
+
+
+def format_time(t: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T09:15:02.125Z``: the
+    form every producer of callpulse (simulator, adapters) writes."""
+    ms = math.floor(t * 1000.0 + 0.5)
+    sec = ms // 1000
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sec))}.{ms - sec * 1000:03d}Z"
 
 
 def redact_phone(number: str) -> str:

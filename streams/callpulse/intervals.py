@@ -20,6 +20,8 @@ from functools import lru_cache
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
+import orjson
+
 # Empty intervals are reported (zero calls is a fact a workforce tool needs), except in a run of
 # quiet time longer than this: a queue idle over a weekend, or a replay of old history followed by
 # live traffic, would otherwise produce thousands of empty rows.
@@ -188,7 +190,6 @@ class IntervalCounters:
 
     def to_state(self) -> dict:
         return {
-            "minutes": list(self.minutes),
             "open": {str(m): [[s, e, c] for s, (e, c) in slots.items()] for m, slots in self.open.items()},
             "closed_until": {str(m): v for m, v in self.closed_until.items()},
             "counted_until": {str(m): v for m, v in self.counted_until.items()},
@@ -198,11 +199,11 @@ class IntervalCounters:
     def load_state(self, state: dict, remap) -> None:
         """Restore a snapshot; lengths no longer configured are dropped, new ones start empty. If
         the queue's time zone changed, open counts move to the new zone's interval of their start."""
+        moved = state.get("zone", self.zone.key) != self.zone.key
         for key, slots in state["open"].items():
             m = int(key)
             if m not in self.open:
                 continue
-            moved = state.get("zone", self.zone.key) != self.zone.key
             closed = state["closed_until"].get(key)
             for start, end, counters in slots:
                 if moved:
@@ -220,6 +221,4 @@ class IntervalCounters:
 
 def record_key(queue: str, minutes: int, start: float) -> bytes:
     """Kafka key of an interval record: one per queue, length and start (the topic is compacted)."""
-    import orjson
-
     return orjson.dumps([queue, minutes, start])

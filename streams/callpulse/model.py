@@ -231,6 +231,7 @@ class QueueModel:
         self.lateness = lateness_seconds
         self.dedup_horizon = max(dedup_seconds, lateness_seconds)
         self.thresholds: tuple[float, ...] = tuple(config.thresholds_seconds)
+        self.targets = {threshold_key(t): config.target_for(t) for t in self.thresholds}  # by threshold label
         self.fields = field_layout(self.thresholds)
         self.index = {name: i for i, name in enumerate(self.fields)}
         self.business_day = BusinessDay(config.timezone, config.business_day_start)
@@ -282,8 +283,9 @@ class QueueModel:
         self.seen_ids.add(event_id)
         self._version += 1
         if t > self.watermark and second != self._watermark_second:
-            # Close what this event's own horizon closes before it counts: an agent state it ends
-            # then adds its seconds only to intervals still open (not to a long quiet spell).
+            # The watermark enters a new second (see _expire): close the intervals its horizon
+            # passes before this event counts, so an agent state it ends adds its seconds only to
+            # intervals still open (not to a long quiet spell).
             self._close_intervals(t - self.lateness)
         handler = _HANDLERS.get(event["type"])
         if handler is not None:
@@ -455,7 +457,6 @@ class QueueModel:
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
             _, event, raw = self.pending.pop(call_id)
             self.unmatched.append((event, raw))
-        self._close_intervals(horizon)
         if self._watermark_second % 60 == 0:
             self._forget_stale()
         # Keep the rolling windows current with event time too, so buckets are freed even when
@@ -543,7 +544,7 @@ class QueueModel:
             "timezone": cfg.timezone,
             "formula": cfg.formula,
             "thresholds": list(self.thresholds),
-            "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
+            "targets": self.targets,
             "short_abandon_seconds": cfg.short_abandon_seconds,
             "business_day": iso,
             "opened_at": cfg.opened_at(now),
@@ -562,7 +563,7 @@ class QueueModel:
             "answer_wait_histogram": self.answer_waits,
             "abandon_wait_histogram": self.abandon_waits,
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
-            "staffing": staffing_view(windows, live["agents"], {threshold_key(t): cfg.target_for(t) for t in self.thresholds}),
+            "staffing": staffing_view(windows, live["agents"], self.targets),
         }
 
     def _add_open_agent_states(self, out: list[float], window_start: float, now: float) -> None:
@@ -667,7 +668,7 @@ class QueueModel:
             "timezone": cfg.timezone,
             "formula": cfg.formula,
             "thresholds": list(self.thresholds),
-            "targets": {threshold_key(t): cfg.target_for(t) for t in self.thresholds},
+            "targets": self.targets,
             "short_abandon_seconds": cfg.short_abandon_seconds,
             **view,
             "agents_staffed_average": view["seconds"]["agent_staffed_seconds"] / (end - start),

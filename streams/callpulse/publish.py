@@ -7,15 +7,12 @@ events in order within one partition; callpulse itself would accept any key.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import AsyncIterator, Callable, Iterable
 
 import orjson
 
 from .sources import Batch
-
-log = logging.getLogger("callpulse.publish")
 
 
 def event_key(event: dict) -> bytes | None:

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any, Iterator
 
+from .events import format_time
+
 __all__ = [
     "DEFAULT_START",
     "QUEUES",
@@ -294,13 +296,6 @@ _TIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-
-
-def format_time(t: float) -> str:
-    """Epoch seconds -> RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T09:15:02.125Z``."""
-    ms = int(t * 1000.0 + 0.5)
-    sec = ms // 1000
-    return f"{_time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(sec))}.{ms - sec * 1000:03d}Z"
 
 
 def parse_time(s: str) -> float:

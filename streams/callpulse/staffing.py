@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .erlang import agents_required, erlang_a
+
 RATE_WINDOW, AHT_WINDOW, PATIENCE_WINDOW = "15m", "1h", "1h"
-WINDOW_SECONDS = {"5m": 300, "15m": 900, "30m": 1800, "1h": 3600}
 MIN_OFFERED = 5  # calls offered in the rate window
 MIN_HANDLED = 5  # calls handled in the AHT window
 MIN_ABANDONED = 5  # abandons in the patience window
@@ -55,8 +56,10 @@ def mean_patience(window: dict) -> float | None:
 
 def live_inputs(windows: dict[str, dict]) -> LiveInputs:
     """The inputs from a queue's read() windows (model.py)."""
+    from .model import WINDOWS  # model.py imports this module: only at call time
+
     return LiveInputs(
-        rate=arrival_rate(windows[RATE_WINDOW], WINDOW_SECONDS[RATE_WINDOW]),
+        rate=arrival_rate(windows[RATE_WINDOW], dict(WINDOWS)[RATE_WINDOW]),
         aht=average_handle_time(windows[AHT_WINDOW]),
         patience=mean_patience(windows[PATIENCE_WINDOW]),
     )
@@ -74,8 +77,6 @@ def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dic
     Erlang C gives no projection when the staffing cannot carry the load (it has no steady state:
     the queue would grow without bound, which is what Erlang A shows as abandonment).
     """
-    from .erlang import agents_required, erlang_a
-
     inputs = live_inputs(windows)
     staffed = agents.get("available", 0) + agents.get("on_call", 0) + agents.get("wrap_up", 0)
     out: dict = {"inputs": {"arrivals_per_second": inputs.rate, "handle_seconds": inputs.aht,

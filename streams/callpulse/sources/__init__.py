@@ -11,11 +11,11 @@ never ahead of what was published). What a source cannot map is counted in a `Sk
 
 from __future__ import annotations
 
-import math
-import time as _time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from ..events import format_time  # noqa: F401  (adapters import it from here)
 
 # Namespace of callpulse's name-based (version 5) event ids; never change it, or replays of
 # history published before the change would count twice.
@@ -25,13 +25,6 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1d4a52-3c1e-5b7a-9d0e-2a4c8b6e1f30")
 def event_id(source: str, *parts: object) -> str:
     """A deterministic event id: the same source and parts always give the same id."""
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join([source, *(str(p) for p in parts)])))
-
-
-def format_time(t: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T09:15:02.125Z``."""
-    ms = math.floor(t * 1000.0 + 0.5)
-    sec = ms // 1000
-    return f"{_time.strftime('%Y-%m-%dT%H:%M:%S', _time.gmtime(sec))}.{ms - sec * 1000:03d}Z"
 
 
 def make_event(type: str, t: float, source: str, event_id: str, **fields: Any) -> dict:

@@ -345,6 +345,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_LATENESS_SECONDS": "120",
         "CALLPULSE_DEDUP_SECONDS": "900",
         "CALLPULSE_DATA_DIR": "/var/lib/callpulse",
+        "CALLPULSE_FORECAST_FILE": "/etc/callpulse/forecast.csv",
     }
     assert set(env) == set(ENV_OVERRIDES)
     cfg = load_config(env=env)
@@ -360,6 +361,7 @@ def test_every_env_override_reaches_its_field():
     assert s.lateness_seconds == 120.0
     assert s.dedup_seconds == 900.0
     assert s.data_dir == "/var/lib/callpulse"
+    assert s.forecast_file == "/etc/callpulse/forecast.csv"
 
 
 def test_env_defaults_to_os_environ(monkeypatch):

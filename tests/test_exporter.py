@@ -14,7 +14,9 @@ T0 = epoch("2026-12-01T09:00:00Z")  # a Tuesday
 
 
 class FixedStates:
-    """What QueueCollector reads: read_all() -> (now, {queue: view})."""
+    """What QueueCollector reads: read_all() -> (now, {queue: view}), and the forecast file."""
+
+    forecast = None
 
     def __init__(self, models: dict, now: float):
         self.models, self.now = models, now

@@ -96,3 +96,69 @@ def test_exported_as_gauges_with_a_model_label():
     assert 'callcenter_agents_staffed{queue="sales"}' in text
     assert "callcenter_staffing_patience_seconds" not in text.replace("# HELP callcenter_staffing_patience_seconds", "").replace("# TYPE callcenter_staffing_patience_seconds", "")  # no abandons: unknown
     assert 'callcenter_agents_required{model="erlang_a"' not in text  # needs the patience
+    from prometheus_client.parser import text_string_to_metric_families
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    view = states.read_all()[1]["sales"]["staffing"]
+    sales = (("queue", "sales"),)
+    assert samples[("callcenter_agents_short", sales)] == view["agents_short"] == max(view["models"]["erlang_c"]["gap"].values())
+    assert samples[("callcenter_understaffed_seconds", sales)] == 0.0  # 3 agents: not 2 short (yet)
+    assert samples[("callcenter_understaffed_limit_agents", sales)] == 2.0
+    assert samples[("callcenter_understaffed_limit_seconds", sales)] == 900.0
+
+
+def test_agents_short_is_the_binding_threshold_by_erlang_a_when_known():
+    from callpulse.staffing import agents_short
+
+    models = {"erlang_c": {"gap": {"10": 3, "20": 1}}, "erlang_a": {"gap": {"10": 2, "20": -1}}}
+    assert agents_short(models) == (2, "erlang_a")
+    models["erlang_a"]["gap"] = {}  # patience unknown
+    assert agents_short(models) == (3, "erlang_c")
+    models["erlang_c"]["gap"] = {}
+    assert agents_short(models) == (None, None)
+
+
+def test_understaffed_since_starts_lasts_and_ends():
+    from callpulse.staffing import understaffed_since
+
+    assert understaffed_since(None, 3, 2, 100.0) == 100.0  # a run starts
+    assert understaffed_since(100.0, 2, 2, 160.0) == 100.0  # at the limit: still short
+    assert understaffed_since(100.0, 1, 2, 170.0) is None  # below: the run ends
+    assert understaffed_since(100.0, None, 2, 170.0) is None  # unknown staffing ends it too
+    assert understaffed_since(100.0, 9, 0, 170.0) is None  # the alert is off
+    assert understaffed_since(200.0, 9, 2, 170.0) == 170.0  # a clock behind the start restarts it
+
+
+def understaffed_events():
+    evs = []
+    for n in range(6):
+        t = T0 + 60 * n
+        evs += call("sales", f"a{n}", t, "answered", t + 10, agent=f"ag{n}")
+        evs.append(event("call.ended", t + 180, queue="sales", call_id=f"a{n}", agent_id=f"ag{n}"))
+    return evs
+
+
+def test_understaffed_seconds_through_the_model():
+    m = fed(understaffed_events())  # no agent events: nobody staffed, so the queue is short
+    first = m.read(T0 + 600)["staffing"]
+    assert first["agents_short"] == first["models"]["erlang_c"]["required"]["20"] >= 2
+    assert first["agents_short_model"] == "erlang_c"  # no abandons: patience unknown
+    assert first["understaffed_seconds"] == 0.0
+    assert m.read(T0 + 660)["staffing"]["understaffed_seconds"] == 60.0
+    restored = fed([])
+    restored.load_state(m.to_state())  # a takeover keeps the run going
+    assert restored.read(T0 + 700)["staffing"]["understaffed_seconds"] == 100.0
+    # Enough agents log in and become available: the run ends
+    for k in range(first["agents_short"] - 1):
+        m.apply(event("agent.state_changed", T0 + 701 + k, agent_id=f"x{k}", state="available", queues=["sales"]), T0 + 701 + k)
+    assert m.read(T0 + 720)["staffing"]["agents_short"] == 1
+    assert m.read(T0 + 720)["staffing"]["understaffed_seconds"] == 0.0
+
+
+def test_understaffed_seconds_absent_when_off_or_unknown():
+    cfg = replace(load_config(None, {}).queue("sales"), alert_understaffed_agents=0.0)
+    m = QueueModel(cfg, lateness_seconds=60.0, histogram_bounds=(10, 20))
+    for e in sorted(understaffed_events(), key=lambda e: e["time"]):
+        m.apply(e, epoch(e["time"]))
+    assert m.read(T0 + 600)["staffing"]["understaffed_seconds"] is None
+    assert fed(call("sales", "a", T0, "answered", T0 + 5)).read(T0 + 60)["staffing"]["understaffed_seconds"] is None

@@ -48,6 +48,8 @@ AGGREGATE_ACK_EVERY = 64
 CHANGELOG_TAIL_TIMEOUT_SECONDS = 60
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
+# How often the forecast file is checked for changes (one stat() call).
+FORECAST_CHECK_SECONDS = 5.0
 
 
 def changelog_topic_name(app_id: str) -> str:
@@ -292,6 +294,12 @@ def create_app(config: Config) -> SimpleNamespace:
     async def publish_due_intervals() -> None:
         """Interval records no event triggers: after a rebuild, and for queues gone quiet."""
         await publish_intervals(states.due_interval_records())
+
+    @app.timer(interval=FORECAST_CHECK_SECONDS)
+    async def reload_forecast() -> None:
+        """Load the forecast file again when it changed (a small file: read on the event loop)."""
+        if states.forecast is not None:
+            states.forecast.reload_if_changed()
 
     @app.on_partitions_revoked.connect
     async def park_models(sender, revoked, **kwargs) -> None:

@@ -434,6 +434,11 @@ class QueueConfig:
     newest event or the opening time, whichever is later (0: off)."""
     alert_min_calls: float = 10.0
     """Calls a window needs before its service level or rates may raise an alert."""
+    alert_understaffed_agents: float = 2.0
+    """Alert when the queue is short of at least this many agents (agents required for its target
+    by Erlang A, or Erlang C while the patience is unknown, minus agents staffed) (0: off)."""
+    alert_understaffed_seconds: float = 900.0
+    """... for at least this long without a break, while open."""
     interval_minutes: tuple[int, ...] = (15, 30)
     """Lengths of the interval reports in minutes, aligned to local midnight in the queue's time
     zone; each must divide a day (1440). Empty: no interval reports."""
@@ -587,6 +592,9 @@ class StreamConfig:
     """How often the live state is snapshotted (> 0)."""
     data_dir: str = "var/callpulse"
     """Directory for local state; relative paths are relative to the working directory."""
+    forecast_file: str | None = None
+    """Optional WFM forecast CSV (forecast.py) compared with the actual calls; reloaded when it
+    changes. Relative paths are relative to the working directory."""
 
     def __post_init__(self) -> None:
         for name, check in _STREAM_FIELDS.items():
@@ -690,6 +698,7 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "batch_max_seconds": (_FLOAT, _positive),
     "snapshot_interval_seconds": (_FLOAT, _positive),
     "data_dir": (_STR, _string),
+    "forecast_file": (_STR, _optional_string),
 }
 _KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
 _STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
@@ -710,6 +719,8 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "alert_short_abandon_rate": _ratio_or_off,
     "alert_event_stall_seconds": _non_negative,
     "alert_min_calls": _non_negative,
+    "alert_understaffed_agents": _non_negative,
+    "alert_understaffed_seconds": _non_negative,
     "interval_minutes": _interval_minutes,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
@@ -737,6 +748,7 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_LATENESS_SECONDS": "stream.lateness_seconds",
         "CALLPULSE_DEDUP_SECONDS": "stream.dedup_seconds",
         "CALLPULSE_DATA_DIR": "stream.data_dir",
+        "CALLPULSE_FORECAST_FILE": "stream.forecast_file",
     }
 )
 _ENV_NAME = {tuple(path.split(".")): env for env, path in ENV_OVERRIDES.items()}

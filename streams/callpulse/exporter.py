@@ -85,6 +85,7 @@ class QueueCollector(Collector):
         yield from self._windows(views)
         yield from self._config(views)
         yield from self._staffing(views)
+        yield from self._forecast(views)
         yield from self._pipeline(views)
 
     def _live(self, views: dict):
@@ -181,7 +182,9 @@ class QueueCollector(Collector):
             "abandon_rate": _gauge("abandon_rate_limit_ratio", "Configured alert_abandon_rate: CallCenterAbandonRateHigh fires while abandoned / offered in the 15m window stays above it. Absent when off (0).", ["queue"]),
             "short_abandon_rate": _gauge("short_abandon_rate_limit_ratio", "Configured alert_short_abandon_rate: CallCenterShortAbandonSpike fires when short abandons / offered in the 15m window exceed it. Absent when off (0).", ["queue"]),
             "event_stall_seconds": _gauge("event_stall_limit_seconds", "Configured alert_event_stall_seconds: CallCenterEventFeedStalled fires when no event reached the queue for longer than this while it is open (counted from the newest event or the opening time, whichever is later). Absent when off (0).", ["queue"]),
+            "understaffed_agents": _gauge("understaffed_limit_agents", "Configured alert_understaffed_agents: CallCenterUnderstaffed fires when agents_short stays at or above it for understaffed_limit_seconds while open. Absent when off (0).", ["queue"]),
         }
+        understaffed_for = _gauge("understaffed_limit_seconds", "Configured alert_understaffed_seconds: how long agents_short must stay at or above understaffed_limit_agents before CallCenterUnderstaffed fires. Absent when that alert is off.", ["queue"])
         for queue, v in views.items():
             for t, value in v["targets"].items():
                 target.add_metric([queue, t], value)
@@ -194,8 +197,11 @@ class QueueCollector(Collector):
             for key, family in limits.items():
                 if v["alert_limits"][key] > 0:
                     family.add_metric([queue], v["alert_limits"][key])
+            if v["alert_limits"]["understaffed_agents"] > 0:
+                understaffed_for.add_metric([queue], v["alert_limits"]["understaffed_seconds"])
         yield from (target, info, short, is_open, opened, min_calls)
         yield from limits.values()
+        yield understaffed_for
 
     def _staffing(self, views: dict):
         """Staffing from the live windows (staffing.py, erlang.py); absent while inputs are unknown."""
@@ -210,6 +216,8 @@ class QueueCollector(Collector):
         projected_sl = _gauge("projected_service_level_ratio", "Service level (share of all callers answered within T) the current staffing can be expected to give at the live inputs, by model.", ["queue", "model", "threshold"])
         projected_asa = _gauge("projected_answer_wait_seconds", "Average wait of answered callers the current staffing can be expected to give at the live inputs, by model.", ["queue", "model"])
         projected_abandon = _gauge("projected_abandon_rate_ratio", "Share of callers expected to hang up while waiting at the current staffing (erlang_a; 0 in erlang_c).", ["queue", "model"])
+        short = _gauge("agents_short", "Agents the queue is short of now: the largest agents_required_gap over its thresholds, by model erlang_a when the patience is known, else erlang_c. Negative: a surplus of that many.", ["queue"])
+        short_for = _gauge("understaffed_seconds", "How long agents_short has stayed at or above understaffed_limit_agents without a break (stream clock, seen at each read of the worker, i.e. every scrape); 0 while it is below. Absent when the alert is off or the staffing is unknown.", ["queue"])
         for queue, v in views.items():
             s = v["staffing"]
             for name, family in inputs.items():
@@ -225,8 +233,54 @@ class QueueCollector(Collector):
                 if m["projected_answer_wait_seconds"] is not None:
                     projected_asa.add_metric([queue, model], m["projected_answer_wait_seconds"])
                     projected_abandon.add_metric([queue, model], m["projected_abandon_ratio"])
+            if s["agents_short"] is not None:
+                short.add_metric([queue], s["agents_short"])
+            if s["understaffed_seconds"] is not None:
+                short_for.add_metric([queue], s["understaffed_seconds"])
         yield from inputs.values()
-        yield from (staffed, required, gap, projected_sl, projected_asa, projected_abandon)
+        yield from (staffed, required, gap, projected_sl, projected_asa, projected_abandon, short, short_for)
+
+    def _forecast(self, views: dict):
+        """Forecast vs actual (forecast.py); absent for a queue without a forecast for its business day."""
+        period_rule = " period: interval = the forecast interval the stream clock is in, day = the queue's business day."
+        forecast = _gauge("forecast_offered_calls", "Calls the forecast file expects to be offered in the whole period." + period_rule, ["queue", "period"])
+        to_date = _gauge("forecast_offered_to_date_calls", "Forecast offered calls up to now: each interval's forecast times the share of it that has passed." + period_rule, ["queue", "period"])
+        actual = _gauge("actual_offered_calls", "Calls offered so far in the period (call.offered, counted at entry)." + period_rule, ["queue", "period"])
+        versus = _gauge("offered_vs_forecast_ratio", "actual_offered_calls / forecast_offered_to_date_calls: 1.1 = 10 % more calls than forecast so far. Absent below 10 forecast calls to date." + period_rule, ["queue", "period"])
+        forecast_aht = _gauge("forecast_handle_seconds", "Forecast average handle time of the period (day: weighted by forecast calls)." + period_rule, ["queue", "period"])
+        actual_aht = _gauge("actual_handle_seconds", "Average handle time so far in the period: (talk + hold + wrap-up seconds) / handled calls." + period_rule, ["queue", "period"])
+        planned = _gauge("forecast_planned_agents", "Agents the forecast file plans for the current interval.", ["queue"])
+        wape = _gauge("forecast_wape_ratio", "Forecast accuracy of offered calls over the business day's ended intervals, as WAPE: sum |actual - forecast| / sum actual (0 = perfect; an interval missing from the forecast counts as a forecast of 0). Absent before an ended interval had calls.", ["queue"])
+        reforecast = _gauge("reforecast_offered_calls", "Intraday reforecast of offered calls: the forecast for the rest of the day times the day's actual / forecast to date; period rest_of_day, or day = actual so far + rest. Absent below 10 forecast calls to date.", ["queue", "period"])
+        for queue, v in views.items():
+            f = v.get("forecast")
+            if f is None:
+                continue
+            for period in ("interval", "day"):
+                p = f[period]
+                if p is None:
+                    continue
+                forecast.add_metric([queue, period], p["forecast_offered"])
+                to_date.add_metric([queue, period], p["forecast_offered_to_date"])
+                actual.add_metric([queue, period], p["actual_offered"])
+                for family, key in ((versus, "offered_vs_forecast"), (forecast_aht, "forecast_handle_seconds"), (actual_aht, "actual_handle_seconds")):
+                    if p[key] is not None:
+                        family.add_metric([queue, period], p[key])
+            if f["planned_agents"] is not None:
+                planned.add_metric([queue], f["planned_agents"])
+            if f["wape"] is not None:
+                wape.add_metric([queue], f["wape"])
+            if f["reforecast"] is not None:
+                for period in ("rest_of_day", "day"):
+                    reforecast.add_metric([queue, period], f["reforecast"][period])
+        yield from (forecast, to_date, actual, versus, forecast_aht, actual_aht, planned, wape, reforecast)
+        source = self.states.forecast
+        if source is not None:
+            loaded = _gauge("forecast_loaded_timestamp_seconds", "Unix time the forecast file in use was loaded (at start, and after each change of the file that loaded).", [])
+            loaded.add_metric([], source.loaded_at)
+            errors = _counter("forecast_load_errors", "Changes of the forecast file that could not be loaded (the error is logged; the previous forecast stays in use).", [])
+            errors.add_metric([], source.load_errors)
+            yield from (loaded, errors)
 
     def _pipeline(self, views: dict):
         h = self.health

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from . import kpi
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
-from .staffing import staffing_view
+from .staffing import staffing_view, understaffed_since
 
 WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
 WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
@@ -42,6 +42,9 @@ APPLIED, LATE, DUPLICATE, TOO_LATE = "applied", "late", "duplicate", "too_late"
 FORGET_ORPHANED_CALL_AFTER = 24 * 3600.0
 FORGET_UNENDED_CONVERSATION_AFTER = 12 * 3600.0
 FORGET_WRAPUP_AFTER = 3600.0
+# Closed intervals' actual counts are kept this long (event time) for the forecast comparison of
+# the business day: a day, plus slack for a business day of 25 hours and the lateness.
+KEEP_ACTUALS_SECONDS = 2 * 86400.0
 
 
 def threshold_key(threshold: float) -> str:
@@ -258,6 +261,10 @@ class QueueModel:
         self.closed_intervals: list[dict] = []  # interval records closed since last taken: to publish
         # Recently closed records and the watermark they closed at (KEEP_FINAL_RECORDS_SECONDS)
         self.final_records: dict[tuple[int, float], tuple[float, dict]] = {}
+        # Closed intervals' offered, handled and handle seconds by length and start, for the forecast
+        # comparison of the business day (forecast.py): {minutes: {start: (end, offered, handled, handle s)}}
+        self.interval_actuals_closed: dict[int, dict[float, tuple[float, float, float, float]]] = {}
+        self.understaffed_since: float | None = None  # start of the current run of understaffing (read())
         self._pending_seen: tuple | None = None  # what pending_interval_records last built, and at which version
         self._version = 0  # counts applied events: preliminary records change only with it
         self._watermark_second = None
@@ -556,6 +563,8 @@ class QueueModel:
                 "short_abandon_rate": cfg.alert_short_abandon_rate,
                 "event_stall_seconds": cfg.alert_event_stall_seconds,
                 "min_calls": cfg.alert_min_calls,
+                "understaffed_agents": cfg.alert_understaffed_agents,
+                "understaffed_seconds": cfg.alert_understaffed_seconds,
             },
             "live": live,
             "windows": windows,
@@ -563,8 +572,19 @@ class QueueModel:
             "answer_wait_histogram": self.answer_waits,
             "abandon_wait_histogram": self.abandon_waits,
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
-            "staffing": staffing_view(windows, live["agents"], self.targets),
+            "staffing": self._staffing(windows, live["agents"], now),
         }
+
+    def _staffing(self, windows: dict, agents: dict[str, int], now: float) -> dict:
+        """staffing_view() plus how long the queue has been short of alert_understaffed_agents, by
+        the reads seen (every scrape): None when that alert is off or the staffing is unknown."""
+        view = staffing_view(windows, agents, self.targets)
+        limit = self.config.alert_understaffed_agents
+        self.understaffed_since = understaffed_since(self.understaffed_since, view["agents_short"], limit, now)
+        known = limit > 0 and view["agents_short"] is not None
+        view["understaffed_seconds"] = (now - self.understaffed_since if self.understaffed_since is not None
+                                        else 0.0 if known else None)
+        return view
 
     def _add_open_agent_states(self, out: list[float], window_start: float, now: float) -> None:
         """Add to window counters the seconds of agent states still open at `now`."""
@@ -623,13 +643,32 @@ class QueueModel:
         """Close the intervals the lateness horizon has passed: their records are final."""
         closed_at = max(self.watermark, horizon)
         for minutes, start, end, counters in self.intervals.close(horizon):
+            self.interval_actuals_closed.setdefault(minutes, {})[start] = self._actual(end, counters)
             record = self._interval_record(minutes, start, end, counters, final=True)
             self.closed_intervals.append(record)
             self.final_records[(minutes, start)] = (closed_at, record)
+        for actuals in self.interval_actuals_closed.values():
+            if actuals and min(actuals) < closed_at - KEEP_ACTUALS_SECONDS:
+                for start in [s for s in actuals if s < closed_at - KEEP_ACTUALS_SECONDS]:
+                    del actuals[start]
         if self.final_records:
             keep_after = closed_at - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
             for key in [k for k, (at, _) in self.final_records.items() if at < keep_after]:
                 del self.final_records[key]
+
+    def _actual(self, end: float, counters: list[float]) -> tuple[float, float, float, float]:
+        i = self.index
+        handle = counters[i["talk_seconds"]] + counters[i["hold_seconds"]] + counters[i["wrapup_seconds"]]
+        return end, counters[i["offered"]], counters[i["handled"]], handle
+
+    def interval_actuals(self, minutes: int, since: float) -> dict[float, tuple[float, float, float, float]]:
+        """{start: (end, offered, handled, handle seconds)} of the intervals of `minutes` that start
+        at or after `since`, closed or still open: the actual side of forecast.compare()."""
+        out = {s: a for s, a in self.interval_actuals_closed.get(minutes, {}).items() if s >= since}
+        for start, (end, counters) in self.intervals.open.get(minutes, {}).items():
+            if start >= since:
+                out[start] = self._actual(end, counters)
+        return out
 
     def pending_interval_records(self, now: float) -> list[dict]:
         """Records of intervals that ended more than the lateness before clock `now` but are not
@@ -695,6 +734,9 @@ class QueueModel:
             "applied_offset": self.applied_offset,
             "intervals": self.intervals.to_state(),
             "final_records": [[at, r] for at, r in self.final_records.values()],
+            "interval_actuals": [[m, s, *a] for m, by_start in self.interval_actuals_closed.items()
+                                 for s, a in by_start.items()],
+            "understaffed_since": self.understaffed_since,
         }
 
     def load_state(self, state: dict) -> None:
@@ -729,6 +771,11 @@ class QueueModel:
         if "intervals" in state:  # snapshots from before interval reports have none
             self.intervals.load_state(state["intervals"], remap)
             self.final_records = {(r["interval_minutes"], r["start_epoch"]): (at, r) for at, r in state["final_records"]}
+        self.interval_actuals_closed = {}
+        for m, start, *actual in state.get("interval_actuals", []):  # newer than interval reports
+            if m in self.intervals.open:
+                self.interval_actuals_closed.setdefault(m, {})[start] = tuple(actual)  # type: ignore[assignment]
+        self.understaffed_since = state.get("understaffed_since")
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:

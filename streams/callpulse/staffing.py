@@ -101,4 +101,24 @@ def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dic
                 view["projected_service_level"][threshold] = p.service_level
                 view["projected_answer_wait_seconds"] = p.average_wait_seconds
                 view["projected_abandon_ratio"] = p.abandon_probability
+    out["agents_short"], out["agents_short_model"] = agents_short(out["models"])
     return out
+
+
+def agents_short(models: dict) -> tuple[int | None, str | None]:
+    """Agents the queue is short of now, and by which model: the largest gap over its thresholds
+    (the binding target), by Erlang A when its patience is known (callers who hang up are part
+    of the load it models), else by Erlang C. Negative: a surplus. (None, None) while unknown."""
+    for model in ("erlang_a", "erlang_c"):
+        gaps = models[model]["gap"].values()
+        if gaps:
+            return max(gaps), model
+    return None, None
+
+
+def understaffed_since(since: float | None, short: int | None, limit: float, now: float) -> float | None:
+    """When the current run of being short of at least `limit` agents began: kept while it lasts,
+    `now` when it starts, None when it ends, the staffing is unknown, or the alert is off (0)."""
+    if limit <= 0 or short is None or short < limit:
+        return None
+    return now if since is None or since > now else since

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 import orjson
 
 from . import events as ev
+from .forecast import ForecastFile, compare
 from .intervals import record_key
 from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
 
@@ -118,6 +119,8 @@ class QueueStates:
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
         self.republish: list[dict] = []  # interval records to publish again after a rebuild
         self._published: dict[tuple[str, int, float], bytes] = {}  # digest of the last interval record sent per key
+        path = config.stream.forecast_file
+        self.forecast = ForecastFile(path, config, wall) if path else None  # raises ForecastError if unusable
 
     def _new_model(self, queue: str) -> QueueModel:
         stream = self.config.stream
@@ -308,4 +311,17 @@ class QueueStates:
 
     def read_all(self) -> tuple[float, dict[str, dict]]:
         now = self.clock.now()
-        return now, {queue: model.read(now) for queue, model in sorted(self.models.items())}
+        views = {}
+        for queue, model in sorted(self.models.items()):
+            view = views[queue] = model.read(now)
+            view["forecast"] = self._forecast_view(model, now)
+        return now, views
+
+    def _forecast_view(self, model: QueueModel, now: float) -> dict | None:
+        """forecast.compare() for the queue's business day at `now`; None without a forecast."""
+        queue_forecast = self.forecast.forecast.get(model.name) if self.forecast else None
+        if queue_forecast is None:
+            return None
+        day_start, day_end, _ = model.business_day.bounds(now)
+        actuals = model.interval_actuals(queue_forecast.minutes, day_start)
+        return compare(queue_forecast, actuals, now, day_start, day_end)

@@ -205,6 +205,7 @@ def test_stalled_feed_inhibits_service_level_of_the_same_queue_only(alertmanager
             {"alertname": "CallCenterOldestWaitHigh", "severity": "warning", "queue": "sales", "team": "sales"},
             {"alertname": "CallCenterErrorBudgetBurn", "severity": "critical", "queue": "sales", "threshold": "10",
              "team": "sales"},
+            {"alertname": "CallCenterUnderstaffed", "severity": "warning", "queue": "sales", "team": "sales"},
         ],
         kept=[
             # another queue
@@ -254,10 +255,12 @@ def test_nobody_staffed_inhibits_the_waiting_tickets_of_the_same_queue(alertmana
         muted=[
             {"alertname": "CallCenterCallsWaitingHigh", "severity": "warning", "queue": "sales", "team": "sales"},
             {"alertname": "CallCenterOldestWaitHigh", "severity": "warning", "queue": "sales", "team": "sales"},
+            {"alertname": "CallCenterUnderstaffed", "severity": "warning", "queue": "sales", "team": "sales"},
         ],
         kept=[
             # another queue
             {"alertname": "CallCenterCallsWaitingHigh", "severity": "warning", "queue": "support"},
+            {"alertname": "CallCenterUnderstaffed", "severity": "warning", "queue": "support"},
             # not a waiting ticket: the service-level page and the abandon ticket still go out
             {"alertname": "CallCenterServiceLevelBelowTarget", "severity": "critical", "queue": "sales",
              "threshold": "20", "team": "sales"},

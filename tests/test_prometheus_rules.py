@@ -37,6 +37,7 @@ CONTRACT_ALERTS = {
     "CallCenterCallsWaitingHigh": ({"warning"}, True),
     "CallCenterOldestWaitHigh": ({"warning"}, True),
     "CallCenterCallsWaitingNoAgents": ({"critical"}, True),
+    "CallCenterUnderstaffed": ({"warning"}, True),
     "CallCenterAbandonRateHigh": ({"warning"}, True),
     "CallCenterShortAbandonSpike": ({"warning"}, True),
     "CallCenterEventFeedStalled": ({"critical"}, True),

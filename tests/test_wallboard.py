@@ -113,9 +113,24 @@ def test_header_and_row_values():
     snap = snapshot(queue("sales", "Sales", waiting=3, oldest=72.9, abandon=0.075))
     text = plain([snap])
     header = next(line for line in text.splitlines() if line.startswith("Queue"))
-    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon %", "Avail", "On call", "Not ready"):
+    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon %", "Avail", "On call", "Not ready", "Need"):
         assert name in header
-    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "2", "5", "1"]
+    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "2", "5", "1", "—"]
+
+
+@pytest.mark.parametrize(("short", "shown", "style"), [(-2, "6", None), (0, "8", None), (1, "9", "\x1b[33m"),
+                                                       (2, "10", "\x1b[31m"), (5, "13", "\x1b[31m")])
+def test_need_is_agents_required_now_coloured_by_the_understaffed_limit(short, shown, style):
+    q = queue("sales", "Sales")
+    q["staffing"] = {"staffed": 8, "agents_short": short}
+    q["alert_limits"] = {"understaffed_agents": 2.0}
+    assert row(plain([snapshot(q)]), "Sales").split()[-1] == shown
+    cell = shown.rjust(4)
+    coloured = row(render([snapshot(q)], color=True, now=CLOCK + 1), "Sales")
+    assert coloured.endswith(f"{style}{cell}\x1b[0m" if style else f"  {cell}")
+    q["alert_limits"] = {"understaffed_agents": 0.0}  # the alert is off: short is only yellow
+    off = row(render([snapshot(q)], color=True, now=CLOCK + 1), "Sales")
+    assert off.endswith(f"\x1b[33m{cell}\x1b[0m" if short > 0 else f"  {cell}")
 
 
 def test_threshold_header_uses_g_format():
@@ -168,7 +183,7 @@ def test_missing_window_and_nulls_do_not_crash():
     q["live"] = {"calls_waiting": None, "oldest_call_wait_seconds": None, "agents": None}
     q["thresholds"] = None
     text = plain([snapshot(q)], window="15m")
-    assert row(text, "Sales").split()[1:] == ["—"] * 8
+    assert row(text, "Sales").split()[1:] == ["—"] * 9
 
 
 def test_unknown_window_rejected():

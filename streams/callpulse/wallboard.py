@@ -44,7 +44,8 @@ _GAP = "  "  # between columns
 
 # (header, width) of the fixed columns after the two SL columns
 _SL_WIDTH = 7  # " 100.0%"
-_FIXED_COLUMNS = (("Waiting", 7), ("Oldest", 6), ("Abandon %", 9), ("Avail", 5), ("On call", 7), ("Not ready", 9))
+_FIXED_COLUMNS = (("Waiting", 7), ("Oldest", 6), ("Abandon %", 9), ("Avail", 5), ("On call", 7), ("Not ready", 9),
+                  ("Need", 4))
 _MIN_LABEL_WIDTH = 8
 
 
@@ -181,6 +182,19 @@ def _label(name: str, queue: dict) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
+def _need(queue: dict) -> tuple[str, str | None]:
+    """The "Need" cell: agents required now (agents staffed + agents short), coloured yellow when
+    the queue is short, red when short by its understaffed-alert limit or more; a dash while the
+    staffing is unknown."""
+    staffing = _dict(queue.get("staffing"))
+    short, staffed = _num(staffing.get("agents_short")), _num(staffing.get("staffed"))
+    if short is None or staffed is None:
+        return _DASH, None
+    limit = _num(_dict(queue.get("alert_limits")).get("understaffed_agents"))
+    style = _RED if limit and short >= limit else _YELLOW if short > 0 else None
+    return _fmt_int(staffed + short), style
+
+
 def _first_two_thresholds(queue: dict) -> tuple[str | None, str | None]:
     thresholds = queue.get("thresholds")
     keys = [k for k in (_threshold_key(t) for t in thresholds) if k is not None] if isinstance(thresholds, list) else []
@@ -269,6 +283,8 @@ def render(
             _fmt_int(agents.get("not_ready")),
         )
         cells += [_rjust(v, w) for v, (_, w) in zip(values, _FIXED_COLUMNS)]
+        need, need_style = _need(queue)
+        cells.append(_paint(_rjust(need, _FIXED_COLUMNS[-1][1]), need_style, color))
         lines.append(_GAP.join(cells))
 
         total_waiting += int(_num(live.get("calls_waiting")) or 0)

@@ -293,3 +293,11 @@ def test_closed_interval_actuals_survive_a_snapshot_and_are_kept_two_days():
     # Two days later the old intervals are gone from the closed table
     feed(model, call("support", "late", at("09:00") + 2 * 86400 + 3600, "answered", at("09:01") + 2 * 86400 + 3600))
     assert not [s for s in model.interval_actuals_closed[15] if s < at("09:30")]
+
+
+def test_a_file_of_several_days_compares_only_the_business_day():
+    rows = "".join(f"support,2026-12-{d:02d},{t},{n},180,5\n" for d in (1, 2, 3) for t, n in (("09:00", d), ("09:15", 10 * d)))
+    forecast = parse_forecast(HEADER + rows, CFG)["support"]
+    day2 = at("00:00") + 86400
+    got = compare(forecast, {}, day2 + 12 * 3600, day2, day2 + 86400)
+    assert got["day"]["forecast_offered"] == 2 + 20

@@ -18,6 +18,7 @@ Compared for the current interval and the queue's business day, at the stream cl
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import logging
@@ -25,7 +26,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -77,6 +78,14 @@ class QueueForecast:
     queue: str
     minutes: int
     intervals: tuple[ForecastInterval, ...]  # sorted by start
+    starts: tuple[float, ...] = field(init=False, repr=False, compare=False)  # for bisect
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "starts", tuple(i.start for i in self.intervals))
+
+    def starting_in(self, low: float, high: float) -> tuple[ForecastInterval, ...]:
+        """The intervals that start in [low, high): a file may hold weeks of them."""
+        return self.intervals[bisect.bisect_left(self.starts, low):bisect.bisect_left(self.starts, high)]
 
 
 # ---- reading the file ----------------------------------------------------------------------
@@ -347,7 +356,7 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
     actuals: interval start -> (end, offered, handled, handle seconds) of the queue's intervals of
     forecast.minutes, up to now. None when the forecast has nothing for this day.
     """
-    day = [f for f in forecast.intervals if day_start <= f.start < day_end]
+    day = forecast.starting_in(day_start, day_end)
     if not day:
         return None
 

@@ -52,10 +52,14 @@ def erlang_b(agents: int, load: float) -> float:
 
 def erlang_c(rate: float, aht: float, agents: int, threshold: float) -> Projection:
     """M/M/c: nobody hangs up. Needs A < c (else the queue grows without bound: ValueError)."""
+    return _erlang_c(rate, aht, agents, threshold, erlang_b(agents, rate * aht))
+
+
+def _erlang_c(rate: float, aht: float, agents: int, threshold: float, b: float) -> Projection:
+    """erlang_c() given b = Erlang B of `agents` at the load."""
     load = rate * aht
     if agents <= load:
         raise ValueError(f"Erlang C needs more agents than the load: {agents} agents, {load:g} Erlangs")
-    b = erlang_b(agents, load)
     wait = agents * b / (agents - load * (1.0 - b))
     return Projection(
         agents=agents,
@@ -70,14 +74,19 @@ def erlang_c(rate: float, aht: float, agents: int, threshold: float) -> Projecti
 
 def erlang_a(rate: float, aht: float, agents: int, threshold: float, patience: float | None) -> Projection:
     """M/M/c+M: callers hang up after an exponential patience with mean `patience` seconds."""
+    return _erlang_a(rate, aht, agents, threshold, patience, erlang_b(agents, rate * aht))
+
+
+def _erlang_a(rate: float, aht: float, agents: int, threshold: float, patience: float | None, b: float) -> Projection:
+    """erlang_a() given b = Erlang B of `agents` at the load."""
     if patience is None or math.isinf(patience):
-        return erlang_c(rate, aht, agents, threshold)
+        return _erlang_c(rate, aht, agents, threshold, b)
     if agents < 1 or rate < 0 or aht <= 0 or patience <= 0:
         raise ValueError("Erlang A needs agents >= 1, rate >= 0, aht > 0 and patience > 0")
     load, mu, theta = rate * aht, 1.0 / aht, 1.0 / patience
     service = agents * mu
     # Weights relative to pi_c: the states below c sum to 1/B - 1 (Erlang B of c agents).
-    below = 1.0 / erlang_b(agents, load) - 1.0
+    below = 1.0 / b - 1.0
     x = math.exp(-theta * threshold)
     a = 1.0 + service / theta
     x_a = x ** a
@@ -123,11 +132,13 @@ def agents_required(rate: float, aht: float, threshold: float, target: float, *,
         raise ValueError("target must be in (0, 1)")
     load = rate * aht
     agents = max(1, math.floor(load) + (1 if patience is None else 0))
+    b = erlang_b(agents, load)
     while agents <= limit:
-        p = erlang_a(rate, aht, agents, threshold, patience)
+        p = _erlang_a(rate, aht, agents, threshold, patience, b)
         if p.service_level >= target and (max_occupancy is None or p.occupancy <= max_occupancy):
             return p
         agents += 1
+        b = load * b / (agents + load * b)  # Erlang B's recursion, one agent on
     raise ValueError(f"no staffing up to {limit} agents reaches the target")
 
 

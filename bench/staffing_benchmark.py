@@ -89,12 +89,12 @@ def loaded_states(queues: int, forecast_path: str | None, now: float) -> QueueSt
     for q in range(queues):
         name = f"q{q:04d}"
         events, t, n = [], now - 3600, 0
-        rate = rng.choice((0.01, 0.02, 0.05, 0.1))  # 36 to 360 calls an hour
+        rate = rng.choice((0.02, 0.05, 0.1, 0.2))  # 72 to 720 calls an hour: 3.6 to 36 Erlangs
         for a in range(5):
             events.append({"schema_version": 1, "event_id": f"{name}-ag{a}", "type": "agent.state_changed",
                            "time": format_time(now - 3601), "source": "bench", "agent_id": f"{name}-ag{a}",
                            "state": "available", "queues": [name]})
-        while t < now - 300:
+        while t < now:
             t += rng.expovariate(rate)
             n += 1
             cid = f"{name}-{n}"
@@ -110,7 +110,7 @@ def loaded_states(queues: int, forecast_path: str | None, now: float) -> QueueSt
                                "time": format_time(t + wait + rng.expovariate(1 / AHT))})
             else:
                 events.append(end)
-        events.sort(key=lambda e: e["time"])
+        events = sorted((e for e in events if e["time"] <= format_time(now)), key=lambda e: e["time"])  # live at `now`
         states.apply_batch(name, 0, 0, [orjson.dumps(e) for e in events])
     return states
 
@@ -135,6 +135,9 @@ def bench_scrape(repeat: int, queues: int) -> None:
         path = Path(tmp) / "forecast.csv"
         write_forecast(path, queues, now)
         states = loaded_states(queues, str(path), now)
+        views = states.read_all()[1].values()
+        known = sum(1 for v in views if v["staffing"]["models"]["erlang_a"]["required"])
+        with_forecast = sum(1 for v in views if v["forecast"] is not None)
         full = scrape_seconds(states, repeat)
         with mock.patch.object(model_module, "staffing_view", lambda *a: {
                 "inputs": {"arrivals_per_second": None, "handle_seconds": None, "patience_seconds": None},
@@ -142,7 +145,8 @@ def bench_scrape(repeat: int, queues: int) -> None:
             no_staffing = scrape_seconds(states, repeat)
         with mock.patch.object(state_module, "compare", lambda *a: None):
             no_forecast = scrape_seconds(states, repeat)
-    print(f"3. one scrape of {queues:,} queues (read_all + exposition), median of {repeat}")
+    print(f"3. one scrape of {queues:,} queues (read_all + exposition), median of {repeat}; "
+          f"{known:,} with both models known, {with_forecast:,} with a forecast")
     print(f"   everything: {full:.2f} s; without staffing: {no_staffing:.2f} s; without forecast: {no_forecast:.2f} s")
     print(f"   staffing adds {(full - no_staffing) / queues * 1e3:.2f} ms per queue, "
           f"forecast {(full - no_forecast) / queues * 1e3:.2f} ms per queue")

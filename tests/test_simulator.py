@@ -614,3 +614,152 @@ def test_shift_times_moves_every_event_by_whole_milliseconds():
     before = [sim.event_time(e) for e in evs]
     after = [sim.event_time(e) for e in shift_times([dict(e) for e in evs], 3600.5)]
     assert after == pytest.approx([t + 3600.5 for t in before], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- steady (M/M/c+M)
+
+STEADY = dict(calls_per_hour=5040.0, handle_seconds=6.0, agents=9, patience_seconds=12.0)
+
+
+@functools.lru_cache(maxsize=None)
+def steady_run(seed: int = 2, duration: float = 4 * HOUR, start: float = START, **options) -> tuple[dict, ...]:
+    return tuple(sim.simulate("steady", seed, start, duration, **(options or STEADY)))
+
+
+def test_steady_events_follow_the_contract_and_the_lifecycle():
+    from jsonschema import Draft202012Validator
+
+    events = steady_run()
+    assert not [(ev, errs) for ev in events if (errs := contract_errors(ev))][:5]
+    validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    seen = set()
+    for ev in events:
+        if shape(ev) not in seen:
+            seen.add(shape(ev))
+            assert not [e.message for e in validator.iter_errors(ev)], ev
+    ids = [ev["event_id"] for ev in events]
+    assert len(set(ids)) == len(ids)
+    times = [sim.event_time(ev) for ev in events]
+    assert all(x <= y for x, y in zip(times, times[1:]))
+    assert {ev["queue"] for ev in events if "queue" in ev} == {"support"}
+    # one queue, no IVR, no planner: calls are offered, answered at once by an idle agent or wait,
+    # and end answered or abandoned; agents log in at the start and stay staffed
+    assert {ev["type"] for ev in events} == {"agent.logged_in", "agent.state_changed", "call.offered",
+                                             "call.ringing", "call.answered", "call.ended",
+                                             "call.wrapup_ended", "call.abandoned"}
+    logins = [ev for ev in events if ev["type"] == "agent.logged_in"]
+    assert len(logins) == 9 and all(sim.event_time(ev) == START for ev in logins)
+    states: dict[str, str] = {}
+    offered: dict[str, float] = {}
+    ringing: dict[str, float] = {}
+    for ev in events:
+        typ, t = ev["type"], sim.event_time(ev)
+        if typ == "agent.state_changed":
+            states[ev["agent_id"]] = ev["state"]
+            assert ev["state"] in ("available", "on_call", "wrap_up")
+        elif typ == "call.offered":
+            offered[ev["call_id"]] = t
+        elif typ == "call.ringing":
+            assert states[ev["agent_id"]] == "available" and ev["attempt"] == 1
+            ringing[ev["call_id"]] = t
+        elif typ == "call.answered":
+            assert ringing.pop(ev["call_id"]) == t  # ring time 0: the wait in the queue is the wait
+            offered.pop(ev["call_id"])
+        elif typ == "call.abandoned":
+            assert ev["call_id"] not in ringing
+            offered.pop(ev["call_id"])
+    assert len(states) == 9
+    assert len(offered) < 30  # only the calls waiting at the end
+
+
+def test_steady_is_the_m_m_c_m_queue_of_its_inputs():
+    from callpulse.erlang import erlang_a
+
+    events = steady_run(2, 20 * HOUR)
+    rate, aht, agents, patience = 5040 / 3600, 6.0, 9, 12.0
+    offered, answered_at, ended_at = {}, {}, {}
+    talk = wrap = 0.0
+    handles = []
+    n = {"offered": 0, "answered_10": 0, "answered_20": 0, "abandoned": 0}
+    waited = 0.0
+    for ev in events:
+        typ, t = ev["type"], sim.event_time(ev)
+        if typ == "call.offered":
+            offered[ev["call_id"]] = t
+            n["offered"] += 1
+        elif typ == "call.answered":
+            wait = t - offered.pop(ev["call_id"])
+            waited += wait
+            n["answered_10"] += wait <= 10
+            n["answered_20"] += wait <= 20
+            answered_at[ev["call_id"]] = t
+        elif typ == "call.abandoned":
+            waited += t - offered.pop(ev["call_id"])
+            n["abandoned"] += 1
+        elif typ == "call.ended":
+            ended_at[ev["call_id"]] = t
+        elif typ == "call.wrapup_ended":
+            start, end = answered_at.pop(ev["call_id"]), ended_at.pop(ev["call_id"])
+            talk += end - start
+            wrap += t - end
+            handles.append(t - start)
+    # Poisson arrivals at the rate (relative sd 1/sqrt(100800) = 0.3 %), exponential handle times
+    # (mean and coefficient of variation 1; sd of the mean 0.33 %), a sixth of them wrap-up.
+    assert n["offered"] / (20 * HOUR) == pytest.approx(rate, rel=0.012)
+    mean = sum(handles) / len(handles)
+    assert mean == pytest.approx(aht, rel=0.013)
+    assert math.sqrt(sum((h - mean) ** 2 for h in handles) / len(handles)) / mean == pytest.approx(1.0, abs=0.02)
+    assert wrap / (talk + wrap) == pytest.approx(1 / 6, abs=1e-4)
+    # The patience MLE (time waited / abandons; ~8,400 abandons: relative sd 1.1 %), and what Erlang A
+    # (exact) says for these inputs, within 1.5 points (seed 2 measures 0.04: the queue's busy periods
+    # make these shares vary more than binomial ones, so the margin is wide)
+    assert waited / n["abandoned"] == pytest.approx(patience, rel=0.05)
+    for threshold in (10, 20):
+        p = erlang_a(rate, aht, agents, threshold, patience)
+        assert n[f"answered_{threshold}"] / n["offered"] == pytest.approx(p.service_level, abs=0.015)
+        assert n["abandoned"] / n["offered"] == pytest.approx(p.abandon_probability, abs=0.015)
+
+
+def test_steady_options():
+    # deterministic, and the same traffic whatever the start (to the millisecond)
+    assert steady_run(3, HOUR) == tuple(sim.simulate("steady", 3, START, HOUR, **STEADY))
+    later = tuple(sim.simulate("steady", 3, START + 86400 + 0.25, HOUR, **STEADY))
+    assert [ev["type"] for ev in later] == [ev["type"] for ev in steady_run(3, HOUR)]
+    assert all(abs(sim.event_time(a) - 86400.25 - sim.event_time(b)) < 0.0015
+               for a, b in zip(later, steady_run(3, HOUR)))
+    # other inputs are another run: other ids
+    other = tuple(sim.simulate("steady", 3, START, HOUR, **{**STEADY, "agents": 10}))
+    assert not {ev["event_id"] for ev in other} & {ev["event_id"] for ev in steady_run(3, HOUR)}
+    # no patience: nobody hangs up
+    patient = tuple(sim.simulate("steady", 3, START, HOUR, **{**STEADY, "patience_seconds": math.inf}))
+    assert not [ev for ev in patient if ev["type"] == "call.abandoned"]
+    for bad in ({"agents": 0}, {"agents": 2.5}, {"calls_per_hour": 0}, {"handle_seconds": math.inf},
+                {"patience_seconds": 0}):
+        with pytest.raises(ValueError):
+            sim.simulate("steady", **bad)
+    with pytest.raises(ValueError):
+        sim.simulate("steady", rate_scale=2)
+    with pytest.raises(ValueError, match="only steady"):
+        sim.simulate("normal", agents=9)
+
+
+def test_steady_defaults_are_described_right():
+    from callpulse.erlang import agents_required
+
+    p = sim.SCENARIO_PARAMS["steady"]
+    rate = p.calls_per_hour / 3600
+    needed = [agents_required(rate, p.handle_seconds, t, 0.8, patience=patience).agents
+              for patience in (None, p.patience_mean) for t in (10, 20)]
+    assert needed == [23, 22, 21, 20]
+    assert (p.calls_per_hour, p.handle_seconds, p.agents, p.patience_mean) == (360, 180, 20, 120)
+    assert all(str(n) in p.description for n in needed + [360, 180, 20, 120])
+    events = list(sim.simulate("steady", duration_seconds=600))
+    assert sum(ev["type"] == "agent.logged_in" for ev in events) == 20
+
+
+def test_cli_takes_the_steady_inputs():
+    from callpulse.cli import build_parser
+
+    args = build_parser().parse_args(["simulate", "--scenario", "steady", "--calls-per-hour", "5040", "--aht", "6",
+                                      "--agents", "9", "--patience", "inf"])
+    assert (args.calls_per_hour, args.aht, args.agents, args.patience) == (5040, 6, 9, math.inf)

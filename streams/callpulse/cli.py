@@ -131,8 +131,11 @@ def cmd_simulate(args) -> int:
         surge["surge_start"] = args.surge_in + (now - start - shift)
     if args.surge_duration is not None:
         surge["surge_duration"] = args.surge_duration
+    steady = {name: value for name, value in (("calls_per_hour", args.calls_per_hour), ("handle_seconds", args.aht),
+                                              ("agents", args.agents), ("patience_seconds", args.patience))
+              if value is not None}
     try:
-        events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration, **surge)
+        events = simulate(args.scenario, seed=args.seed, start=start, duration_seconds=args.duration, **surge, **steady)
     except ValueError as exc:  # unknown scenario, a surge moved before the start, ...
         print(f"callpulse simulate: {exc}", file=sys.stderr)
         return 2
@@ -370,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surge scenario: start the surge this many seconds from now (an alerting drill)")
     p.add_argument("--surge-duration", type=float, default=None, metavar="SECONDS",
                    help="surge scenario: how long the surge lasts (default 1200)")
+    p.add_argument("--calls-per-hour", type=float, default=None, metavar="N",
+                   help="steady scenario: Poisson arrival rate (default 360)")
+    p.add_argument("--aht", type=float, default=None, metavar="SECONDS",
+                   help="steady scenario: mean handle time, talk + wrap-up, exponential (default 180)")
+    p.add_argument("--agents", type=int, default=None, metavar="N",
+                   help="steady scenario: agents logged in and ready throughout (default 20)")
+    p.add_argument("--patience", type=float, default=None, metavar="SECONDS",
+                   help="steady scenario: mean caller patience, exponential; inf: nobody hangs up (default 120)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="validate events in files against the event schema")

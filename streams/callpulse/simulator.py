@@ -17,6 +17,12 @@ no I/O) of a small multi-skill contact center:
   (so an unforecast surge really hurts), with breaks, staggered lunches, training,
   coaching, log-outs and log-ins.
 
+The ``steady`` scenario is none of that: one queue run as the textbook M/M/c+M (Erlang A)
+system, to check the staffing formulas against what the pipeline measures. Poisson arrivals
+at a constant rate straight into the queue (no intraday curve, no IVR), exponential handle
+times (talk + wrap-up), a fixed number of agents logged in and ready all the time (no planner,
+breaks or missed rings; ring time 0), exponential patience (or none), nothing else.
+
 ``simulate()`` is a lazy generator: it holds only the live state (waiting calls, agents,
 pending timers), so millions of events can be streamed. Identical arguments give an
 identical event list; event ids are ``sim-<seed>-<run tag>-<n>`` where the run tag is a
@@ -121,6 +127,13 @@ class ScenarioParams:
     surge_factor: float = 1.0  # arrival-rate multiplier for surge_queues inside the window
     surge_start: float = 0.0  # seconds after `start`
     surge_duration: float = 0.0  # seconds
+    # steady only (see _SteadySimulation): one queue as a stationary M/M/c+M system. Its callers'
+    # patience is exponential with mean patience_mean (math.inf: nobody hangs up).
+    steady: bool = False
+    steady_queue: str = "support"
+    calls_per_hour: float = 0.0  # Poisson arrivals, constant rate
+    handle_seconds: float = 0.0  # mean handle time, talk + wrap-up, exponential
+    agents: int = 0  # logged in and ready throughout
 
     @property
     def has_surge(self) -> bool:
@@ -145,6 +158,18 @@ SCENARIO_PARAMS: dict[str, ScenarioParams] = {
         "skill group: few events, most calls answered within seconds.",
         rate_factor=0.2,
         min_agents=1,
+    ),
+    "steady": ScenarioParams(
+        "One queue (support) as a stationary M/M/c+M queue for checking the staffing math: "
+        "Poisson arrivals at a constant 360 calls/h, exponential handle times of mean 180 s "
+        "(5/6 talk, 1/6 wrap-up), 20 agents always logged in and ready, exponential patience of "
+        "mean 120 s; no IVR, intraday curve, planner, breaks, holds, transfers or timeouts "
+        "(Erlang C needs 23 agents for 80% in 10 s, 22 in 20 s; Erlang A 21 and 20).",
+        patience_mean=120.0,
+        steady=True,
+        calls_per_hour=360.0,
+        handle_seconds=180.0,
+        agents=20,
     ),
 }
 
@@ -174,6 +199,7 @@ _LUNCH_LENGTH = (25 * 60.0, 35 * 60.0)
 _STAFFING_INTERVAL = 1800.0
 _BREAK_EVERY = (40 * 60.0, 80 * 60.0)
 _SECONDS_PER_DAY = 86400.0
+_STEADY_WRAP_SHARE = 1.0 / 6.0  # steady: the share of each handle time spent in wrap-up
 
 
 def _lognormal_mu(mean: float, sigma: float) -> float:
@@ -907,6 +933,132 @@ class _Simulation:
         self._push(nxt, _K_RESTAFF)
 
 
+class _SteadySimulation(_Simulation):
+    """The steady scenario: one queue as M/M/c+M. Calls arrive as a Poisson process at
+    ``calls_per_hour`` and go straight into the queue (call.offered); the longest-idle of the
+    ``agents`` agents answers at once (call.ringing and call.answered at the same instant, so the
+    wait in the queue is the whole wait); a handle time S ~ Exp(mean ``handle_seconds``) is split
+    into talk (5/6 S, to call.ended) and wrap-up (1/6 S, to call.wrapup_ended), so talk + wrap-up
+    is exactly exponential; a caller who finds every agent busy waits in FIFO order and hangs up
+    (call.abandoned) after an Exp(mean ``patience_mean``) patience unless answered first. The
+    agents log in at the start and stay available / on call / in wrap-up: agents staffed is
+    always ``agents``. Erlang C (infinite patience) and Erlang A are exact for these inputs."""
+
+    def __init__(self, scenario: str, seed: int, start: float, duration: float,
+                 params: ScenarioParams) -> None:
+        # Only _Simulation's event plumbing (_push, _ev, _call_ev, _agent_state) is used: none of
+        # its queues, forecast or roster is set up.
+        p = params
+        self.p = p
+        self.rng = random.Random(seed)
+        self.start = start
+        self.end = start + duration
+        run = (scenario, seed, float(start), float(duration), p.steady_queue, p.calls_per_hour,
+               p.handle_seconds, p.agents, p.patience_mean)
+        tag = hashlib.blake2b(repr(run).encode(), digest_size=4).hexdigest()
+        self.id_prefix = f"sim-{seed}-{tag}-"
+        self.call_prefix = f"call-{seed}-{tag}-"
+        self.n_events = 0
+        self.n_calls = 0
+        self.seq = count()
+        self.heap = []
+        self.out = []
+        self._sec = -1
+        self._prefix = ""
+        self.qnames = [p.steady_queue]
+        self.rate = p.calls_per_hour / 3600.0
+        self.idle: deque[_Agent] = deque()  # longest idle first
+        self.queue: deque[_Call] = deque()  # FIFO; calls that hung up are skipped lazily
+        self.handlers = [self._on_arrive, self._on_leave, self._on_conv_end, self._on_wrap_end]
+
+    def run(self) -> Iterator[dict[str, Any]]:
+        t = self.start
+        for n in range(1, self.p.agents + 1):
+            agent = _Agent(f"agent-{n:04d}", 0, (0,), [self.qnames[0]])
+            agent.logged_in = agent.on_shift = True
+            ev = self._ev(t, "agent.logged_in")
+            ev["agent_id"] = agent.id
+            ev["queues"] = list(agent.names)
+            self._agent_state(agent, t, _AVAILABLE)
+            self.idle.append(agent)
+        self._schedule_arrival(t)
+        heap, handlers, out, end = self.heap, self.handlers, self.out, self.end
+        pop = heapq.heappop
+        while True:
+            if out:
+                yield from out
+                out.clear()
+            if not heap:
+                break
+            t, _, kind, a, b = pop(heap)
+            if t >= end:
+                break
+            handlers[kind](t, a, b)
+
+    def _schedule_arrival(self, t: float) -> None:
+        if self.rate <= 0.0:
+            return
+        t += self.rng.expovariate(self.rate)
+        if t < self.end:
+            self._push(t, 0, None)
+
+    def _on_arrive(self, t: float, _a: Any, _b: Any) -> None:
+        rng = self.rng
+        self.n_calls += 1
+        call = _Call(f"{self.call_prefix}{self.n_calls}", f"+79{rng.randrange(10 ** 9):09d}", 0)
+        call.leg = 1
+        call.offered_at = t
+        ev = self._call_ev(t, "call.offered", call, 0)
+        ev["caller"] = call.caller
+        if self.idle:
+            self._answer(call, self.idle.popleft(), t)
+        else:
+            call.state = _WAITING
+            self.queue.append(call)
+            if not math.isinf(self.p.patience_mean):
+                self._push(t + rng.expovariate(1.0 / self.p.patience_mean), 1, call)
+        self._schedule_arrival(t)
+
+    def _answer(self, call: _Call, agent: _Agent, t: float) -> None:
+        call.state = _TALKING
+        call.agent = agent
+        ev = self._call_ev(t, "call.ringing", call, 0)
+        ev["agent_id"] = agent.id
+        ev["attempt"] = 1
+        ev = self._call_ev(t, "call.answered", call, 0)
+        ev["agent_id"] = agent.id
+        self._agent_state(agent, t, _ON_CALL)
+        handle = self.rng.expovariate(1.0 / self.p.handle_seconds)
+        wrap = handle * _STEADY_WRAP_SHARE
+        self._push(t + (handle - wrap), 2, call, wrap)
+
+    def _on_leave(self, t: float, call: _Call, _b: Any) -> None:
+        if call.state == _WAITING:
+            call.state = _DONE
+            self._call_ev(t, "call.abandoned", call, 0)
+
+    def _on_conv_end(self, t: float, call: _Call, wrap: float) -> None:
+        agent = call.agent
+        call.state = _DONE
+        ev = self._call_ev(t, "call.ended", call, 0)
+        ev["agent_id"] = agent.id
+        ev["ended_by"] = "caller"
+        self._agent_state(agent, t, _WRAP_UP)
+        self._push(t + wrap, 3, agent, call)
+
+    def _on_wrap_end(self, t: float, agent: _Agent, call: _Call) -> None:
+        ev = self._call_ev(t, "call.wrapup_ended", call, 0)
+        ev["agent_id"] = agent.id
+        self._agent_state(agent, t, _AVAILABLE)
+        queue = self.queue
+        while queue and queue[0].state != _WAITING:
+            queue.popleft()  # hung up while waiting
+        if queue:
+            self._answer(queue.popleft(), agent, t)
+        else:
+            self.idle.append(agent)
+
+
 # --------------------------------------------------------------------------- public entry point
 
 
@@ -919,10 +1071,14 @@ def simulate(
     rate_scale: float = 1.0,
     surge_start: float | None = None,
     surge_duration: float | None = None,
+    calls_per_hour: float | None = None,
+    handle_seconds: float | None = None,
+    agents: int | None = None,
+    patience_seconds: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Lazily generate canonical v1 events for ``duration_seconds`` from ``start``.
 
-    scenario: a key of ``SCENARIOS`` ("normal", "surge", "quiet").
+    scenario: a key of ``SCENARIOS`` ("normal", "surge", "quiet", "steady").
     seed: the only source of randomness; identical arguments give identical events.
     start: epoch seconds of the first instant; the intraday curve uses its UTC hour of day.
     duration_seconds: events with ``start <= time < start + duration_seconds`` are produced
@@ -932,6 +1088,8 @@ def simulate(
     surge_start, surge_duration: seconds after ``start`` at which the surge scenario's surge
         begins, and how long it lasts (default 600 and 1200): an alerting drill can start a
         short surge now.
+    calls_per_hour, handle_seconds, agents, patience_seconds: the steady scenario's inputs
+        (default 360 calls/h, 180 s, 20 agents, 120 s; patience ``math.inf``: nobody hangs up).
 
     Events come in non-decreasing time order (ties keep causal order) as fresh dicts that
     follow the contract exactly; serialize them with orjson or json.
@@ -960,4 +1118,23 @@ def simulate(
         )
         if not (params.surge_start >= 0 and params.surge_duration > 0):
             raise ValueError("surge_start must be >= 0 and surge_duration > 0")
+    steady = {name: value for name, value in (("calls_per_hour", calls_per_hour), ("handle_seconds", handle_seconds),
+                                              ("agents", agents), ("patience_mean", patience_seconds))
+              if value is not None}
+    if SCENARIO_PARAMS[scenario].steady:
+        if rate_scale != 1.0:
+            raise ValueError("the steady scenario takes calls_per_hour and agents, not rate_scale")
+        p = dataclasses.replace(SCENARIO_PARAMS[scenario], **steady)
+        if not (p.calls_per_hour > 0 and math.isfinite(p.calls_per_hour)):
+            raise ValueError("calls_per_hour must be a positive finite number")
+        if not (p.handle_seconds > 0 and math.isfinite(p.handle_seconds)):
+            raise ValueError("handle_seconds must be a positive finite number")
+        if not isinstance(p.agents, int) or isinstance(p.agents, bool) or p.agents < 1:
+            raise ValueError("agents must be an int >= 1")
+        if not p.patience_mean > 0:
+            raise ValueError("patience_seconds must be > 0 (math.inf: nobody hangs up)")
+        return _SteadySimulation(scenario, seed, start, duration, p).run()
+    if steady:
+        names = ", ".join("patience_seconds" if name == "patience_mean" else name for name in steady)
+        raise ValueError(f"scenario {scenario!r} takes no {names} (only steady does)")
     return _Simulation(scenario, seed, start, duration, float(rate_scale), params).run()

@@ -301,3 +301,33 @@ def test_a_file_of_several_days_compares_only_the_business_day():
     day2 = at("00:00") + 86400
     got = compare(forecast, {}, day2 + 12 * 3600, day2, day2 + 86400)
     assert got["day"]["forecast_offered"] == 2 + 20
+
+
+def test_data_that_begins_mid_day_is_compared_from_where_it_begins():
+    forecast = parse_forecast(FOUR, CFG)["support"]
+    # The queue's first event came at 09:20 (a worker started then): 09:00-09:15 is not data,
+    # 09:15-09:30 is two thirds observed.
+    actuals = {at("09:15"): actual("09:30", 30), at("09:30"): actual("09:45", 10)}
+    got = compare(forecast, actuals, at("09:35"), at("00:00"), at("00:00") + 86400, observed_since=at("09:20"))
+    to_date = 40 * 10 / 15 + 40 * 5 / 15
+    assert got["day"]["forecast_offered"] == 120  # the whole day's forecast still
+    assert got["day"]["forecast_offered_to_date"] == pytest.approx(to_date)
+    assert got["day"]["actual_offered"] == 40
+    assert got["day"]["offered_vs_forecast"] == pytest.approx(40 / to_date)
+    assert got["wape"] is None  # no interval was seen whole and has ended
+    assert got["reforecast"]["day"] == pytest.approx(120 * 40 / to_date)
+    rest = 40 * 10 / 15 + 20
+    assert got["reforecast"]["rest_of_day"] == pytest.approx(rest * 40 / to_date)
+    # An observed start before the day's changes nothing
+    whole = compare(forecast, actuals, at("09:35"), at("00:00"), at("00:00") + 86400)
+    assert compare(forecast, actuals, at("09:35"), at("00:00"), at("00:00") + 86400, observed_since=at("00:00") - 5) == whole
+
+
+def test_the_model_knows_where_its_data_begins_across_a_snapshot():
+    model = QueueModel(CFG.queue("support"), 60.0, (10, 20))
+    assert model.first_event_time is None
+    feed(model, support_calls())
+    assert model.first_event_time == at("09:00")
+    restored = QueueModel(CFG.queue("support"), 60.0, (10, 20))
+    restored.load_state(model.to_state())
+    assert restored.first_event_time == at("09:00")

@@ -763,3 +763,25 @@ def test_cli_takes_the_steady_inputs():
     args = build_parser().parse_args(["simulate", "--scenario", "steady", "--calls-per-hour", "5040", "--aht", "6",
                                       "--agents", "9", "--patience", "inf"])
     assert (args.calls_per_hour, args.aht, args.agents, args.patience) == (5040, 6, 9, math.inf)
+
+
+def test_the_planning_forecast_is_what_the_simulator_sends():
+    """The demo's forecast file: loadable, and each queue's offered calls over a day's 14 busy
+    hours within 4 Poisson standard deviations of the forecast, for two seeds."""
+    import calendar
+    from collections import Counter
+
+    from callpulse.config import load_config
+    from callpulse.forecast import parse_forecast
+    from callpulse.simulator import QUEUES, planning_forecast, simulate
+
+    day = float(calendar.timegm((2026, 11, 23, 0, 0, 0)))
+    forecast = parse_forecast(planning_forecast(day), load_config(None, {}))
+    assert sorted(forecast) == sorted(q.name for q in QUEUES)
+    assert all(f.minutes == 15 and len(f.intervals) == 96 for f in forecast.values())
+    start, end = day + 6 * 3600, day + 20 * 3600
+    for seed in (1, 2):
+        offered = Counter(e["queue"] for e in simulate("normal", seed, start, end - start) if e["type"] == "call.offered")
+        for queue, f in forecast.items():
+            expected = sum(i.offered for i in f.intervals if start <= i.start < end)
+            assert abs(offered[queue] - expected) < 4 * expected ** 0.5, (seed, queue, offered[queue], expected)

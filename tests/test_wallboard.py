@@ -113,9 +113,9 @@ def test_header_and_row_values():
     snap = snapshot(queue("sales", "Sales", waiting=3, oldest=72.9, abandon=0.075))
     text = plain([snap])
     header = next(line for line in text.splitlines() if line.startswith("Queue"))
-    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon %", "Avail", "On call", "Not ready", "Need"):
+    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon %", "Avail", "On call", "Not ready", "Need", "vs Fcst"):
         assert name in header
-    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "2", "5", "1", "—"]
+    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "2", "5", "1", "—", "—"]
 
 
 @pytest.mark.parametrize(("short", "shown", "style"), [(-2, "6", None), (0, "8", None), (1, "9", "\x1b[33m"),
@@ -124,13 +124,13 @@ def test_need_is_agents_required_now_coloured_by_the_understaffed_limit(short, s
     q = queue("sales", "Sales")
     q["staffing"] = {"staffed": 8, "agents_short": short}
     q["alert_limits"] = {"understaffed_agents": 2.0}
-    assert row(plain([snapshot(q)]), "Sales").split()[-1] == shown
+    assert row(plain([snapshot(q)]), "Sales").split()[-2] == shown
     cell = shown.rjust(4)
     coloured = row(render([snapshot(q)], color=True, now=CLOCK + 1), "Sales")
-    assert coloured.endswith(f"{style}{cell}\x1b[0m" if style else f"  {cell}")
+    assert f"{style}{cell}\x1b[0m  " in coloured if style else f"  {cell}  " in coloured
     q["alert_limits"] = {"understaffed_agents": 0.0}  # the alert is off: short is only yellow
     off = row(render([snapshot(q)], color=True, now=CLOCK + 1), "Sales")
-    assert off.endswith(f"\x1b[33m{cell}\x1b[0m" if short > 0 else f"  {cell}")
+    assert f"\x1b[33m{cell}\x1b[0m  " in off if short > 0 else f"  {cell}  " in off
 
 
 def test_threshold_header_uses_g_format():
@@ -183,7 +183,7 @@ def test_missing_window_and_nulls_do_not_crash():
     q["live"] = {"calls_waiting": None, "oldest_call_wait_seconds": None, "agents": None}
     q["thresholds"] = None
     text = plain([snapshot(q)], window="15m")
-    assert row(text, "Sales").split()[1:] == ["—"] * 9
+    assert row(text, "Sales").split()[1:] == ["—"] * 10
 
 
 def test_unknown_window_rejected():
@@ -415,3 +415,11 @@ def test_run_stops_on_keyboard_interrupt(server, monkeypatch):
     monkeypatch.setattr(wallboard, "render", interrupting_render)
     run([url], interval=0.01, out=io.StringIO())  # returns instead of raising
     assert calls == [1]
+
+
+def test_vs_forecast_is_todays_calls_against_the_forecast_to_date():
+    q = queue("sales", "Sales")
+    q["forecast"] = {"day": {"offered_vs_forecast": 1.0425}}
+    assert row(plain([snapshot(q)]), "Sales").split()[-1] == "104.3%"
+    q["forecast"] = {"day": {"offered_vs_forecast": None}}  # too few forecast calls yet
+    assert row(plain([snapshot(q)]), "Sales").split()[-1] == "—"

@@ -348,6 +348,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .replay import DEFAULT_SOURCE, FORMATS
+    from .simulator import SCENARIOS
 
     parser = argparse.ArgumentParser(prog="callpulse", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CALLPULSE_CONFIG, else built-in defaults)")
@@ -451,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_wallboard)
 
     p = sub.add_parser("demo", help="embedded broker + worker + simulator + live wallboard")
-    p.add_argument("--scenario", default="normal")
+    p.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS))
     p.add_argument("--broker-port", type=int, default=19092)
     p.add_argument("--web-port", type=int, default=6066)
     p.add_argument("--window", default="15m")

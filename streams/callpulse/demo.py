@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .broker import EmbeddedBroker, free_port
 from .config import load_config
+from .simulator import SCENARIO_PARAMS, planning_forecast
 
 
 def _child(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -75,8 +76,17 @@ def run_demo(args) -> int:
     broker = EmbeddedBroker(port_or_free(args.broker_port), log_path=logs / "broker.log")
     # The simulator first sends the last 15 minutes at once (so the windows start full): stage 1
     # aligns that replay by event time, so the default lateness does.
+    # The simulator's own planning forecast for today and tomorrow (UTC, the default queues' zone),
+    # so the wallboard and /metrics show forecast vs actual.
+    forecast = logs / "forecast.csv"
+    forecast.unlink(missing_ok=True)
+    if not SCENARIO_PARAMS[args.scenario].steady:  # a steady queue has no intraday plan
+        forecast.write_text(planning_forecast(time.time() // 86400 * 86400, days=2, scenario=args.scenario),
+                            encoding="utf-8")
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),
                CALLPULSE_WEB_HOST="127.0.0.1")
+    if forecast.exists():
+        env["CALLPULSE_FORECAST_FILE"] = str(forecast)
     children: list[subprocess.Popen] = []
     try:
         print(f"starting the embedded Kafka-protocol broker (Tansu) on {broker.bootstrap} ...")
@@ -89,7 +99,7 @@ def run_demo(args) -> int:
         print("starting a worker (joining the consumer group takes a few seconds) ...")
         wait_until_ready(url, worker)
         children.append(_child(["simulate", "--scenario", args.scenario], env, logs / "simulator.log"))
-        print(f"\n  metrics:   {url}/metrics\n  JSON:      {url}/api/queues\n  logs:      {logs}/\n")
+        print(f"\n  metrics:   {url}/metrics\n  JSON:      {url}/api/queues\n  forecast:  {forecast}\n  logs:      {logs}/\n")
         time.sleep(3)
         stop = threading.Event()
         if args.seconds:

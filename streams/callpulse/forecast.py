@@ -350,22 +350,26 @@ def _weighted_aht(rows: list[tuple[float, float | None]]) -> float | None:
 
 
 def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, float, float]], now: float,
-            day_start: float, day_end: float) -> dict | None:
+            day_start: float, day_end: float, observed_since: float | None = None) -> dict | None:
     """Forecast vs actual at clock `now` for the business day [day_start, day_end).
 
     actuals: interval start -> (end, offered, handled, handle seconds) of the queue's intervals of
-    forecast.minutes, up to now. None when the forecast has nothing for this day.
+    forecast.minutes, up to now. observed_since: when the queue's data begins, if after the day's
+    start (a worker first started mid-day): "to date" then counts from there, and WAPE only
+    intervals seen whole. None when the forecast has nothing for this day.
     """
     day = forecast.starting_in(day_start, day_end)
     if not day:
         return None
+    since = day_start if observed_since is None else max(day_start, observed_since)
 
     def passed(f: ForecastInterval) -> float:
-        return min(1.0, max(0.0, (now - f.start) / (f.end - f.start)))
+        """Share of the interval between `since` and now."""
+        return max(0.0, min(now, f.end) - max(f.start, since)) / (f.end - f.start)
 
     forecast_day = sum(f.offered for f in day)
     forecast_to_date = sum(f.offered * passed(f) for f in day)
-    so_far = {s: a for s, a in actuals.items() if day_start <= s <= now}
+    so_far = {s: a for s, a in actuals.items() if day_start <= s <= now and a[0] > since}
     actual_day = sum(a[1] for a in so_far.values())
     handled_day = sum(a[2] for a in so_far.values())
     out: dict[str, Any] = {
@@ -398,8 +402,8 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
         out["planned_agents"] = current.planned
     # WAPE over the day's ended intervals: the forecast ones, and any with calls the forecast did
     # not expect (a forecast of 0 for them).
-    forecast_ended = {f.start: f.offered for f in day if f.end <= now}
-    actual_ended = {s: a[1] for s, a in so_far.items() if a[0] <= now}
+    forecast_ended = {f.start: f.offered for f in day if f.end <= now and f.start >= since}
+    actual_ended = {s: a[1] for s, a in so_far.items() if a[0] <= now and s >= since}
     ended = set(forecast_ended) | set(actual_ended)
     total = sum(actual_ended.values())
     error = sum(abs(actual_ended.get(s, 0.0) - forecast_ended.get(s, 0.0)) for s in ended)
@@ -408,6 +412,8 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
     if scale is None:
         out["reforecast"] = None
     else:
-        rest = (forecast_day - forecast_to_date) * scale
-        out["reforecast"] = {"rest_of_day": rest, "day": actual_day + rest}
+        rest = sum(f.offered * (1.0 - min(1.0, max(0.0, (now - f.start) / (f.end - f.start)))) for f in day)
+        # actual + rest x scale; with data from the day's start that is forecast_day x scale, and
+        # a part of the day before the data began is estimated at the same deviation
+        out["reforecast"] = {"rest_of_day": rest * scale, "day": forecast_day * scale}
     return out

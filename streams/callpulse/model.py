@@ -255,6 +255,7 @@ class QueueModel:
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
         self.watermark = -math.inf  # newest event time applied
+        self.first_event_time: float | None = None  # oldest event time applied: where the data begins
         self.applied_offset = -1  # newest batch offset applied (batches at or below it are replays)
         self.unmatched: list[tuple[dict, bytes]] = []  # outcomes whose offer never came: for the dead letters
         self.intervals = IntervalCounters(config.interval_minutes, self.business_day.zone, size)
@@ -289,6 +290,8 @@ class QueueModel:
         ids.add(event_id)
         self.seen_ids.add(event_id)
         self._version += 1
+        if self.first_event_time is None or t < self.first_event_time:
+            self.first_event_time = t
         if t > self.watermark and second != self._watermark_second:
             # The watermark enters a new second (see _expire): close the intervals its horizon
             # passes before this event counts, so an agent state it ends adds its seconds only to
@@ -737,6 +740,7 @@ class QueueModel:
             "interval_actuals": [[m, s, *a] for m, by_start in self.interval_actuals_closed.items()
                                  for s, a in by_start.items()],
             "understaffed_since": self.understaffed_since,
+            "first_event_time": self.first_event_time,
         }
 
     def load_state(self, state: dict) -> None:
@@ -776,6 +780,7 @@ class QueueModel:
             if m in self.intervals.open:
                 self.interval_actuals_closed.setdefault(m, {})[start] = tuple(actual)  # type: ignore[assignment]
         self.understaffed_since = state.get("understaffed_since")
+        self.first_event_time = state.get("first_event_time")  # None from older snapshots: unknown
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:

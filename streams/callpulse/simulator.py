@@ -1138,3 +1138,27 @@ def simulate(
         names = ", ".join("patience_seconds" if name == "patience_mean" else name for name in steady)
         raise ValueError(f"scenario {scenario!r} takes no {names} (only steady does)")
     return _Simulation(scenario, seed, start, duration, float(rate_scale), params).run()
+
+
+def planning_forecast(day_start: float, days: int = 1, scenario: str = "normal", *, minutes: int = 15,
+                      rate_scale: float = 1.0) -> str:
+    """The simulator's own planning forecast as a WFM-style CSV (forecast.py reads it): for each
+    queue and `minutes` interval of `days` UTC days from `day_start` (a UTC midnight), the offered
+    calls its planner expects (IVR output plus transfers in, times the intraday curve), the AHT it
+    plans with, and the agents it schedules (heads, shrinkage included). A surge is not in it:
+    that is what a surge is. For the demo's forecast vs actual."""
+    if scenario not in SCENARIO_PARAMS or SCENARIO_PARAMS[scenario].steady:
+        raise ValueError(f"no planning forecast for scenario {scenario!r}")
+    sim = _Simulation(scenario, 1, day_start, days * _SECONDS_PER_DAY, float(rate_scale))
+    step = minutes * 60.0
+    rows = ["queue,date,interval_start,offered,aht_seconds,planned_agents"]
+    for k in range(int(days * _SECONDS_PER_DAY // step)):
+        t0 = day_start + k * step
+        t1 = t0 + step
+        prof = [arrival_profile((x % _SECONDS_PER_DAY) / 3600.0) for x in (t0, (t0 + t1) / 2, t1)]
+        mean = (prof[0] + 4.0 * prof[1] + prof[2]) / 6.0  # as the planner averages it
+        day, hhmm = _time.strftime("%Y-%m-%d", _time.gmtime(t0)), _time.strftime("%H:%M", _time.gmtime(t0))
+        for gi, q in enumerate(QUEUES):
+            offered = sim.forecast_rate[gi] * mean * step
+            rows.append(f"{q.name},{day},{hhmm},{offered:.1f},{sim.aht[gi]:.0f},{sim._needed(gi, t0, t1)}")
+    return "\n".join(rows) + "\n"

@@ -318,10 +318,11 @@ class QueueStates:
         return now, views
 
     def _forecast_view(self, model: QueueModel, now: float) -> dict | None:
-        """forecast.compare() for the queue's business day at `now`; None without a forecast."""
+        """forecast.compare() for the queue's business day at `now`, from where its data begins (a
+        worker started mid-day has no actual calls before); None without a forecast."""
         queue_forecast = self.forecast.forecast.get(model.name) if self.forecast else None
         if queue_forecast is None:
             return None
         day_start, day_end, _ = model.business_day.bounds(now)
         actuals = model.interval_actuals(queue_forecast.minutes, day_start)
-        return compare(queue_forecast, actuals, now, day_start, day_end)
+        return compare(queue_forecast, actuals, now, day_start, day_end, model.first_event_time)

@@ -45,7 +45,7 @@ _GAP = "  "  # between columns
 # (header, width) of the fixed columns after the two SL columns
 _SL_WIDTH = 7  # " 100.0%"
 _FIXED_COLUMNS = (("Waiting", 7), ("Oldest", 6), ("Abandon %", 9), ("Avail", 5), ("On call", 7), ("Not ready", 9),
-                  ("Need", 4))
+                  ("Need", 4), ("vs Fcst", 7))
 _MIN_LABEL_WIDTH = 8
 
 
@@ -284,7 +284,10 @@ def render(
         )
         cells += [_rjust(v, w) for v, (_, w) in zip(values, _FIXED_COLUMNS)]
         need, need_style = _need(queue)
-        cells.append(_paint(_rjust(need, _FIXED_COLUMNS[-1][1]), need_style, color))
+        cells.append(_paint(_rjust(need, _FIXED_COLUMNS[-2][1]), need_style, color))
+        # calls offered today / forecast to date (forecast.py), when a forecast is loaded
+        day = _dict(_dict(queue.get("forecast")).get("day"))
+        cells.append(_rjust(_fmt_pct(_pct(day.get("offered_vs_forecast"))), _FIXED_COLUMNS[-1][1]))
         lines.append(_GAP.join(cells))
 
         total_waiting += int(_num(live.get("calls_waiting")) or 0)

@@ -146,7 +146,8 @@ def tag(expr: str, kind: str) -> str:
 
 def tiles_against(title: str, description: str, unit: str, expr: str, reference: str, *, key: str,
                   name_label: str, name_pattern: str, fallback: float, higher_is_better: bool, width: int,
-                  height: int, decimals: int | None = None) -> stat.Panel:
+                  height: int, decimals: int | None = None, numeric_key: bool = True,
+                  percent_steps: Sequence[tuple[float | None, str]] | None = None) -> stat.Panel:
     """One stat panel showing one value per series of ``expr`` (e.g. one per configured threshold),
     each coloured against ITS OWN reference series (e.g. that threshold's target).
 
@@ -158,7 +159,8 @@ def tiles_against(title: str, description: str, unit: str, expr: str, reference:
        columns ``value`` (from ``expr``, tagged kind="value") and ``reference`` (kind="reference").
        The reference query comes first, so a key whose value is missing (no calls) keeps its row.
     2. Convert ``key`` to a number and sort by it: the values stay in numeric order (5, 10, 120)
-       whatever order the data arrives in.
+       whatever order the data arrives in. With ``numeric_key=False`` (e.g. ``key="queue"``) the
+       rows are sorted by the text of ``key`` and nothing is converted.
     3. Rows to fields: each row becomes a field named by ``name_label`` whose value is ``value``
        and whose ``max`` is ``reference``. The thresholds are in percentage mode of min..max with
        min = 0, exactly as in ``tile_against``: 100 % means "at the reference", decided on the
@@ -167,11 +169,15 @@ def tiles_against(title: str, description: str, unit: str, expr: str, reference:
        all, step 3 has nothing to turn into fields and the panel shows ``no_value`` instead of
        the references.
 
+    ``percent_steps`` replaces the default colour steps (percent of the reference, as above).
+
     Row repeats cannot do this: a dashboard variable (e.g. ``threshold``) is evaluated once for
     all selected queues, not per repeated row, so every queue's row would get the union of all
     queues' thresholds.
     """
-    if higher_is_better:
+    if percent_steps is not None:
+        pct = list(percent_steps)
+    elif higher_is_better:
         pct = [(None, "red"), (90.0, "orange"), (100.0, "green")]
     else:
         pct = [(None, "green"), (50.0, "orange"), (100.0, "red")]
@@ -191,9 +197,11 @@ def tiles_against(title: str, description: str, unit: str, expr: str, reference:
          .min(0).max(fallback))
     if decimals is not None:
         p = p.decimals(decimals)
+    convert = [("convertFieldType", {"conversions": [{"targetField": key, "destinationType": "number"}],
+                                     "fields": {}})] if numeric_key else []
     for id_val, options in (
         ("joinByLabels", {"value": "kind", "join": [key, name_label]}),
-        ("convertFieldType", {"conversions": [{"targetField": key, "destinationType": "number"}], "fields": {}}),
+        *convert,
         ("sortBy", {"sort": [{"field": key, "desc": False}], "fields": {}}),
         ("rowsToFields", {"mappings": [
             {"fieldName": name_label, "handlerKey": "field.name"},

@@ -318,14 +318,226 @@ def q_burn(windows: tuple[str, ...], title: str, lines: list[tuple[float, str]],
         "suffix:x", *queries, lines_at=lines, width=12, min_val=0)
 
 
+# --- Staffing: Erlang C / Erlang A at the live inputs, and the WFM forecast against the actual calls ---
+
+STAFFING_INPUTS = ("the live inputs: arrival rate = calls offered in the 15m window / 900 s, AHT over the 1h "
+                   "window, patience = seconds waited by answered and abandoned callers / abandoned calls in the "
+                   "1h window (unknown below 5 calls, the patience below 5 abandons)")
+STAFFED = ("agents staffed (available + on_call + wrap_up; not_ready left out; an agent in several queues counts "
+           "in each)")
+MODELS = ("model erlang_c (M/M/c: nobody hangs up) or erlang_a (M/M/c+M: callers hang up after an "
+          "exponential patience, the live patience); erlang_a is absent while the patience is unknown")
+FORECAST_WORDS = ("The forecast is the WFM forecast file (stream.forecast_file / CALLPULSE_FORECAST_FILE: offered "
+                  "calls per queue and 15- or 30-minute interval, local time in the queue's time zone); \"day\" is the "
+                  "queue's business day, \"to date\" the forecast pro-rated to the stream clock. Nothing is shown for "
+                  "a queue without a forecast for its current business day")
+
+
+def queue_tiles(expr: str) -> str:
+    """Adds the label ``tile`` = the queue id: the name shown under each queue's value."""
+    return f'label_replace({expr}, "tile", "$1", "queue", "(.+)")'
+
+
+# Shows each queue's tile and drops the columns of the joined table (see common.tiles_against).
+QUEUE_TILE_PATTERN = "(?!(?:queue|tile|value|reference)$).+"
+
+
+def q_agents_short():
+    return c.tiles_against(
+        "Agents short now",
+        f"Agents each queue is short of now (callcenter_agents_short): agents required for its service-level "
+        f"target minus {STAFFED}, taking the threshold that needs the most agents, by Erlang A when the live "
+        "patience is known, else by Erlang C. Negative = agents to spare. Green at 0 or below, orange when short "
+        "by at least 1, red from the queue's understaffed alert limit (callcenter_understaffed_limit_agents, "
+        "config alert_understaffed_agents, default 2; 2 is used when the alert is off). – : inputs unknown "
+        "(below 5 calls in the windows)." + TAKEOVER,
+        "short", queue_tiles(latest(sel("callcenter_agents_short"))),
+        queue_tiles(latest(sel("callcenter_understaffed_limit_agents"))),
+        key="queue", name_label="tile", name_pattern=QUEUE_TILE_PATTERN, numeric_key=False,
+        # Percent of the limit (min 0): any shortage (1 agent or more, agents are whole) is above 0 %.
+        percent_steps=[(None, "green"), (0.01, "orange"), (100.0, "red")],
+        fallback=2, higher_is_better=False, width=4, height=8, decimals=0)
+
+
+def q_understaffed_for():
+    return c.tiles_against(
+        "Short for",
+        "How long each queue has been short of at least its alert limit of agents without a break "
+        "(callcenter_understaffed_seconds, at the stream clock; 0 while not short), as hours:minutes:seconds. "
+        "The alert CallCenterUnderstaffed (a ticket) fires about a minute after it reaches the queue's "
+        "alert_understaffed_seconds (callcenter_understaffed_limit_seconds, default 900 s = 00:15:00): green "
+        "below half of it, orange from half, red at it. – : the alert is off for the queue "
+        "(alert_understaffed_agents 0) or its inputs are unknown." + TAKEOVER,
+        "dthms", queue_tiles(latest(sel("callcenter_understaffed_seconds"))),
+        queue_tiles(latest(sel("callcenter_understaffed_limit_seconds"))),
+        key="queue", name_label="tile", name_pattern=QUEUE_TILE_PATTERN, numeric_key=False,
+        fallback=900, higher_is_better=False, width=4, height=8)
+
+
+def q_agents_required():
+    return graph(
+        "Agents required vs staffed",
+        f"Agents required (callcenter_agents_required): the fewest agents whose projected service level (share "
+        f"of all callers answered within T) reaches the queue's target at T, from {STAFFING_INPUTS}, by {MODELS}. "
+        f"Thick: {STAFFED} (callcenter_agents_staffed). Dashed: agents "
+        "planned for the current interval in the forecast file (callcenter_forecast_planned_agents; absent "
+        "without a forecast). Required above staffed = short of agents.",
+        "short",
+        query(latest(sel("callcenter_agents_required"), by="queue, model, threshold"),
+              "{{queue}} required {{model}} {{threshold}} s"),
+        query(latest(sel("callcenter_agents_staffed")), "{{queue}} staffed", ref="B"),
+        query(latest(sel("callcenter_forecast_planned_agents")), "{{queue}} planned", ref="C"),
+        dashed_refs=["C"], width=16, min_val=0,
+    ).line_interpolation(cm.LineInterpolation.STEP_AFTER).override_by_query(
+        "B", [dm.DynamicConfigValue(id_val="custom.lineWidth", value=4)])
+
+
+def q_projected_service_level():
+    return graph(
+        "Projected vs actual service level",
+        f"Projected (callcenter_projected_service_level_ratio): the share of all callers answered within T that "
+        f"{STAFFED} now can be expected to give at {STAFFING_INPUTS}, by {MODELS}; erlang_c is also "
+        "absent while the staffing cannot carry the load. Thick: the actual service level in the 15m window "
+        "by the queue's own formula (callcenter_service_level_ratio{window=\"15m\"}; 15m like the arrival rate, "
+        "whatever the window picker says). Dashed: the target per threshold (callcenter_service_level_target_ratio). "
+        "Projected far below actual: the queue is about to get worse; far above: something other than staffing "
+        "(not-ready agents, routing) holds it back.",
+        "percentunit",
+        query(latest(sel("callcenter_projected_service_level_ratio"), by="queue, model, threshold"),
+              "{{queue}} projected {{model}} {{threshold}} s"),
+        query(latest(sel("callcenter_service_level_ratio", window="15m"), by="queue, threshold"),
+              "{{queue}} actual 15m {{threshold}} s", ref="B"),
+        query(latest(sel("callcenter_service_level_target_ratio"), by="queue, threshold"),
+              "{{queue}} target {{threshold}} s", ref="C"),
+        dashed_refs=["C"], width=6, min_val=0, max_val=1,
+    ).override_by_query("B", [dm.DynamicConfigValue(id_val="custom.lineWidth", value=4)])
+
+
+def q_projected_asa():
+    return graph(
+        "Projected vs actual ASA",
+        f"Projected average speed of answer (callcenter_projected_answer_wait_seconds: mean wait of the callers "
+        f"who are answered) at {STAFFED} now and {STAFFING_INPUTS}, by {MODELS}; erlang_c is also absent "
+        "while the staffing cannot carry the load (its queue would grow without bound). Thick: the actual ASA in the "
+        "15m window (callcenter_average_answer_wait_seconds{window=\"15m\"}).",
+        "s",
+        query(latest(sel("callcenter_projected_answer_wait_seconds"), by="queue, model"),
+              "{{queue}} projected {{model}}"),
+        query(latest(sel("callcenter_average_answer_wait_seconds", window="15m")), "{{queue}} actual 15m", ref="B"),
+        width=6, min_val=0,
+    ).override_by_query("B", [dm.DynamicConfigValue(id_val="custom.lineWidth", value=4)])
+
+
+def q_projected_abandon_rate():
+    return graph(
+        "Projected vs actual abandon rate",
+        "Projected share of callers who hang up while waiting (callcenter_projected_abandon_rate_ratio"
+        f"{{model=\"erlang_a\"}}) at {STAFFED} now and {STAFFING_INPUTS}, by Erlang A (absent while the "
+        "patience is unknown; Erlang C assumes nobody hangs up, so its 0 is not drawn). Thick: the actual abandon "
+        "rate in the 15m window, abandoned / offered (callcenter_abandon_rate_ratio{window=\"15m\"}). Dashed: the "
+        "alert limit callcenter_abandon_rate_limit_ratio.",
+        "percentunit",
+        query(latest(sel("callcenter_projected_abandon_rate_ratio", model="erlang_a")), "{{queue}} projected erlang_a"),
+        query(latest(sel("callcenter_abandon_rate_ratio", window="15m")), "{{queue}} actual 15m", ref="B"),
+        query(latest(sel("callcenter_abandon_rate_limit_ratio")), "{{queue}} limit", ref="C"),
+        dashed_refs=["C"], width=6, min_val=0,
+    ).override_by_query("B", [dm.DynamicConfigValue(id_val="custom.lineWidth", value=4)])
+
+
+def q_staffing_inputs():
+    right_axis_seconds = [dm.DynamicConfigValue(id_val="unit", value="s"),
+                          dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right")]
+    return graph(
+        "Staffing inputs",
+        "What the staffing models are fed, per queue. Left axis, calls per hour: the arrival rate = calls offered "
+        "in the 15m window / 900 s, x 3600 (callcenter_staffing_arrivals_per_second). Right axis, seconds: AHT = "
+        "(talk + hold + wrap-up seconds) / handled calls in the 1h window (callcenter_staffing_handle_seconds), "
+        "and mean patience = seconds waited by answered and abandoned callers / abandoned calls in the 1h window "
+        "(callcenter_staffing_patience_seconds, Erlang A only). Each is absent below 5 calls (5 abandons for "
+        "the patience): the models then show nothing.",
+        "suffix: calls/h",
+        query(f"{latest(sel('callcenter_staffing_arrivals_per_second'))} * 3600", "{{queue}} arrivals"),
+        query(latest(sel("callcenter_staffing_handle_seconds")), "{{queue}} AHT", ref="B"),
+        query(latest(sel("callcenter_staffing_patience_seconds")), "{{queue}} patience", ref="C"),
+        width=6, min_val=0,
+    ).override_by_query("B", right_axis_seconds).override_by_query("C", right_axis_seconds)
+
+
+def q_forecast_day():
+    return graph(
+        "Offered today vs forecast",
+        f"Calls offered so far in the queue's business day (callcenter_actual_offered_calls{{period=\"day\"}}, "
+        "counted when the call entered the queue) against the forecast to date "
+        "(callcenter_forecast_offered_to_date_calls{period=\"day\"}): the two lines should run together. "
+        "Dashed: the forecast for the whole day (callcenter_forecast_offered_calls{period=\"day\"}) and the "
+        "reforecast of the whole day, actual so far + the rest of the day's forecast scaled by actual / forecast "
+        "to date (callcenter_reforecast_offered_calls{period=\"day\"}; absent below 10 forecast calls to date). "
+        f"{FORECAST_WORDS}.",
+        "short",
+        query(latest(sel("callcenter_actual_offered_calls", period="day")), "{{queue}} offered"),
+        query(latest(sel("callcenter_forecast_offered_to_date_calls", period="day")), "{{queue}} forecast to date",
+              ref="B"),
+        query(latest(sel("callcenter_forecast_offered_calls", period="day")), "{{queue}} forecast whole day",
+              ref="C"),
+        query(latest(sel("callcenter_reforecast_offered_calls", period="day")), "{{queue}} reforecast whole day",
+              ref="D"),
+        dashed_refs=["C", "D"], width=10, min_val=0)
+
+
+def q_forecast_interval():
+    return graph(
+        "Offered this interval vs forecast",
+        f"The current forecast interval (15 or 30 minutes, the forecast file's): calls offered so far in it "
+        "(callcenter_actual_offered_calls{period=\"interval\"}) against its forecast to date "
+        "(callcenter_forecast_offered_to_date_calls{period=\"interval\"}); dashed, its whole forecast "
+        "(callcenter_forecast_offered_calls{period=\"interval\"}). The lines restart at every interval: each "
+        f"peak of the solid line is an interval's final count next to its dashed forecast. {FORECAST_WORDS}.",
+        "short",
+        query(latest(sel("callcenter_actual_offered_calls", period="interval")), "{{queue}} offered"),
+        query(latest(sel("callcenter_forecast_offered_to_date_calls", period="interval")),
+              "{{queue}} forecast to date", ref="B"),
+        query(latest(sel("callcenter_forecast_offered_calls", period="interval")), "{{queue}} forecast interval",
+              ref="C"),
+        dashed_refs=["C"], width=8, min_val=0)
+
+
+RATIO_STEPS = ((None, "red"), (0.8, "orange"), (0.9, "green"), (1.1, "orange"), (1.2, "red"))
+WAPE_STEPS = ((None, "green"), (0.15, "orange"), (0.25, "red"))
+
+
+def q_forecast_accuracy():
+    p = tile(
+        "Forecast accuracy today",
+        "Per queue, for its business day so far. \"vs forecast\": calls offered / forecast to date "
+        "(callcenter_offered_vs_forecast_ratio{period=\"day\"}; 110 % = 10 % more calls than forecast; absent "
+        "below 10 forecast calls to date): green from 90 % up to 110 %, orange from 80 % and from 110 %, red "
+        "below 80 % and from 120 %. "
+        "\"WAPE\": weighted absolute percentage error of the offered calls over the day's ended intervals, "
+        "sum |actual - forecast| / sum actual (callcenter_forecast_wape_ratio; 0 % = perfect; absent before the "
+        f"first ended interval with calls): green below 15 %, orange to 25 %, red from 25 %. {FORECAST_WORDS}."
+        + TAKEOVER,
+        "percentunit", latest(sel("callcenter_offered_vs_forecast_ratio", period="day")),
+        legend="{{queue}} vs forecast", thresholds=steps(*RATIO_STEPS), width=6, height=8, decimals=0)
+    return (p.with_target(query(latest(sel("callcenter_forecast_wape_ratio")), "{{queue}} WAPE", ref="B",
+                                instant=True))
+            .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+            .orientation(cm.VizOrientation.HORIZONTAL)
+            .override_by_query("B", [dm.DynamicConfigValue(id_val="thresholds", value={
+                "mode": "absolute", "steps": [{"value": v, "color": col} for v, col in WAPE_STEPS]})]))
+
+
 def queue_detail() -> db.Dashboard:
     d = c.new_dashboard(
         "callpulse-queue", "callpulse queue detail",
-        "Every KPI of the selected queues over time, the seven service-level formulas side by side, wait "
-        "distributions, flow-outs and the error-budget burn rate.",
+        "Every KPI of the selected queues over time, the seven service-level formulas side by side, staffing "
+        "(agents required by Erlang C and Erlang A against agents staffed, projections at the current staffing, "
+        "the forecast against the actual calls), wait distributions, flow-outs and the error-budget burn rate.",
         refresh="30s", time_from="now-6h", window=True)
     layout = [
         ("Service level", [q_service_level(), q_formulas()]),
+        ("Staffing", [q_agents_short(), q_understaffed_for(), q_agents_required(),
+                      q_projected_service_level(), q_projected_asa(), q_projected_abandon_rate(), q_staffing_inputs(),
+                      q_forecast_day(), q_forecast_interval(), q_forecast_accuracy()]),
         ("Calls", [q_answer_rate(), q_abandon_rate(), q_calls_per_interval(), q_flow_outs(), q_occupancy()]),
         ("Waiting", [q_calls_waiting(), q_waiting_past_threshold(), q_oldest_wait(),
                      q_asa(), q_abandon_wait(), q_aht(),
@@ -461,6 +673,19 @@ def p_rejected():
         bars=True, stack=True, width=8, min_val=0)
 
 
+def p_forecast_file():
+    return graph(
+        "Forecast file loads",
+        "Per worker: loads of a changed forecast file (changes of callcenter_forecast_loaded_timestamp_seconds) "
+        "and failed ones (increase of callcenter_forecast_load_errors_total; the worker logs the file, line "
+        "and problem, and keeps the previous forecast), over $__rate_interval. No data: no forecast file "
+        "configured.",
+        "short",
+        query("changes(callcenter_forecast_loaded_timestamp_seconds[$__rate_interval])", "{{instance}} loaded"),
+        query("increase(callcenter_forecast_load_errors_total[$__rate_interval])", "{{instance}} failed", ref="B"),
+        bars=True, width=8, min_val=0)
+
+
 def p_orphaned():
     return graph(
         "Orphaned calls",
@@ -507,7 +732,7 @@ def pipeline() -> db.Dashboard:
     layout = [
         ("Throughput", [p_events(), p_applied()]),
         ("Freshness", [p_lag(), p_last_event_age()]),
-        ("Data quality", [p_duplicates_late(), p_rejected(), p_orphaned()]),
+        ("Data quality", [p_duplicates_late(), p_rejected(), p_orphaned(), p_forecast_file()]),
         ("Workers", [p_workers_up(), p_queues_per_worker(), p_partitions_held()]),
     ]
     for title, panels in layout:

@@ -120,6 +120,27 @@ def test_erlang_a_works_where_erlang_c_cannot():
     assert agents_required(15 / 180, 180, 20, 0.8, patience=120).agents > 12
 
 
+@pytest.mark.parametrize("load, patience, target, threshold, max_occupancy", [
+    (100, 30, 0.8, 20, None), (50, 60, 0.8, 20, None), (20, 10, 0.5, 20, None), (10, 120, 0.8, 20, None),
+    (15, 120, 0.8, 20, None), (3, 5, 0.95, 0, None), (40, 30, 0.8, 10, 0.7), (0.5, 600, 0.2, 60, None),
+])
+def test_agents_required_is_the_fewest_that_meet_the_target(load, patience, target, threshold, max_occupancy):
+    """Against a search from one agent up: Erlang A can need fewer agents than the load (100
+    Erlangs with 30 s patience: 84), and the answer is the first count that meets the target."""
+    got = agents_required(load / 180, 180, threshold, target, patience=patience, max_occupancy=max_occupancy)
+
+    def meets(c):
+        p = erlang_a(load / 180, 180, c, threshold, patience)
+        return p.service_level >= target and (max_occupancy is None or p.occupancy <= max_occupancy)
+
+    assert meets(got.agents) and not any(meets(c) for c in range(1, got.agents))
+    assert got == erlang_a(load / 180, 180, got.agents, threshold, patience)
+
+
+def test_infinite_patience_is_erlang_c():
+    assert agents_required(10 / 180, 180, 20, 0.8, patience=math.inf) == agents_required(10 / 180, 180, 20, 0.8)
+
+
 def simulate_mmc_m(rate: float, aht: float, agents: int, patience: float, threshold: float, calls: int, seed: int):
     """A plain M/M/c+M simulation: FCFS, exponential arrivals, handle times and patience."""
     rng = random.Random(seed)

@@ -84,7 +84,7 @@ def test_the_repeated_hour_of_an_autumn_change_is_two_intervals():
     (HEADER + "q,2026-12-01,09:00,lots,180,5\nq,2026-12-01,09:15,1,180,5\n", ":2: offered must be a number"),
     (HEADER + "q,2026-12-01,09:00,-1,180,5\nq,2026-12-01,09:15,1,180,5\n", ":2: offered must be a finite number >= 0"),
     (HEADER + "q,2026-12-01,09:00,1,180,5\nq,2026-12-01,9:05,1,180,5\n", "5-minute intervals"),
-    (HEADER + "q,2026-12-01,09:00,1,180,5\nq,2026-12-01,10:00,1,180,5\nq,2026-12-01,10:20,1,1,1\n", "20-minute"),
+    (HEADER + "q,2026-12-01,09:00,1,180,5\nq,2026-12-01,09:20,1,180,5\nq,2026-12-01,09:40,1,1,1\n", "20-minute"),
     (HEADER + "q,2026-12-01,09:00,1,180,5\nq,2026-12-01,09:15,1,180,5\nq,2026-12-01,09:15,2,180,5\n", ":4: queue 'q' has the interval"),
     (HEADER + "q,2026-12-01,09:00,1,180,5\n", "single interval"),
     (HEADER + "q,12/01/2026,09:00,1,180,5\nq,12/01/2026,09:15,1,180,5\n", ":2: date must be YYYY-MM-DD"),
@@ -137,7 +137,7 @@ def actual(end: str, offered: float, handled: float = 0.0, handle: float = 0.0):
 def test_compare_hand_computed():
     forecast = parse_forecast(FOUR, CFG)["support"]
     actuals = {
-        at("08:45"): actual("09:00", 5),  # not forecast at all: a forecast of 0 for WAPE
+        at("08:45"): actual("09:00", 5),  # no forecast row: in the day's calls, not in the comparison
         at("09:00"): actual("09:15", 30, 28, 28 * 190),
         at("09:15"): actual("09:30", 35, 36, 36 * 200),
         at("09:30"): actual("09:45", 10, 4, 4 * 150),  # still open at 09:35
@@ -147,7 +147,7 @@ def test_compare_hand_computed():
     assert got["day"]["forecast_offered"] == 120
     assert got["day"]["forecast_offered_to_date"] == pytest.approx(to_date)
     assert got["day"]["actual_offered"] == 5 + 30 + 35 + 10
-    assert got["day"]["offered_vs_forecast"] == pytest.approx(80 / to_date)
+    assert got["day"]["offered_vs_forecast"] == pytest.approx(75 / to_date)  # the forecast's intervals only
     assert got["day"]["forecast_handle_seconds"] == pytest.approx((20 * 200 + 40 * 180 + 40 * 180 + 20 * 160) / 120)
     assert got["day"]["actual_handle_seconds"] == pytest.approx((28 * 190 + 36 * 200 + 4 * 150) / 68)
     i = got["interval"]
@@ -156,11 +156,11 @@ def test_compare_hand_computed():
     assert i["offered_vs_forecast"] == pytest.approx(10 / (40 / 3))
     assert (i["forecast_handle_seconds"], i["actual_handle_seconds"]) == (180, 150)
     assert got["planned_agents"] == 8
-    # WAPE over the ended intervals 08:45 (F 0, A 5), 09:00 (20, 30), 09:15 (40, 35)
-    assert got["wape"] == pytest.approx((5 + 10 + 5) / (5 + 30 + 35))
-    rest = (120 - to_date) * 80 / to_date
+    # WAPE over the forecast's ended intervals 09:00 (F 20, A 30) and 09:15 (40, 35)
+    assert got["wape"] == pytest.approx((10 + 5) / (30 + 35))
+    rest = (120 - to_date) * 75 / to_date
     assert got["reforecast"]["rest_of_day"] == pytest.approx(rest)
-    assert got["reforecast"]["day"] == pytest.approx(80 + rest)
+    assert got["reforecast"]["day"] == pytest.approx(75 + rest)
 
 
 def test_little_data_gives_no_ratio_and_no_reforecast():
@@ -172,6 +172,18 @@ def test_little_data_gives_no_ratio_and_no_reforecast():
     assert got["interval"]["offered_vs_forecast"] is None
     assert got["wape"] is None  # no interval has ended
     assert got["day"]["actual_handle_seconds"] is None  # nothing handled yet
+
+
+def test_calls_outside_the_forecasts_hours_leave_the_comparison_alone():
+    """A forecast of opening hours only, and a trickle of calls at night: the day's calls count
+    them, the ratio, WAPE and reforecast do not."""
+    forecast = parse_forecast(FOUR, CFG)["support"]
+    night = {at("00:00") + 900 * k: (at("00:00") + 900 * (k + 1), 3, 0, 0) for k in range(36)}  # 00:00-09:00
+    on_forecast = {at("09:00"): actual("09:15", 20), at("09:15"): actual("09:30", 40)}
+    got = compare(forecast, {**night, **on_forecast}, at("09:30"), at("00:00"), at("00:00") + 86400)
+    assert got["day"]["actual_offered"] == 3 * 36 + 60
+    assert got["day"]["offered_vs_forecast"] == 1.0 and got["wape"] == 0.0
+    assert got["reforecast"]["day"] == 120
 
 
 def test_outside_the_forecast_intervals_and_on_other_days():
@@ -252,12 +264,13 @@ def test_exported_through_the_model_and_reloaded_on_change(tmp_path):
     now[0] = at("09:36")
     path.write_text(FOUR.replace("09:30,40,180,8", "09:30,50,180,9"))
     os.utime(path, ns=(1, 1))  # another modification time even on a coarse file-system clock
-    assert states.forecast.reload_if_changed() is True
+    assert states.forecast.reload_if_changed() is False  # changed: maybe still being written
+    assert states.forecast.reload_if_changed() is True  # the same at the next check: loaded
     assert metrics(states)[("callcenter_forecast_planned_agents", (("queue", "support"),))] == 9
     # ...a broken one is counted, logged, and leaves the last good forecast in use.
-    path.write_text(FOUR + "support,2026-12-01,10:00,many,1,1\n")
-    assert states.forecast.reload_if_changed() is False
-    assert states.forecast.reload_if_changed() is False  # reported once, not at every check
+    path.write_text("queue;offered\n")
+    for _ in range(4):  # reported once, not at every check
+        assert states.forecast.reload_if_changed() is False
     m = metrics(states)
     assert m[("callcenter_forecast_load_errors_total", ())] == 1
     assert m[("callcenter_forecast_planned_agents", (("queue", "support"),))] == 9
@@ -273,16 +286,67 @@ def test_a_queue_without_forecast_exports_none_of_it(tmp_path):
     assert not [k for k in metrics(states) if "forecast" in k[0] and k[1]]
 
 
-def test_a_broken_forecast_file_stops_the_start(tmp_path):
+def test_a_broken_forecast_file_never_stops_the_worker(tmp_path, caplog):
     path = tmp_path / "wfm.csv"
     path.write_text("queue,offered\nq,1\n")
-    with pytest.raises(ForecastError, match="no column for start"):
-        QueueStates(load_config(None, {"CALLPULSE_FORECAST_FILE": str(path)}))
-    with pytest.raises(ForecastError, match="cannot read"):
-        ForecastFile(tmp_path / "none.csv", CFG)
+    states = QueueStates(load_config(None, {"CALLPULSE_FORECAST_FILE": str(path)}))
+    assert states.forecast.forecast == {} and states.forecast.load_errors == 1
+    assert "no column for start" in caplog.text and "none in use" in caplog.text
+    assert ("callcenter_forecast_loaded_timestamp_seconds", ()) not in metrics(states)
+    path.write_text(FOUR)
+    os.utime(path, ns=(2, 2))
+    states.forecast.reload_if_changed()
+    assert states.forecast.reload_if_changed() and states.forecast.forecast["support"].minutes == 15
+    missing = ForecastFile(tmp_path / "none.csv", CFG)
+    assert missing.forecast == {} and missing.load_errors == 1 and "cannot read" in caplog.text
 
 
-def test_closed_interval_actuals_survive_a_snapshot_and_are_kept_two_days():
+def test_one_queues_problem_leaves_out_that_queue_only(caplog):
+    from dataclasses import replace
+    from callpulse.config import Config
+    cfg = Config(queues={"berlin": replace(CFG.queue("berlin"), timezone="Europe/Berlin"),
+                         "hourly": replace(CFG.queue("hourly"), interval_minutes=(15,))})
+    text = HEADER + "".join([
+        "support,2026-12-01,09:00,10,180,5\n", "support,2026-12-01,09:15,12,180,5\n",
+        "bad,2026-12-01,09:00,lots,180,5\n", "bad,2026-12-01,09:15,1,180,5\n",
+        "hourly,2026-12-01,09:00,1,180,5\n", "hourly,2026-12-01,10:00,1,180,5\n",
+        # a spring change exported with every slot: the skipped hour with no calls is left out
+        *(f"berlin,2026-03-29,{h:02d}:{m:02d},{0 if h == 2 else 4},180,5\n" for h in (1, 2, 3) for m in (0, 15, 30, 45)),
+    ])
+    problems: list[str] = []
+    got = parse_forecast(text, cfg, "wfm.csv", problems)
+    assert sorted(got) == ["berlin", "support"]
+    assert len(got["berlin"].intervals) == 8 and got["berlin"].minutes == 15
+    assert any("wfm.csv:4: offered must be a number" in p and "queue 'bad' left out" in p for p in problems)
+    assert any("'hourly' has 60-minute intervals" in p and "queue 'hourly' left out" in p for p in problems)
+    assert len(problems) == 2
+    with pytest.raises(ForecastError, match="offered must be a number"):
+        parse_forecast(text, cfg, "wfm.csv")  # strict without a problems list
+    # a skipped time with calls is a problem
+    with pytest.raises(ForecastError, match="02:15 does not exist in Europe/Berlin .*but has 4 calls"):
+        parse_forecast(HEADER + "berlin,2026-03-29,02:00,0,180,5\nberlin,2026-03-29,02:15,4,180,5\n", cfg, "wfm.csv")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("queue;date;interval_start;offered\nq;2026-12-01;09:00;1.234,5\nq;2026-12-01;09:15;12,5\n", 1234.5),
+    ("sep=;\nqueue;date;interval_start;offered\nq;2026-12-01;09:00;7\nq;2026-12-01;09:15;1\n", 7.0),
+    ("queue\tdate\tinterval_start\toffered\nq\t2026-12-01\t09:00\t12.5\nq\t2026-12-01\t09:15\t1\n", 12.5),
+])
+def test_numbers_as_locales_write_them(text, value):
+    assert parse_forecast(text, CFG)["q"].intervals[0].offered == value
+
+
+@pytest.mark.parametrize("text, message", [
+    ("queue;date;interval_start;offered\nq;2026-12-01;09:00;1.234\nq;2026-12-01;09:15;1\n", "ambiguous"),
+    ("queue\tdate\tinterval_start\toffered\nq\t2026-12-01\t09:00\t1,234\nq\t2026-12-01\t09:15\t1\n", "thousands"),
+    (HEADER + "q,2026-12-01,09:00,1,3:65,5\nq,2026-12-01,09:15,1,180,5\n", "AHT must be seconds or m:ss"),
+])
+def test_numbers_that_could_be_misread_are_refused(text, message):
+    with pytest.raises(ForecastError, match=message):
+        parse_forecast(text, CFG)
+
+
+def test_closed_interval_actuals_survive_a_snapshot_and_are_kept_26_hours():
     model = QueueModel(CFG.queue("support"), 60.0, (10, 20))
     feed(model, support_calls())
     before = model.interval_actuals(15, at("00:00"))
@@ -290,9 +354,14 @@ def test_closed_interval_actuals_survive_a_snapshot_and_are_kept_two_days():
     restored = QueueModel(CFG.queue("support"), 60.0, (10, 20))
     restored.load_state(model.to_state())
     assert restored.interval_actuals(15, at("00:00")) == before
-    # Two days later the old intervals are gone from the closed table
-    feed(model, call("support", "late", at("09:00") + 2 * 86400 + 3600, "answered", at("09:01") + 2 * 86400 + 3600))
-    assert not [s for s in model.interval_actuals_closed[15] if s < at("09:30")]
+    # 25 hours later (a call at 10:20 the next day closes 10:00-10:15 of that day) they are all
+    # still there; 27 hours later the first ones are gone, the later ones not yet
+    next_day = at("00:00") + 86400
+    feed(model, call("support", "d2", next_day + 10 * 3600 + 1200, "answered", next_day + 10 * 3600 + 1205))
+    assert {at("09:00"), at("09:15"), at("09:30")} <= set(model.interval_actuals_closed[15])
+    feed(model, call("support", "d3", next_day + 11 * 3600 + 1800, "answered", next_day + 11 * 3600 + 1805))
+    kept = model.interval_actuals_closed[15]
+    assert at("09:00") not in kept and at("09:15") not in kept and next_day + 10 * 3600 + 900 in kept  # d2
 
 
 def test_a_file_of_several_days_compares_only_the_business_day():
@@ -314,7 +383,8 @@ def test_data_that_begins_mid_day_is_compared_from_where_it_begins():
     assert got["day"]["forecast_offered_to_date"] == pytest.approx(to_date)
     assert got["day"]["actual_offered"] == 40
     assert got["day"]["offered_vs_forecast"] == pytest.approx(40 / to_date)
-    assert got["wape"] is None  # no interval was seen whole and has ended
+    # 09:15-09:30 has ended, seen for two thirds: forecast 40 x 2/3 against 30 calls
+    assert got["wape"] == pytest.approx(abs(30 - 40 * 10 / 15) / 30)
     assert got["reforecast"]["day"] == pytest.approx(120 * 40 / to_date)
     rest = 40 * 10 / 15 + 20
     assert got["reforecast"]["rest_of_day"] == pytest.approx(rest * 40 / to_date)

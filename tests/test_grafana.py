@@ -49,12 +49,16 @@ GAUGES = {
     "staffing_arrivals_per_second", "staffing_handle_seconds", "staffing_patience_seconds", "agents_staffed",
     "agents_required", "agents_required_gap", "projected_service_level_ratio", "projected_answer_wait_seconds",
     "projected_abandon_rate_ratio",
+    "agents_short", "understaffed_seconds", "understaffed_limit_agents", "understaffed_limit_seconds",
+    "forecast_offered_calls", "forecast_offered_to_date_calls", "actual_offered_calls", "offered_vs_forecast_ratio",
+    "forecast_handle_seconds", "actual_handle_seconds", "forecast_planned_agents", "forecast_wape_ratio",
+    "reforecast_offered_calls", "forecast_loaded_timestamp_seconds",
 }
 COUNTERS = {
     "calls_offered_total", "calls_answered_total", "calls_abandoned_total", "calls_short_abandoned_total",
     "calls_handled_total", "calls_flowed_out_total", "calls_answered_within_threshold_total",
     "calls_abandoned_within_threshold_total", "handle_seconds_total", "events_total", "events_rejected_total",
-    "events_applied_total", "events_duplicate_total", "events_late_total",
+    "events_applied_total", "events_duplicate_total", "events_late_total", "forecast_load_errors_total",
 }
 HISTOGRAMS = {"answer_wait_seconds", "abandon_wait_seconds", "event_lag_seconds"}
 KNOWN_METRICS = (
@@ -328,6 +332,130 @@ def test_queue_detail_shows_every_kpi(dashboards):
         assert metric in used, metric
 
 
+STAFFING_PANELS = {  # title -> (panel type, unit, metrics it must read)
+    "Agents short now": ("stat", "short", {"callcenter_agents_short", "callcenter_understaffed_limit_agents"}),
+    "Short for": ("stat", "dthms", {"callcenter_understaffed_seconds", "callcenter_understaffed_limit_seconds"}),
+    "Agents required vs staffed": ("timeseries", "short", {
+        "callcenter_agents_required", "callcenter_agents_staffed", "callcenter_forecast_planned_agents"}),
+    "Projected vs actual service level": ("timeseries", "percentunit", {
+        "callcenter_projected_service_level_ratio", "callcenter_service_level_ratio",
+        "callcenter_service_level_target_ratio"}),
+    "Projected vs actual ASA": ("timeseries", "s", {
+        "callcenter_projected_answer_wait_seconds", "callcenter_average_answer_wait_seconds"}),
+    "Projected vs actual abandon rate": ("timeseries", "percentunit", {
+        "callcenter_projected_abandon_rate_ratio", "callcenter_abandon_rate_ratio"}),
+    "Staffing inputs": ("timeseries", "suffix: calls/h", {
+        "callcenter_staffing_arrivals_per_second", "callcenter_staffing_handle_seconds",
+        "callcenter_staffing_patience_seconds"}),
+    "Offered today vs forecast": ("timeseries", "short", {
+        "callcenter_actual_offered_calls", "callcenter_forecast_offered_to_date_calls",
+        "callcenter_forecast_offered_calls", "callcenter_reforecast_offered_calls"}),
+    "Offered this interval vs forecast": ("timeseries", "short", {
+        "callcenter_actual_offered_calls", "callcenter_forecast_offered_to_date_calls",
+        "callcenter_forecast_offered_calls"}),
+    "Forecast accuracy today": ("stat", "percentunit", {
+        "callcenter_offered_vs_forecast_ratio", "callcenter_forecast_wape_ratio"}),
+}
+
+
+def staffing_row(dashboard: dict) -> list[dict]:
+    """The panels between the row "Staffing" and the next row."""
+    panels, inside = [], False
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            inside = p["title"] == "Staffing"
+        elif inside:
+            panels.append(p)
+    return panels
+
+
+def test_queue_detail_has_a_staffing_row(dashboards):
+    d = dashboards["queue.json"]
+    rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
+    assert rows[:2] == ["Service level", "Staffing"], "staffing right under the service level"
+    panels = staffing_row(d)
+    assert [p["title"] for p in panels] == list(STAFFING_PANELS)
+    for p in panels:
+        kind, unit, metrics = STAFFING_PANELS[p["title"]]
+        assert p["type"] == kind and p["fieldConfig"]["defaults"]["unit"] == unit, p["title"]
+        exprs = [t["expr"] for t in p["targets"]]
+        assert metrics <= {m for e in exprs for m in metric_names(e)}, p["title"]
+        # one series per queue (and model/threshold) even while two workers export it
+        assert all(re.search(r"max by \(queue[,)]", e) for e in exprs), (p["title"], exprs)
+        if kind == "stat":
+            assert all(t["instant"] for t in p["targets"]), p["title"]
+    assert sum(p["gridPos"]["w"] for p in panels) == 3 * 24, "three full lines"
+    by_title = {p["title"]: p for p in panels}
+    # the arrival rate is shown per hour, AHT and patience in seconds on the right axis
+    inputs = by_title["Staffing inputs"]
+    assert inputs["targets"][0]["expr"].endswith(" * 3600")
+    for o in inputs["fieldConfig"]["overrides"]:
+        assert {(q["id"], q["value"]) for q in o["properties"]} == {("unit", "s"), ("custom.axisPlacement", "right")}
+    assert [o["matcher"]["options"] for o in inputs["fieldConfig"]["overrides"]] == ["B", "C"]
+    # the actual side of the projections is the 15m window, like the arrival rate
+    for title in ("Projected vs actual service level", "Projected vs actual ASA", "Projected vs actual abandon rate"):
+        assert 'window="15m"' in by_title[title]["targets"][1]["expr"], title
+    assert 'model="erlang_a"' in by_title["Projected vs actual abandon rate"]["targets"][0]["expr"]
+    for title in ("Offered today vs forecast", "Forecast accuracy today"):
+        assert all('period="day"' in t["expr"] for t in by_title[title]["targets"]
+                   if "wape" not in t["expr"]), title
+    assert all('period="interval"' in t["expr"] for t in by_title["Offered this interval vs forecast"]["targets"])
+    # WAPE has its own colours: lower is better
+    accuracy = by_title["Forecast accuracy today"]
+    (wape,) = accuracy["fieldConfig"]["overrides"]
+    assert wape["matcher"]["options"] == "B" and "wape" in accuracy["targets"][1]["expr"]
+    assert [s["color"] for s in wape["properties"][0]["value"]["steps"]] == ["green", "orange", "red"]
+
+
+def test_agents_short_is_coloured_against_each_queues_limit(dashboards):
+    short = next(p for p in staffing_row(dashboards["queue.json"]) if p["title"] == "Agents short now")
+    defaults = short["fieldConfig"]["defaults"]
+    assert defaults["thresholds"]["mode"] == "percentage" and defaults["min"] == 0 and defaults["max"] == 2
+    # percent of the queue's limit: 0 or a surplus green, 1 agent short orange (whatever the limit), the limit red
+    steps = [(s["value"], s["color"]) for s in defaults["thresholds"]["steps"]]
+    assert steps[0] == (None, "green") and steps[-1] == (100.0, "red") and steps[1][1] == "orange"
+    assert 0 < steps[1][0] <= 100 / 1000, "1 agent short of a limit of up to 1000 is orange"
+    ids = [t["id"] for t in short["transformations"]]
+    assert ids == ["joinByLabels", "sortBy", "rowsToFields", "filterFieldsByName"], "queue ids are not numbers"
+    pattern = re.compile("^" + short["transformations"][-1]["options"]["include"]["pattern"] + "$")
+    assert pattern.match("support") and pattern.match("客服") and pattern.match("queue-2")
+    assert not any(pattern.match(name) for name in ("queue", "tile", "value", "reference"))
+
+
+def test_staffing_tiles_queries(dashboards, tmp_path):
+    """The two queries of "Agents short now" on two queues, one exported by two workers during a
+    takeover and one with its understaffed alert off (no limit): one value per queue, named by it."""
+    promtool = require_tool("promtool", "the Debian package prometheus (`make tools` installs it)")
+    short = next(p for p in staffing_row(dashboards["queue.json"]) if p["title"] == "Agents short now")
+    reference, value = (render_query(t["expr"]) for t in short["targets"])
+    series = [
+        ('callcenter_agents_short{queue="support",instance="w1"}', "3"),
+        ('callcenter_agents_short{queue="support",instance="w2"}', "3"),
+        ('callcenter_understaffed_limit_agents{queue="support",instance="w1"}', "2"),
+        ('callcenter_understaffed_limit_agents{queue="support",instance="w2"}', "2"),
+        ('callcenter_agents_short{queue="客服",instance="w1"}', "-1"),
+    ]
+
+    def sample(queue, kind, v):
+        return {"labels": f'{{queue="{queue}",tile="{queue}",kind="{kind}"}}', "value": v}
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [
+                {"expr": reference, "eval_time": "0m", "exp_samples": [sample("support", "reference", 2)]},
+                {"expr": value, "eval_time": "0m",
+                 "exp_samples": [sample("support", "value", 3), sample("客服", "value", -1)]},
+            ],
+        }],
+    }
+    path = tmp_path / "short.test.yml"
+    path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_agents_and_pipeline_dashboards(dashboards):
     agents = {m for _, e in panel_queries(dashboards["agents.json"]) for m in metric_names(e)}
     assert {"callcenter_agents", "callcenter_agents_not_ready"} <= agents
@@ -335,7 +463,8 @@ def test_agents_and_pipeline_dashboards(dashboards):
     assert {"callcenter_events_total", "callcenter_events_applied_total", "callcenter_event_lag_seconds_bucket",
             "callcenter_events_duplicate_total", "callcenter_events_late_total", "callcenter_events_rejected_total",
             "callcenter_calls_orphaned", "callcenter_last_event_timestamp_seconds",
-            "callcenter_input_partitions_held", "up"} <= pipeline
+            "callcenter_input_partitions_held", "callcenter_forecast_loaded_timestamp_seconds",
+            "callcenter_forecast_load_errors_total", "up"} <= pipeline
 
 
 # --- provisioning ---------------------------------------------------------------------------------

@@ -126,7 +126,10 @@ def test_understaffed_since_starts_lasts_and_ends():
     assert understaffed_since(100.0, 1, 2, 170.0) is None  # below: the run ends
     assert understaffed_since(100.0, None, 2, 170.0) is None  # unknown staffing ends it too
     assert understaffed_since(100.0, 9, 0, 170.0) is None  # the alert is off
-    assert understaffed_since(200.0, 9, 2, 170.0) == 170.0  # a clock behind the start restarts it
+    assert understaffed_since(200.0, 9, 2, 170.0) == 200.0  # a clock behind the start keeps it
+    assert understaffed_since(100.0, 9, 2, 170.0, is_open=False) is None  # closed: a break
+    assert understaffed_since(100.0, 9, 2, 400.0, last_read=150.0) == 100.0  # reads 250 s apart: continuous
+    assert understaffed_since(100.0, 9, 2, 500.0, last_read=150.0) == 500.0  # 350 s without a read: restarts
 
 
 def understaffed_events():
@@ -162,3 +165,15 @@ def test_understaffed_seconds_absent_when_off_or_unknown():
         m.apply(e, epoch(e["time"]))
     assert m.read(T0 + 600)["staffing"]["understaffed_seconds"] is None
     assert fed(call("sales", "a", T0, "answered", T0 + 5)).read(T0 + 60)["staffing"]["understaffed_seconds"] is None
+
+
+def test_understaffed_seconds_count_only_while_open():
+    """Short since 09:00 but open from 09:08 (Monday 2026-11-23): the run starts at the opening."""
+    cfg = replace(load_config(None, {}).queue("sales"), open_hours=("mon-fri 09:08-18:00",))
+    m = QueueModel(cfg, lateness_seconds=60.0, histogram_bounds=(10, 20))
+    for e in sorted(understaffed_events(), key=lambda e: e["time"]):
+        m.apply(e, epoch(e["time"]))
+    closed = m.read(T0 + 420)["staffing"]
+    assert closed["agents_short"] >= 2 and closed["understaffed_seconds"] == 0.0
+    assert m.read(T0 + 480)["staffing"]["understaffed_seconds"] == 0.0  # opens now: the run starts
+    assert m.read(T0 + 600)["staffing"]["understaffed_seconds"] == 120.0

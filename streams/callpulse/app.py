@@ -12,6 +12,8 @@ batches topic is keyed by queue, so all of a queue's events meet in one partitio
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import math
 import os
@@ -297,9 +299,10 @@ def create_app(config: Config) -> SimpleNamespace:
 
     @app.timer(interval=FORECAST_CHECK_SECONDS)
     async def reload_forecast() -> None:
-        """Load the forecast file again when it changed (a small file: read on the event loop)."""
+        """Load the forecast file again when it changed; parsed in a thread (weeks of intervals for
+        hundreds of queues take seconds), the new forecast swapped in whole."""
         if states.forecast is not None:
-            states.forecast.reload_if_changed()
+            await asyncio.get_running_loop().run_in_executor(None, states.forecast.reload_if_changed)
 
     @app.on_partitions_revoked.connect
     async def park_models(sender, revoked, **kwargs) -> None:

@@ -127,19 +127,66 @@ def _erlang_a(rate: float, aht: float, agents: int, threshold: float, patience: 
 def agents_required(rate: float, aht: float, threshold: float, target: float, *, patience: float | None = None,
                     max_occupancy: float | None = None, limit: int = 100_000) -> Projection:
     """The fewest agents whose projected service level reaches `target` (and whose occupancy is at
-    most `max_occupancy`, if given): Erlang C without `patience`, Erlang A with it."""
+    most `max_occupancy`, if given): Erlang C without `patience` (or an infinite one), Erlang A
+    with it. Both conditions only get easier with more agents, so the first that meets them is it."""
     if not 0 < target < 1:
         raise ValueError("target must be in (0, 1)")
+    if patience is not None and math.isinf(patience):
+        patience = None
     load = rate * aht
-    agents = max(1, math.floor(load) + (1 if patience is None else 0))
-    b = erlang_b(agents, load)
-    while agents <= limit:
-        p = _erlang_a(rate, aht, agents, threshold, patience, b)
-        if p.service_level >= target and (max_occupancy is None or p.occupancy <= max_occupancy):
-            return p
-        agents += 1
-        b = load * b / (agents + load * b)  # Erlang B's recursion, one agent on
-    raise ValueError(f"no staffing up to {limit} agents reaches the target")
+
+    def meets(p: Projection) -> bool:
+        return p.service_level >= target and (max_occupancy is None or p.occupancy <= max_occupancy)
+
+    if patience is None:
+        # Erlang C needs more agents than the load; the answer is a few above it, so step up,
+        # carrying Erlang B's recursion one agent at a time.
+        agents = max(1, math.floor(load) + 1)
+        b = erlang_b(agents, load)
+        while agents <= limit:
+            p = _erlang_c(rate, aht, agents, threshold, b)
+            if meets(p):
+                return p
+            agents += 1
+            b = load * b / (agents + load * b)
+        raise ValueError(f"no staffing up to {limit} agents reaches the target")
+    # Erlang A can need fewer agents than the load (callers who hang up take load away), but never
+    # fewer than target * load: the share answered within T is at most the share answered, which
+    # is at most c / A. Start at the load: if that meets the target, the answer is between the
+    # floor and the load; if not, gallop up (steps 1, 2, 4...) until it is passed. Then bisect.
+    floor_ = max(1, math.floor(target * load))  # below this nothing can meet the target
+
+    blocking = [1.0]  # Erlang B of 0, 1, 2, ... agents, extended as needed by its recursion
+
+    def projection(agents: int) -> Projection:
+        while len(blocking) <= agents:
+            b, k = blocking[-1], len(blocking)
+            blocking.append(load * b / (k + load * b))
+        return _erlang_a(rate, aht, agents, threshold, patience, blocking[agents])
+
+    start = min(max(floor_, math.floor(load)), limit)
+    p = projection(start)
+    if meets(p):  # the answer lies in [floor, load]: bisect it
+        low, high, best = floor_ - 1, start, p  # floor - 1 fails: it is below the floor
+    else:
+        low, step = start, 1  # the highest count known to fail
+        while True:
+            high = min(low + step, limit)
+            p = projection(high)
+            if meets(p):
+                best = p
+                break
+            if high == limit:
+                raise ValueError(f"no staffing up to {limit} agents reaches the target")
+            low, step = high, step * 2
+    while high - low > 1:  # low fails, high meets
+        middle = (low + high) // 2
+        p = projection(middle)
+        if meets(p):
+            high, best = middle, p
+        else:
+            low = middle
+    return best
 
 
 def heads(positions: int, shrinkage: float) -> int:

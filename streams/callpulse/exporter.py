@@ -244,14 +244,14 @@ class QueueCollector(Collector):
         """Forecast vs actual (forecast.py); absent for a queue without a forecast for its business day."""
         period_rule = " period: interval = the forecast interval the stream clock is in, day = the queue's business day."
         forecast = _gauge("forecast_offered_calls", "Calls the forecast file expects to be offered in the whole period." + period_rule, ["queue", "period"])
-        to_date = _gauge("forecast_offered_to_date_calls", "Forecast offered calls up to now: each interval's forecast times the share of it that has passed." + period_rule, ["queue", "period"])
+        to_date = _gauge("forecast_offered_to_date_calls", "Forecast offered calls up to now: each interval's forecast times the share of it that has passed, counted from the business day's start or from the queue's first event if later." + period_rule, ["queue", "period"])
         actual = _gauge("actual_offered_calls", "Calls offered so far in the period (call.offered, counted at entry)." + period_rule, ["queue", "period"])
-        versus = _gauge("offered_vs_forecast_ratio", "actual_offered_calls / forecast_offered_to_date_calls: 1.1 = 10 % more calls than forecast so far. Absent below 10 forecast calls to date." + period_rule, ["queue", "period"])
+        versus = _gauge("offered_vs_forecast_ratio", "Calls offered / forecast to date, over the intervals the forecast has a row for: 1.1 = 10 % more calls than forecast so far. Absent below 10 forecast calls to date." + period_rule, ["queue", "period"])
         forecast_aht = _gauge("forecast_handle_seconds", "Forecast average handle time of the period (day: weighted by forecast calls)." + period_rule, ["queue", "period"])
         actual_aht = _gauge("actual_handle_seconds", "Average handle time so far in the period: (talk + hold + wrap-up seconds) / handled calls." + period_rule, ["queue", "period"])
         planned = _gauge("forecast_planned_agents", "Agents the forecast file plans for the current interval.", ["queue"])
-        wape = _gauge("forecast_wape_ratio", "Forecast accuracy of offered calls over the business day's ended intervals, as WAPE: sum |actual - forecast| / sum actual (0 = perfect; an interval missing from the forecast counts as a forecast of 0). Absent before an ended interval had calls.", ["queue"])
-        reforecast = _gauge("reforecast_offered_calls", "Intraday reforecast of offered calls: the forecast for the rest of the day times the day's actual / forecast to date; period rest_of_day, or day = actual so far + rest. Absent below 10 forecast calls to date.", ["queue", "period"])
+        wape = _gauge("forecast_wape_ratio", "Forecast accuracy of offered calls over the forecast's ended intervals of the business day, as WAPE: sum |actual - forecast| / sum actual (0 = perfect). Intervals without a forecast row are not compared. Absent before an ended interval had calls.", ["queue"])
+        reforecast = _gauge("reforecast_offered_calls", "Intraday reforecast of offered calls, scaled by the day's actual / forecast to date over the forecast's intervals: period rest_of_day = the rest of the day's forecast times that; day = the whole day's forecast times that (= actual so far + rest of day when the data covers the whole day). Absent below 10 forecast calls to date.", ["queue", "period"])
         for queue, v in views.items():
             f = v.get("forecast")
             if f is None:
@@ -276,9 +276,10 @@ class QueueCollector(Collector):
         yield from (forecast, to_date, actual, versus, forecast_aht, actual_aht, planned, wape, reforecast)
         source = self.states.forecast
         if source is not None:
-            loaded = _gauge("forecast_loaded_timestamp_seconds", "Unix time the forecast file in use was loaded (at start, and after each change of the file that loaded).", [])
-            loaded.add_metric([], source.loaded_at)
-            errors = _counter("forecast_load_errors", "Changes of the forecast file that could not be loaded (the error is logged; the previous forecast stays in use).", [])
+            loaded = _gauge("forecast_loaded_timestamp_seconds", "Unix time the forecast in use was loaded from the file (at start, or after a change of the file); absent while none could be loaded.", [])
+            if source.loaded_at is not None:
+                loaded.add_metric([], source.loaded_at)
+            errors = _counter("forecast_load_errors", "Loads of the forecast file (at start or after a change) that failed: in whole (the previous forecast, or none, stays in use) or for some queues (left out). The worker logs file, line and reason.", [])
             errors.add_metric([], source.load_errors)
             yield from (loaded, errors)
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import bisect
 import csv
-import io
 import logging
 import math
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -110,10 +110,23 @@ def _columns(header: list[str], where: str) -> dict[str, int]:
     return out
 
 
+_GROUPED_BY_DOTS = re.compile(r"\d{1,3}(\.\d{3})+(,\d*)?")
+
+
 def _number(text: str, what: str, where: str, decimal_comma: bool) -> float:
-    s = text.strip().replace("\u00a0", "").replace(" ", "")
+    """A number as WFM exports write it. In a ';' file (a European locale) the comma is the
+    decimal mark and '.' may group thousands (1.234,5); "1.234" alone could be either, so it is
+    refused. Elsewhere a comma can only be a thousands separator or a foreign decimal: refused."""
+    s = text.strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
     if decimal_comma:
+        if _GROUPED_BY_DOTS.fullmatch(s):
+            if "," not in s:
+                raise ForecastError(f"{where}: {what} {text!r} is ambiguous in a ';' file (1.234 = 1234 or 1,234?); "
+                                    "write it without thousands separators")
+            s = s.replace(".", "")
         s = s.replace(",", ".")
+    elif "," in s:
+        raise ForecastError(f"{where}: {what} must be a number without thousands separators, got {text!r}")
     try:
         value = float(s)
     except ValueError:
@@ -131,7 +144,7 @@ def _seconds(text: str, where: str, decimal_comma: bool) -> float:
             values = [float(p) for p in parts]
         except ValueError:
             raise ForecastError(f"{where}: AHT must be seconds or m:ss, got {text!r}") from None
-        if len(values) > 3 or any(v < 0 for v in values):
+        if len(values) > 3 or any(v < 0 for v in values) or any(v >= 60 for v in values[1:]):
             raise ForecastError(f"{where}: AHT must be seconds or m:ss, got {text!r}")
         return sum(v * 60 ** i for i, v in enumerate(reversed(values)))
     return _number(text, "AHT", where, decimal_comma)
@@ -198,18 +211,20 @@ def _end_wall(row: list[str], cols: dict[str, int], start: datetime | None, wher
     return _start([text], {"start": 0}, where)[0]
 
 
-def _local_instant(wall: datetime, zone: ZoneInfo, repeat: bool, where: str) -> float:
-    """Epoch of a local wall time; `repeat`: its second occurrence (the repeated hour of an autumn
-    change, listed twice by tools that export it)."""
+def _local_instant(wall: datetime, zone: ZoneInfo, repeat: bool, where: str) -> float | None:
+    """Epoch of a local wall time, None if the clocks skip it; `repeat`: its second occurrence
+    (the repeated hour of an autumn change, listed twice by tools that export it)."""
     instant = wall.replace(tzinfo=zone, fold=1 if repeat else 0).timestamp()
     if datetime.fromtimestamp(instant, zone).replace(tzinfo=None) != wall:
-        raise ForecastError(f"{where}: {wall:%Y-%m-%d %H:%M} does not exist in {zone.key} (clocks skip it)")
+        return None
     return instant
 
 
-def read_forecast(path: str | os.PathLike[str], config: Any) -> dict[str, QueueForecast]:
+def read_forecast(path: str | os.PathLike[str], config: Any,
+                  problems: list[str] | None = None) -> dict[str, QueueForecast]:
     """Parse a forecast file; the queues' time zones and interval lengths come from `config`.
-    Raises ForecastError naming the file and line of the first problem."""
+    Raises ForecastError naming the file and line of the problem; with `problems`, a problem in
+    one queue's rows is added there instead and only that queue is left out."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -219,55 +234,80 @@ def read_forecast(path: str | os.PathLike[str], config: Any) -> dict[str, QueueF
         text = raw.decode("utf-8-sig")  # Excel writes a byte-order mark
     except UnicodeDecodeError as exc:
         raise ForecastError(f"{name}: not UTF-8 text (byte {exc.start}); export the forecast as UTF-8 CSV") from None
-    return parse_forecast(text, config, name)
+    return parse_forecast(text, config, name, problems)
 
 
-def parse_forecast(text: str, config: Any, name: str = "<forecast>") -> dict[str, QueueForecast]:
-    first_line = text.split("\n", 1)[0]
-    delimiter = max(",;\t|", key=first_line.count)
-    decimal_comma = delimiter != ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+def parse_forecast(text: str, config: Any, name: str = "<forecast>",
+                   problems: list[str] | None = None) -> dict[str, QueueForecast]:
+    """read_forecast() of text already read."""
+    lines = text.splitlines(keepends=True)
+    first = 1
+    if lines and re.fullmatch(r"sep=.\s*", lines[0], re.I):  # Excel's delimiter line
+        delimiter, lines, first = lines[0][4], lines[1:], 2
+    else:
+        delimiter = max(",;\t|", key=(lines[0] if lines else "").count)
+    decimal_comma = delimiter == ";"
+    reader = csv.reader(lines, delimiter=delimiter)
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):
-        raise ForecastError(f"{name}:1: empty file; expected a header like queue,date,interval_start,offered")
-    cols = _columns(header, f"{name}:1")
+        raise ForecastError(f"{name}:{first}: empty file; expected a header like queue,date,interval_start,offered")
+    cols = _columns(header, f"{name}:{first}")
     rows: dict[str, list[_Row]] = {}
-    for line, row in enumerate(reader, start=2):
+    broken: dict[str, ForecastError] = {}  # queue -> its first problem
+    for line, row in enumerate(reader, start=first + 1):
         if not any(cell.strip() for cell in row):
             continue
         where = f"{name}:{line}"
-        if len(row) < len(header):
-            raise ForecastError(f"{where}: {len(row)} fields, the header has {len(header)}")
-        queue = row[cols["queue"]].strip()
-        if not queue:
-            raise ForecastError(f"{where}: empty queue")
-        wall, instant = _start(row, cols, where)
-        optional = {f: row[cols[f]].strip() if f in cols else "" for f in ("aht", "planned")}
-        aht = _seconds(optional["aht"], where, decimal_comma) if optional["aht"] else None
-        if aht == 0:
-            aht = None  # WFM tools write 0 for an interval without calls
-        rows.setdefault(queue, []).append(_Row(
-            line, wall, instant, _end_wall(row, cols, wall, where),
-            _number(row[cols["offered"]], "offered", where, decimal_comma), aht,
-            _number(optional["planned"], "planned agents", where, decimal_comma) if optional["planned"] else None))
-    return {queue: _queue_forecast(queue, queue_rows, config.queue(queue), name) for queue, queue_rows in rows.items()}
+        queue = row[cols["queue"]].strip() if len(row) > cols["queue"] else ""
+        try:
+            if len(row) < len(header):
+                raise ForecastError(f"{where}: {len(row)} fields, the header has {len(header)}")
+            if not queue:
+                raise ForecastError(f"{where}: empty queue")
+            rows.setdefault(queue, []).append(_row(row, cols, line, where, decimal_comma))
+        except ForecastError as exc:
+            if problems is None:
+                raise
+            broken.setdefault(queue, exc)
+    out = {}
+    for queue, queue_rows in rows.items():
+        try:
+            if queue in broken:
+                raise broken.pop(queue)
+            out[queue] = _queue_forecast(queue, queue_rows, config.queue(queue), name)
+        except ForecastError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{exc}; queue {queue!r} left out")
+    for queue, exc in broken.items():  # queues none of whose rows could be read, rows of no queue
+        problems.append(f"{exc}; {f'queue {queue!r}' if queue else 'row'} left out")  # type: ignore[union-attr]
+    return out
+
+
+def _row(row: list[str], cols: dict[str, int], line: int, where: str, decimal_comma: bool) -> _Row:
+    wall, instant = _start(row, cols, where)
+    optional = {f: row[cols[f]].strip() if f in cols else "" for f in ("aht", "planned")}
+    aht = _seconds(optional["aht"], where, decimal_comma) if optional["aht"] else None
+    return _Row(
+        line, wall, instant, _end_wall(row, cols, wall, where),
+        _number(row[cols["offered"]], "offered", where, decimal_comma),
+        aht or None,  # WFM tools write 0 for an interval without calls
+        _number(optional["planned"], "planned agents", where, decimal_comma) if optional["planned"] else None)
 
 
 def _length(queue: str, rows: list[_Row], name: str) -> int:
-    """Interval length in minutes: the end column's, else the smallest step between starts."""
-    lengths = {round((r.end_wall - r.wall).total_seconds() / 60) for r in rows if r.end_wall and r.wall}
-    if len(lengths) > 1:
-        raise ForecastError(f"{name}: queue {queue!r} mixes interval lengths {sorted(lengths)} minutes")
-    if lengths:
-        return lengths.pop()
-    walls = [r.wall for r in rows if r.wall is not None]
-    starts = sorted(set(walls)) if walls else sorted({datetime.fromtimestamp(r.instant, timezone.utc) for r in rows})  # type: ignore[arg-type]
-    steps = [round((b - a).total_seconds() / 60) for a, b in zip(starts, starts[1:])]
-    steps = [s for s in steps if s > 0]
-    if not steps:
+    """Interval length in minutes: the most common of the end column's lengths, else of the steps
+    between starts (the rows around a daylight-saving change differ on the wall clock)."""
+    lengths = [round((r.end_wall - r.wall).total_seconds() / 60) for r in rows if r.end_wall and r.wall]
+    if not lengths:
+        walls = [r.wall for r in rows if r.wall is not None]
+        starts = sorted(set(walls)) if walls else sorted({datetime.fromtimestamp(r.instant, timezone.utc) for r in rows})  # type: ignore[arg-type]
+        lengths = [round((b - a).total_seconds() / 60) for a, b in zip(starts, starts[1:])]
+    lengths = [n for n in lengths if n > 0]
+    if not lengths:
         raise ForecastError(f"{name}:{rows[0].line}: queue {queue!r} has a single interval and no end column: "
                             "its length is unknown")
-    return min(steps)
+    return Counter(lengths).most_common(1)[0][0]
 
 
 def _queue_forecast(queue: str, rows: list[_Row], queue_config: Any, name: str) -> QueueForecast:
@@ -285,6 +325,11 @@ def _queue_forecast(queue: str, rows: list[_Row], queue_config: Any, name: str) 
             repeat = seen.get(r.wall, 0)
             seen[r.wall] = repeat + 1
             start = _local_instant(r.wall, zone, repeat > 0, where)
+            if start is None:
+                if r.offered == 0:
+                    continue  # the skipped hour of a spring change, exported with no calls
+                raise ForecastError(f"{where}: {r.wall:%Y-%m-%d %H:%M} does not exist in {zone.key} (clocks skip it), "
+                                    f"but has {r.offered:g} calls")
         else:
             start = r.instant  # type: ignore[assignment]
         bounds = interval_bounds(start, minutes, zone)
@@ -300,18 +345,21 @@ def _queue_forecast(queue: str, rows: list[_Row], queue_config: Any, name: str) 
 
 
 class ForecastFile:
-    """The forecast file in use: loaded at start (a broken file stops the start with its error),
-    then again whenever its size, modification time or inode changes. A reload that fails keeps
-    the forecast in use and is logged and counted."""
+    """The forecast file in use: loaded at start and again when it has changed (size,
+    modification time or inode) and then stayed the same for one more check, so a file still
+    being written is not read half-way. Problems never stop the worker: a file that cannot be
+    used at all leaves the previous forecast (at start: none) in use, a queue with a problem is
+    left out; both are logged with file, line and reason, and counted."""
 
     def __init__(self, path: str | os.PathLike[str], config: Any, wall: Callable[[], float] = time.time):
         self.path = Path(path)
         self.config = config
         self.wall = wall
-        self.load_errors = 0
-        self._signature = self._stat()
-        self.forecast = read_forecast(self.path, config)
-        self.loaded_at = wall()
+        self.load_errors = 0  # loads that failed, in whole or for some queue
+        self.forecast: dict[str, QueueForecast] = {}
+        self.loaded_at: float | None = None
+        self._loaded_signature = self._pending = None
+        self._load(self._stat())
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -320,21 +368,34 @@ class ForecastFile:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def reload_if_changed(self) -> bool:
-        """Reload if the file changed since the last attempt; True if a new forecast is in use."""
-        signature = self._stat()
-        if signature == self._signature:
-            return False
-        self._signature = signature  # a broken version is reported once, not at every check
+    def _load(self, signature) -> bool:
+        self._loaded_signature = signature  # a broken version is reported once, not at every check
+        problems: list[str] = []
         try:
-            self.forecast = read_forecast(self.path, self.config)
+            forecast = read_forecast(self.path, self.config, problems)
         except ForecastError as exc:
             self.load_errors += 1
-            log.error("forecast not reloaded, the previous one stays in use: %s", exc)
+            log.error("forecast not loaded; %s: %s", "none in use" if self.loaded_at is None else
+                      "the previous one stays in use", exc)
             return False
-        self.loaded_at = self.wall()
-        log.info("forecast reloaded from %s: %d queues", self.path, len(self.forecast))
+        for problem in problems:
+            log.error("forecast: %s", problem)
+        self.load_errors += bool(problems)
+        self.forecast, self.loaded_at = forecast, self.wall()
+        log.info("forecast loaded from %s: %d queues (%s)", self.path, len(forecast), ", ".join(sorted(forecast)))
         return True
+
+    def reload_if_changed(self) -> bool:
+        """Check the file (every few seconds); True if a new forecast is now in use."""
+        signature = self._stat()
+        if signature == self._loaded_signature:
+            self._pending = None
+            return False
+        if signature != self._pending:  # changed since the last check: may still be written
+            self._pending = signature
+            return False
+        self._pending = None
+        return self._load(signature)
 
 
 # ---- comparing with the actual counts ------------------------------------------------------
@@ -355,30 +416,33 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
 
     actuals: interval start -> (end, offered, handled, handle seconds) of the queue's intervals of
     forecast.minutes, up to now. observed_since: when the queue's data begins, if after the day's
-    start (a worker first started mid-day): "to date" then counts from there, and WAPE only
-    intervals seen whole. None when the forecast has nothing for this day.
+    start (a worker first started mid-day): forecasts then count only for the part of the day seen.
+    The ratio, WAPE and reforecast compare only intervals the forecast has a row for (a forecast
+    of opening hours says nothing of calls at night); the actual offered calls of the day are all
+    of them. None when the forecast has nothing for this day.
     """
     day = forecast.starting_in(day_start, day_end)
     if not day:
         return None
     since = day_start if observed_since is None else max(day_start, observed_since)
 
-    def passed(f: ForecastInterval) -> float:
+    def seen(f: ForecastInterval) -> float:
         """Share of the interval between `since` and now."""
         return max(0.0, min(now, f.end) - max(f.start, since)) / (f.end - f.start)
 
-    forecast_day = sum(f.offered for f in day)
-    forecast_to_date = sum(f.offered * passed(f) for f in day)
     so_far = {s: a for s, a in actuals.items() if day_start <= s <= now and a[0] > since}
-    actual_day = sum(a[1] for a in so_far.values())
+    covered = [(f, so_far.get(f.start, (f.end, 0.0, 0.0, 0.0))[1]) for f in day if seen(f) > 0]
+    forecast_day = sum(f.offered for f in day)
+    forecast_to_date = sum(f.offered * seen(f) for f, _ in covered)
+    actual_covered = sum(offered for _, offered in covered)
     handled_day = sum(a[2] for a in so_far.values())
     out: dict[str, Any] = {
         "interval_minutes": forecast.minutes,
         "day": {
             "forecast_offered": forecast_day,
             "forecast_offered_to_date": forecast_to_date,
-            "actual_offered": actual_day,
-            "offered_vs_forecast": _ratio(actual_day, forecast_to_date),
+            "actual_offered": sum(a[1] for a in so_far.values()),
+            "offered_vs_forecast": _ratio(actual_covered, forecast_to_date),
             "forecast_handle_seconds": _weighted_aht([(f.offered, f.aht) for f in day]),
             "actual_handle_seconds": sum(a[3] for a in so_far.values()) / handled_day if handled_day else None,
         },
@@ -388,7 +452,7 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
     current = next((f for f in day if f.start <= now < f.end), None)
     if current is not None:
         _, offered, handled, handle_seconds = actuals.get(current.start, (current.end, 0.0, 0.0, 0.0))
-        to_date = current.offered * passed(current)
+        to_date = current.offered * seen(current)
         out["interval"] = {
             "start": current.start,
             "end": current.end,
@@ -400,19 +464,16 @@ def compare(forecast: QueueForecast, actuals: dict[float, tuple[float, float, fl
             "actual_handle_seconds": handle_seconds / handled if handled else None,
         }
         out["planned_agents"] = current.planned
-    # WAPE over the day's ended intervals: the forecast ones, and any with calls the forecast did
-    # not expect (a forecast of 0 for them).
-    forecast_ended = {f.start: f.offered for f in day if f.end <= now and f.start >= since}
-    actual_ended = {s: a[1] for s, a in so_far.items() if a[0] <= now and s >= since}
-    ended = set(forecast_ended) | set(actual_ended)
-    total = sum(actual_ended.values())
-    error = sum(abs(actual_ended.get(s, 0.0) - forecast_ended.get(s, 0.0)) for s in ended)
-    out["wape"] = error / total if total > 0 else None
-    scale = _ratio(actual_day, forecast_to_date)
+    # WAPE over the forecast's ended intervals (the first one seen only in part: its forecast
+    # for that part)
+    ended = [(f.offered * seen(f), offered) for f, offered in covered if f.end <= now]
+    total = sum(a for _, a in ended)
+    out["wape"] = sum(abs(a - f) for f, a in ended) / total if total > 0 else None
+    scale = _ratio(actual_covered, forecast_to_date)
     if scale is None:
         out["reforecast"] = None
     else:
-        rest = sum(f.offered * (1.0 - min(1.0, max(0.0, (now - f.start) / (f.end - f.start)))) for f in day)
+        rest = sum(f.offered * max(0.0, f.end - max(f.start, now)) / (f.end - f.start) for f in day)
         # actual + rest x scale; with data from the day's start that is forecast_day x scale, and
         # a part of the day before the data began is estimated at the same deviation
         out["reforecast"] = {"rest_of_day": rest * scale, "day": forecast_day * scale}

@@ -43,8 +43,8 @@ FORGET_ORPHANED_CALL_AFTER = 24 * 3600.0
 FORGET_UNENDED_CONVERSATION_AFTER = 12 * 3600.0
 FORGET_WRAPUP_AFTER = 3600.0
 # Closed intervals' actual counts are kept this long (event time) for the forecast comparison of
-# the business day: a day, plus slack for a business day of 25 hours and the lateness.
-KEEP_ACTUALS_SECONDS = 2 * 86400.0
+# the business day: a business day of up to 25 hours (an autumn change), and the lateness.
+KEEP_ACTUALS_SECONDS = 26 * 3600.0
 
 
 def threshold_key(threshold: float) -> str:
@@ -266,6 +266,7 @@ class QueueModel:
         # comparison of the business day (forecast.py): {minutes: {start: (end, offered, handled, handle s)}}
         self.interval_actuals_closed: dict[int, dict[float, tuple[float, float, float, float]]] = {}
         self.understaffed_since: float | None = None  # start of the current run of understaffing (read())
+        self.understaffed_read_at: float | None = None  # clock of the read that last evaluated it
         self._pending_seen: tuple | None = None  # what pending_interval_records last built, and at which version
         self._version = 0  # counts applied events: preliminary records change only with it
         self._watermark_second = None
@@ -545,6 +546,7 @@ class QueueModel:
             self._add_open_agent_states(counters, low, now)
             windows[name] = self._window_view(counters)
         day_start, _, iso = self.business_day.bounds(now)
+        opened_at = cfg.opened_at(now)
         today = list(self.days.get(iso) or [0.0] * len(self.fields))
         self._add_open_agent_states(today, day_start, now)
         windows["today"] = self._window_view(today)
@@ -557,7 +559,7 @@ class QueueModel:
             "targets": self.targets,
             "short_abandon_seconds": cfg.short_abandon_seconds,
             "business_day": iso,
-            "opened_at": cfg.opened_at(now),
+            "opened_at": opened_at,
             "team": cfg.team,
             "alert_limits": {
                 "calls_waiting": cfg.alert_calls_waiting,
@@ -575,17 +577,20 @@ class QueueModel:
             "answer_wait_histogram": self.answer_waits,
             "abandon_wait_histogram": self.abandon_waits,
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
-            "staffing": self._staffing(windows, live["agents"], now),
+            "staffing": self._staffing(windows, live["agents"], now, is_open=opened_at is not None),
         }
 
-    def _staffing(self, windows: dict, agents: dict[str, int], now: float) -> dict:
-        """staffing_view() plus how long the queue has been short of alert_understaffed_agents, by
-        the reads seen (every scrape): None when that alert is off or the staffing is unknown."""
+    def _staffing(self, windows: dict, agents: dict[str, int], now: float, is_open: bool) -> dict:
+        """staffing_view() plus how long the queue has been short of alert_understaffed_agents
+        while open, by the reads seen (every scrape): None when that alert is off or the staffing
+        is unknown, 0 while not short or closed."""
         view = staffing_view(windows, agents, self.targets)
         limit = self.config.alert_understaffed_agents
-        self.understaffed_since = understaffed_since(self.understaffed_since, view["agents_short"], limit, now)
+        self.understaffed_since = understaffed_since(self.understaffed_since, view["agents_short"], limit, now,
+                                                     is_open=is_open, last_read=self.understaffed_read_at)
+        self.understaffed_read_at = max(now, self.understaffed_read_at or now)
         known = limit > 0 and view["agents_short"] is not None
-        view["understaffed_seconds"] = (now - self.understaffed_since if self.understaffed_since is not None
+        view["understaffed_seconds"] = (max(0.0, now - self.understaffed_since) if self.understaffed_since is not None
                                         else 0.0 if known else None)
         return view
 
@@ -740,6 +745,7 @@ class QueueModel:
             "interval_actuals": [[m, s, *a] for m, by_start in self.interval_actuals_closed.items()
                                  for s, a in by_start.items()],
             "understaffed_since": self.understaffed_since,
+            "understaffed_read_at": self.understaffed_read_at,
             "first_event_time": self.first_event_time,
         }
 
@@ -780,6 +786,7 @@ class QueueModel:
             if m in self.intervals.open:
                 self.interval_actuals_closed.setdefault(m, {})[start] = tuple(actual)  # type: ignore[assignment]
         self.understaffed_since = state.get("understaffed_since")
+        self.understaffed_read_at = state.get("understaffed_read_at")
         self.first_event_time = state.get("first_event_time")  # None from older snapshots: unknown
 
 

@@ -1141,12 +1141,13 @@ def simulate(
 
 
 def planning_forecast(day_start: float, days: int = 1, scenario: str = "normal", *, minutes: int = 15,
-                      rate_scale: float = 1.0) -> str:
+                      rate_scale: float = 1.0, shift_seconds: float = 0.0) -> str:
     """The simulator's own planning forecast as a WFM-style CSV (forecast.py reads it): for each
     queue and `minutes` interval of `days` UTC days from `day_start` (a UTC midnight), the offered
     calls its planner expects (IVR output plus transfers in, times the intraday curve), the AHT it
     plans with, and the agents it schedules (heads, shrinkage included). A surge is not in it:
-    that is what a surge is. For the demo's forecast vs actual."""
+    that is what a surge is. For the demo's forecast vs actual. shift_seconds: the traffic is that
+    of the time of day this much later, as `simulate --hour-of-day` stamps it with the real time."""
     if scenario not in SCENARIO_PARAMS or SCENARIO_PARAMS[scenario].steady:
         raise ValueError(f"no planning forecast for scenario {scenario!r}")
     sim = _Simulation(scenario, 1, day_start, days * _SECONDS_PER_DAY, float(rate_scale))
@@ -1155,10 +1156,11 @@ def planning_forecast(day_start: float, days: int = 1, scenario: str = "normal",
     for k in range(int(days * _SECONDS_PER_DAY // step)):
         t0 = day_start + k * step
         t1 = t0 + step
-        prof = [arrival_profile((x % _SECONDS_PER_DAY) / 3600.0) for x in (t0, (t0 + t1) / 2, t1)]
+        s0, s1 = t0 + shift_seconds, t1 + shift_seconds  # simulated time of day
+        prof = [arrival_profile((x % _SECONDS_PER_DAY) / 3600.0) for x in (s0, (s0 + s1) / 2, s1)]
         mean = (prof[0] + 4.0 * prof[1] + prof[2]) / 6.0  # as the planner averages it
         day, hhmm = _time.strftime("%Y-%m-%d", _time.gmtime(t0)), _time.strftime("%H:%M", _time.gmtime(t0))
         for gi, q in enumerate(QUEUES):
             offered = sim.forecast_rate[gi] * mean * step
-            rows.append(f"{q.name},{day},{hhmm},{offered:.1f},{sim.aht[gi]:.0f},{sim._needed(gi, t0, t1)}")
+            rows.append(f"{q.name},{day},{hhmm},{offered:.1f},{sim.aht[gi]:.0f},{sim._needed(gi, s0, s1)}")
     return "\n".join(rows) + "\n"

@@ -14,6 +14,7 @@ in the last quarter of an hour has no arrival rate worth staffing on, and no num
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .erlang import agents_required, erlang_a
 
@@ -40,7 +41,8 @@ def average_handle_time(window: dict) -> float | None:
     if handled < MIN_HANDLED:
         return None
     s = window["seconds"]
-    return (s["talk_seconds"] + s["hold_seconds"] + s["wrapup_seconds"]) / handled
+    aht = (s["talk_seconds"] + s["hold_seconds"] + s["wrapup_seconds"]) / handled
+    return aht if aht > 0 else None  # zero-second calls (whole-second sources): no load to staff on
 
 
 def mean_patience(window: dict) -> float | None:
@@ -51,7 +53,8 @@ def mean_patience(window: dict) -> float | None:
     if abandoned < MIN_ABANDONED:
         return None
     s = window["seconds"]
-    return (s["answer_wait_seconds"] + s["abandon_wait_seconds"]) / abandoned
+    patience = (s["answer_wait_seconds"] + s["abandon_wait_seconds"]) / abandoned
+    return patience if patience > 0 else None  # all hung up within their second: no estimate
 
 
 def live_inputs(windows: dict[str, dict]) -> LiveInputs:
@@ -75,7 +78,8 @@ def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dic
     target ratio}. Agents staffed = available + on_call + wrap_up. Erlang C needs the arrival rate
     and AHT; Erlang A also the patience. A model whose inputs are unknown gives None throughout;
     Erlang C gives no projection when the staffing cannot carry the load (it has no steady state:
-    the queue would grow without bound, which is what Erlang A shows as abandonment).
+    the queue would grow without bound, which is what Erlang A shows as abandonment). A target of
+    1 (100 %) has no required agents: no finite staffing promises every caller within T.
     """
     inputs = live_inputs(windows)
     staffed = agents.get("available", 0) + agents.get("on_call", 0) + agents.get("wrap_up", 0)
@@ -90,19 +94,30 @@ def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dic
         out["models"][model] = view
         if not known:
             continue
-        for threshold, target in targets.items():
-            required = agents_required(inputs.rate, inputs.aht, float(threshold), target, patience=patience).agents
-            view["required"][threshold] = required
-            view["gap"][threshold] = required - staffed
-        can_project = staffed >= 1 and (patience is not None or staffed > inputs.rate * inputs.aht)
-        for threshold in targets:
-            if can_project:
-                p = erlang_a(inputs.rate, inputs.aht, staffed, float(threshold), patience)
-                view["projected_service_level"][threshold] = p.service_level
-                view["projected_answer_wait_seconds"] = p.average_wait_seconds
-                view["projected_abandon_ratio"] = p.abandon_probability
+        required, projected, asa, abandon = _model_numbers(inputs.rate, inputs.aht, patience, staffed,
+                                                           tuple(targets.items()))
+        view["required"] = dict(required)
+        view["gap"] = {threshold: n - staffed for threshold, n in required}
+        view["projected_service_level"] = dict(projected)
+        view["projected_answer_wait_seconds"], view["projected_abandon_ratio"] = asa, abandon
     out["agents_short"], out["agents_short_model"] = agents_short(out["models"])
     return out
+
+
+@lru_cache(maxsize=4096)
+def _model_numbers(rate: float, aht: float, patience: float | None, staffed: int,
+                   targets: tuple[tuple[str, float], ...]) -> tuple:
+    """(required per threshold, projected SL per threshold, projected ASA, projected abandon
+    share) for one model: cached, because every scrape and wallboard poll reads every queue, and
+    a queue's inputs only change when a call enters or leaves its windows."""
+    required = tuple((threshold, agents_required(rate, aht, float(threshold), target, patience=patience).agents)
+                     for threshold, target in targets if target < 1)
+    if not targets or not (staffed >= 1 and (patience is not None or staffed > rate * aht)):
+        return required, (), None, None
+    projections = [(threshold, erlang_a(rate, aht, staffed, float(threshold), patience)) for threshold, _ in targets]
+    last = projections[-1][1]
+    return (required, tuple((t, p.service_level) for t, p in projections),
+            last.average_wait_seconds, last.abandon_probability)
 
 
 def agents_short(models: dict) -> tuple[int | None, str | None]:
@@ -116,9 +131,19 @@ def agents_short(models: dict) -> tuple[int | None, str | None]:
     return None, None
 
 
-def understaffed_since(since: float | None, short: int | None, limit: float, now: float) -> float | None:
-    """When the current run of being short of at least `limit` agents began: kept while it lasts,
-    `now` when it starts, None when it ends, the staffing is unknown, or the alert is off (0)."""
-    if limit <= 0 or short is None or short < limit:
+# A run of understaffing is only as continuous as the reads that saw it: after a longer gap
+# between reads (a worker down, nobody scraping) it starts again.
+MAX_READ_GAP_SECONDS = 300.0
+
+
+def understaffed_since(since: float | None, short: int | None, limit: float, now: float, *,
+                       is_open: bool = True, last_read: float | None = None) -> float | None:
+    """When the current run of being short of at least `limit` agents, while open, began: kept
+    while it lasts, `now` when it starts (or restarts after a gap between reads of more than
+    MAX_READ_GAP_SECONDS), None when it ends, the queue is closed, the staffing is unknown or the
+    alert is off (0). A clock behind the start keeps it (the duration then reads 0)."""
+    if limit <= 0 or short is None or short < limit or not is_open:
         return None
-    return now if since is None or since > now else since
+    if since is None or (last_read is not None and now - last_read > MAX_READ_GAP_SECONDS):
+        return now
+    return since

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from callpulse import simulator
 from callpulse.broker import free_port
 from helpers import require_tool
 
@@ -55,6 +56,18 @@ def _stop(process: subprocess.Popen | None) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def write_forecast(path: Path, history_start: float, hour_of_day: float) -> Path:
+    """The simulator's planning forecast (simulator.planning_forecast: its own rates, intraday
+    curve, AHT and planned agents, no surge) for today and tomorrow in UTC (the queues' default
+    zone), for what `callpulse simulate --hour-of-day H --backfill B` sends from `history_start`
+    (= now - B) on: its curve runs from hour H at `history_start`."""
+    day0 = history_start // 86400 * 86400
+    shift = hour_of_day * 3600 - history_start % 86400  # real time + shift = simulated time of day
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(simulator.planning_forecast(day0, days=2, shift_seconds=shift), encoding="utf-8")
+    return path
 
 
 def shorten_for(rules_text: str, duration: str = FOR_IN_TESTS) -> str:

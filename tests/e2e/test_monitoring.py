@@ -21,12 +21,17 @@ import pytest
 
 from grafana.dashboards import build_all, panel_queries, render_query
 from harness import LOGS, Pipeline, wait_for
-from stack import FOR_IN_TESTS, Alertmanager, Prometheus, WebhookReceiver, alertmanager_config_for_tests
+from stack import FOR_IN_TESTS, Alertmanager, Prometheus, WebhookReceiver, alertmanager_config_for_tests, write_forecast
 
 pytestmark = pytest.mark.e2e
 
 QUEUE, THRESHOLD, TARGET = "support", "20", 0.8
 SURGE_IN, SURGE_SECONDS = 20.0, 180.0
+# Twenty minutes of history (simulated from 14:30, so the surge meets the afternoon peak): at
+# least one 15-minute forecast interval has ended with 5 minutes or more of calls in it, so the
+# forecast's WAPE (over the day's ended intervals) has a value, and some queue has had the 5
+# abandons that make the callers' patience known (Erlang A) before the surge begins.
+HISTORY, HOUR_OF_DAY = 1200, 14.5
 ALERT = "CallCenterServiceLevelBelowTarget"
 
 
@@ -34,7 +39,9 @@ ALERT = "CallCenterServiceLevelBelowTarget"
 def stack(broker, tmp_path_factory):
     work = tmp_path_factory.mktemp("monitoring")
     with contextlib.ExitStack() as cleanup:  # whatever started is stopped, also when a later part fails
-        pipeline = Pipeline(broker, "monitoring")
+        # A forecast of the simulated traffic (without the surge) for the forecast panels.
+        forecast = write_forecast(work / "forecast.csv", time.time() - HISTORY, HOUR_OF_DAY)
+        pipeline = Pipeline(broker, "monitoring", CALLPULSE_FORECAST_FILE=str(forecast))
         cleanup.callback(pipeline.stop)
         worker = pipeline.start_worker()
         webhook = WebhookReceiver()
@@ -43,12 +50,13 @@ def stack(broker, tmp_path_factory):
         cleanup.callback(alertmanager.stop)
         prometheus = Prometheus(work / "prometheus", [f"127.0.0.1:{worker.port}"], f"127.0.0.1:{alertmanager.port}")
         cleanup.callback(prometheus.stop)
-        # Five minutes of normal traffic as history, then live traffic with a 3-minute surge of
-        # support and 客服 starting SURGE_IN seconds from now; peak-hour traffic whatever the time.
+        # Twenty minutes of normal traffic as history, then 35 minutes of live traffic with a
+        # 3-minute surge of support and 客服 starting SURGE_IN seconds from now; afternoon traffic
+        # whatever the time.
         surge_start = time.time() + SURGE_IN
         simulator = subprocess.Popen(
             [sys.executable, "-m", "callpulse", "simulate", "--scenario", "surge", "--seed", "1",
-             "--hour-of-day", "15", "--backfill", "300", "--duration", "2400",
+             "--hour-of-day", str(HOUR_OF_DAY), "--backfill", str(HISTORY), "--duration", str(HISTORY + 2100),
              "--surge-in", str(SURGE_IN), "--surge-duration", str(SURGE_SECONDS)],
             env=pipeline.env, stdout=open(LOGS / "monitoring-simulator.log", "ab"), stderr=subprocess.STDOUT)
         cleanup.callback(lambda: (simulator.terminate(), simulator.wait(10)))

@@ -177,3 +177,25 @@ def test_understaffed_seconds_count_only_while_open():
     assert closed["agents_short"] >= 2 and closed["understaffed_seconds"] == 0.0
     assert m.read(T0 + 480)["staffing"]["understaffed_seconds"] == 0.0  # opens now: the run starts
     assert m.read(T0 + 600)["staffing"]["understaffed_seconds"] == 120.0
+
+
+def test_a_target_of_one_and_zero_second_inputs_leave_the_numbers_unknown_not_the_scrape_broken():
+    from callpulse.staffing import staffing_view
+
+    windows = {
+        "15m": {"offered": 90, "handled": 0, "abandoned": 0, "seconds": {}},
+        "1h": {"offered": 360, "handled": 300, "abandoned": 20,
+               "seconds": {"talk_seconds": 300 * 150, "hold_seconds": 0, "wrapup_seconds": 0,
+                           "answer_wait_seconds": 300 * 12.0, "abandon_wait_seconds": 20 * 40.0}},
+    }
+    agents = {"available": 2, "on_call": 18, "wrap_up": 0}
+    view = staffing_view(windows, agents, {"20": 1.0, "60": 0.9})
+    for model in ("erlang_c", "erlang_a"):  # 100 % is no target any staffing reaches: no required agents
+        assert list(view["models"][model]["required"]) == ["60"]
+        assert set(view["models"][model]["projected_service_level"]) == {"20", "60"}
+    # Whole-second sources: every call 0 s long, every caller gone within the second
+    windows["1h"]["seconds"] = {"talk_seconds": 0, "hold_seconds": 0, "wrapup_seconds": 0,
+                                "answer_wait_seconds": 0, "abandon_wait_seconds": 0}
+    zero = staffing_view(windows, agents, {"20": 0.8})
+    assert zero["inputs"]["handle_seconds"] is None and zero["inputs"]["patience_seconds"] is None
+    assert zero["agents_short"] is None

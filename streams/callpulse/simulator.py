@@ -401,17 +401,12 @@ class _Agent:
 
 
 class _Simulation:
-    def __init__(self, scenario: str, seed: int, start: float, duration: float,
-                 rate_scale: float, params: ScenarioParams | None = None) -> None:
-        p = params or SCENARIO_PARAMS[scenario]
+    def _begin(self, p: ScenarioParams, seed: int, start: float, duration: float, run: tuple) -> None:
+        """The event plumbing's state; `run` identifies the run, so its event ids are its own."""
         self.p = p
         self.rng = random.Random(seed)
-        self.roster_rng = random.Random(f"callpulse-roster-{seed}")
         self.start = start
         self.end = start + duration
-        run = (scenario, seed, float(start), float(duration), float(rate_scale))
-        if params is not None:  # a changed surge is another run: other event ids
-            run += ((p.surge_start, p.surge_duration),)
         tag = hashlib.blake2b(repr(run).encode(), digest_size=4).hexdigest()
         self.id_prefix = f"sim-{seed}-{tag}-"
         self.call_prefix = f"call-{seed}-{tag}-"
@@ -422,6 +417,15 @@ class _Simulation:
         self.out: list[dict[str, Any]] = []
         self._sec = -1
         self._prefix = ""
+
+    def __init__(self, scenario: str, seed: int, start: float, duration: float,
+                 rate_scale: float, params: ScenarioParams | None = None) -> None:
+        p = params or SCENARIO_PARAMS[scenario]
+        run = (scenario, seed, float(start), float(duration), float(rate_scale))
+        if params is not None:  # a changed surge is another run: other event ids
+            run += ((p.surge_start, p.surge_duration),)
+        self._begin(p, seed, start, duration, run)
+        self.roster_rng = random.Random(f"callpulse-roster-{seed}")
 
         self.qnames = [q.name for q in QUEUES]
         self.qindex = {name: i for i, name in enumerate(self.qnames)}
@@ -949,22 +953,8 @@ class _SteadySimulation(_Simulation):
         # Only _Simulation's event plumbing (_push, _ev, _call_ev, _agent_state) is used: none of
         # its queues, forecast or roster is set up.
         p = params
-        self.p = p
-        self.rng = random.Random(seed)
-        self.start = start
-        self.end = start + duration
-        run = (scenario, seed, float(start), float(duration), p.steady_queue, p.calls_per_hour,
-               p.handle_seconds, p.agents, p.patience_mean)
-        tag = hashlib.blake2b(repr(run).encode(), digest_size=4).hexdigest()
-        self.id_prefix = f"sim-{seed}-{tag}-"
-        self.call_prefix = f"call-{seed}-{tag}-"
-        self.n_events = 0
-        self.n_calls = 0
-        self.seq = count()
-        self.heap = []
-        self.out = []
-        self._sec = -1
-        self._prefix = ""
+        self._begin(p, seed, start, duration, (scenario, seed, float(start), float(duration), p.steady_queue,
+                                                p.calls_per_hour, p.handle_seconds, p.agents, p.patience_mean))
         self.qnames = [p.steady_queue]
         self.rate = p.calls_per_hour / 3600.0
         self.idle: deque[_Agent] = deque()  # longest idle first

@@ -83,7 +83,7 @@ def _erlang_a(rate: float, aht: float, agents: int, threshold: float, patience: 
         return _erlang_c(rate, aht, agents, threshold, b)
     if agents < 1 or rate < 0 or aht <= 0 or patience <= 0:
         raise ValueError("Erlang A needs agents >= 1, rate >= 0, aht > 0 and patience > 0")
-    load, mu, theta = rate * aht, 1.0 / aht, 1.0 / patience
+    mu, theta = 1.0 / aht, 1.0 / patience
     service = agents * mu
     # Weights relative to pi_c: the states below c sum to 1/B - 1 (Erlang B of c agents).
     below = 1.0 / b - 1.0

@@ -97,12 +97,12 @@ def _column_key(name: str) -> str:
 def _columns(header: list[str], where: str) -> dict[str, int]:
     by_key = {_column_key(h): i for i, h in enumerate(header)}
     out: dict[str, int] = {}
-    for field, names in FORECAST_COLUMNS.items():
+    for meaning, names in FORECAST_COLUMNS.items():
         found = [n for n in names if n in by_key]
         if len(found) > 1:
-            raise ForecastError(f"{where}: columns {', '.join(header[by_key[n]] for n in found)} all mean {field}; keep one")
+            raise ForecastError(f"{where}: columns {', '.join(header[by_key[n]] for n in found)} all mean {meaning}; keep one")
         if found:
-            out[field] = by_key[found[0]]
+            out[meaning] = by_key[found[0]]
     missing = [f for f in REQUIRED_COLUMNS if f not in out]
     if missing:
         raise ForecastError(f"{where}: no column for {', '.join(missing)}; the header is {header}. Accepted names: "

@@ -217,7 +217,7 @@ class QueueCollector(Collector):
         projected_asa = _gauge("projected_answer_wait_seconds", "Average wait of answered callers the current staffing can be expected to give at the live inputs, by model.", ["queue", "model"])
         projected_abandon = _gauge("projected_abandon_rate_ratio", "Share of callers expected to hang up while waiting at the current staffing (erlang_a; 0 in erlang_c).", ["queue", "model"])
         short = _gauge("agents_short", "Agents the queue is short of now: the largest agents_required_gap over its thresholds, by model erlang_a when the patience is known, else erlang_c. Negative: a surplus of that many.", ["queue"])
-        short_for = _gauge("understaffed_seconds", "How long agents_short has stayed at or above understaffed_limit_agents without a break (stream clock, seen at each read of the worker, i.e. every scrape); 0 while it is below. Absent when the alert is off or the staffing is unknown.", ["queue"])
+        short_for = _gauge("understaffed_seconds", "How long agents_short has stayed at or above understaffed_limit_agents without a break while the queue is open (stream clock, seen at each read of the worker, i.e. every scrape; a closed spell or over 5 minutes without a read starts it again); 0 while it is below or closed. Absent when the alert is off or the staffing is unknown.", ["queue"])
         for queue, v in views.items():
             s = v["staffing"]
             for name, family in inputs.items():

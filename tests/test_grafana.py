@@ -293,20 +293,22 @@ def test_wallboard_service_level_queries_per_threshold(dashboards, tmp_path):
     def sample(threshold, kind, v):
         return {"labels": f'{{queue="utility",threshold="{threshold}",tile="SL {threshold} s",kind="{kind}"}}',
                 "value": v}
-    test = {
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in series],
-            "promql_expr_test": [
-                {"expr": reference, "eval_time": "0m",
-                 "exp_samples": [sample("15", "reference", 0.8), sample("30", "reference", 0.9)]},
-                {"expr": value, "eval_time": "0m", "exp_samples": [sample("15", "value", 0.75)]},
-            ],
-        }],
-    }
-    path = tmp_path / "sl.test.yml"
-    path.write_text(yaml.safe_dump(test), encoding="utf-8")
+    promql_test(promtool, tmp_path / "sl.test.yml", series, [
+        {"expr": reference, "eval_time": "0m",
+         "exp_samples": [sample("15", "reference", 0.8), sample("30", "reference", 0.9)]},
+        {"expr": value, "eval_time": "0m", "exp_samples": [sample("15", "value", 0.75)]},
+    ])
+
+
+def promql_test(promtool: str, path, series: list[tuple[str, str]], expr_tests: list[dict]) -> None:
+    """promtool's unit test of `expr_tests` (promql_expr_test cases) over `series` ((series,
+    values) pairs, one sample a minute); fails with promtool's output."""
+    test = {"evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "promql_expr_test": expr_tests,
+    }]}
+    path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -438,22 +440,11 @@ def test_staffing_tiles_queries(dashboards, tmp_path):
 
     def sample(queue, kind, v):
         return {"labels": f'{{queue="{queue}",tile="{queue}",kind="{kind}"}}', "value": v}
-    test = {
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in series],
-            "promql_expr_test": [
-                {"expr": reference, "eval_time": "0m", "exp_samples": [sample("support", "reference", 2)]},
-                {"expr": value, "eval_time": "0m",
-                 "exp_samples": [sample("support", "value", 3), sample("客服", "value", -1)]},
-            ],
-        }],
-    }
-    path = tmp_path / "short.test.yml"
-    path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
-    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promql_test(promtool, tmp_path / "short.test.yml", series, [
+        {"expr": reference, "eval_time": "0m", "exp_samples": [sample("support", "reference", 2)]},
+        {"expr": value, "eval_time": "0m",
+         "exp_samples": [sample("support", "value", 3), sample("客服", "value", -1)]},
+    ])
 
 
 def test_agents_and_pipeline_dashboards(dashboards):

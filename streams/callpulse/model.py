@@ -650,19 +650,22 @@ class QueueModel:
     def _close_intervals(self, horizon: float) -> None:
         """Close the intervals the lateness horizon has passed: their records are final."""
         closed_at = max(self.watermark, horizon)
+        closed_any = False
         for minutes, start, end, counters in self.intervals.close(horizon):
             self.interval_actuals_closed.setdefault(minutes, {})[start] = self._actual(end, counters)
             record = self._interval_record(minutes, start, end, counters, final=True)
             self.closed_intervals.append(record)
             self.final_records[(minutes, start)] = (closed_at, record)
+            closed_any = True
+        if not closed_any:
+            return  # the common case (once per new watermark second): prune only when intervals close
+        forget_before = closed_at - KEEP_ACTUALS_SECONDS
         for actuals in self.interval_actuals_closed.values():
-            if actuals and min(actuals) < closed_at - KEEP_ACTUALS_SECONDS:
-                for start in [s for s in actuals if s < closed_at - KEEP_ACTUALS_SECONDS]:
-                    del actuals[start]
-        if self.final_records:
-            keep_after = closed_at - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
-            for key in [k for k, (at, _) in self.final_records.items() if at < keep_after]:
-                del self.final_records[key]
+            for start in [s for s in actuals if s < forget_before]:
+                del actuals[start]
+        keep_after = closed_at - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
+        for key in [k for k, (at, _) in self.final_records.items() if at < keep_after]:
+            del self.final_records[key]
 
     def _actual(self, end: float, counters: list[float]) -> tuple[float, float, float, float]:
         i = self.index

@@ -13,7 +13,6 @@ batches topic is keyed by queue, so all of a queue's events meet in one partitio
 from __future__ import annotations
 
 import asyncio
-
 import logging
 import math
 import os

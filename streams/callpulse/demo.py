@@ -74,8 +74,6 @@ def run_demo(args) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     web_port = port_or_free(args.web_port)
     broker = EmbeddedBroker(port_or_free(args.broker_port), log_path=logs / "broker.log")
-    # The simulator first sends the last 15 minutes at once (so the windows start full): stage 1
-    # aligns that replay by event time, so the default lateness does.
     # The simulator's own planning forecast for today and tomorrow (UTC, the default queues' zone),
     # so the wallboard and /metrics show forecast vs actual.
     forecast = logs / "forecast.csv"
@@ -83,6 +81,8 @@ def run_demo(args) -> int:
     if not SCENARIO_PARAMS[args.scenario].steady:  # a steady queue has no intraday plan
         forecast.write_text(planning_forecast(time.time() // 86400 * 86400, days=2, scenario=args.scenario),
                             encoding="utf-8")
+    # The simulator first sends the last 15 minutes at once (so the windows start full): stage 1
+    # aligns that replay by event time, so the default lateness does.
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_WEB_PORT=str(web_port),
                CALLPULSE_WEB_HOST="127.0.0.1")
     if forecast.exists():

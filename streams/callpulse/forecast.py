@@ -4,13 +4,16 @@ The forecast is a CSV file of the kind WFM tools export: one row per queue and i
 forecast offered calls, and optionally the forecast AHT and the planned agents. Column names are
 matched case-insensitively against common spellings (FORECAST_COLUMNS); other columns are ignored.
 Times are local wall-clock times in the queue's own time zone (an ISO time with a UTC offset is
-taken as that instant). The interval length is the step between a queue's rows (or the end
-column's) and must be one of the queue's `interval_minutes`, whose interval counters supply the
-actual side.
+taken as that instant). The interval length is the most common step between a queue's rows (or
+length of the end column's) and must be one of the queue's `interval_minutes`, whose interval
+counters supply the actual side. A problem leaves out its queue (or, if the file cannot be read
+at all, the file) and is reported; it never stops the worker (ForecastFile).
 
-Compared for the current interval and the queue's business day, at the stream clock:
-- forecast to date: each interval's forecast times the share of it that has passed;
-- WAPE (weighted absolute percentage error) of offered calls over the day's ended intervals:
+Compared for the current interval and the queue's business day, at the stream clock, over the
+intervals the forecast has a row for:
+- forecast to date: each interval's forecast times the share of it that has passed since the
+  queue's data began;
+- WAPE (weighted absolute percentage error) of offered calls over the ended intervals:
   sum |actual - forecast| / sum actual, the accuracy measure WFM teams report (0 = perfect);
 - reforecast of the rest of the day: its remaining forecast scaled by actual / forecast to date,
   once the forecast to date reaches MIN_TO_DATE_CALLS (too few calls would scale by noise).
@@ -162,9 +165,12 @@ def _date(text: str, where: str) -> date:
     raise ForecastError(f"{where}: date must be YYYY-MM-DD (or YYYY/MM/DD, DD.MM.YYYY), got {text!r}")
 
 
+_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")  # HH:MM or HH:MM:SS
+
+
 def _wall_time(text: str, where: str) -> tuple[int, int]:
     """(hour, minute) of "HH:MM" or "HH:MM:SS" (seconds must be 0)."""
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", text.strip())
+    m = _TIME_OF_DAY.fullmatch(text.strip())
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59 or int(m.group(3) or 0) != 0:
         raise ForecastError(f"{where}: time must be HH:MM on a whole minute, got {text!r}")
     return int(m.group(1)), int(m.group(2))
@@ -185,7 +191,7 @@ def _start(row: list[str], cols: dict[str, int], where: str) -> tuple[datetime |
     text = row[cols["start"]].strip()
     if "date" in cols:
         day = _date(row[cols["date"]], where)
-        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
+        if _TIME_OF_DAY.fullmatch(text):
             h, m = _wall_time(text, where)
             return datetime(day.year, day.month, day.day, h, m), None
     try:
@@ -204,14 +210,14 @@ def _end_wall(row: list[str], cols: dict[str, int], start: datetime | None, wher
     if "end" not in cols or start is None or not row[cols["end"]].strip():
         return None
     text = row[cols["end"]].strip()
-    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
+    if _TIME_OF_DAY.fullmatch(text):
         h, m = (0, 0) if text.startswith("24:") else _wall_time(text, where)
         end = datetime.combine(start.date(), datetime.min.time()).replace(hour=h, minute=m)
         return end if end > start else end + timedelta(days=1)  # 23:45-00:00
     return _start([text], {"start": 0}, where)[0]
 
 
-def _local_instant(wall: datetime, zone: ZoneInfo, repeat: bool, where: str) -> float | None:
+def _local_instant(wall: datetime, zone: ZoneInfo, repeat: bool) -> float | None:
     """Epoch of a local wall time, None if the clocks skip it; `repeat`: its second occurrence
     (the repeated hour of an autumn change, listed twice by tools that export it)."""
     instant = wall.replace(tzinfo=zone, fold=1 if repeat else 0).timestamp()
@@ -324,7 +330,7 @@ def _queue_forecast(queue: str, rows: list[_Row], queue_config: Any, name: str) 
         if r.wall is not None:
             repeat = seen.get(r.wall, 0)
             seen[r.wall] = repeat + 1
-            start = _local_instant(r.wall, zone, repeat > 0, where)
+            start = _local_instant(r.wall, zone, repeat > 0)
             if start is None:
                 if r.offered == 0:
                     continue  # the skipped hour of a spring change, exported with no calls

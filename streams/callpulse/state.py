@@ -120,7 +120,7 @@ class QueueStates:
         self.republish: list[dict] = []  # interval records to publish again after a rebuild
         self._published: dict[tuple[str, int, float], bytes] = {}  # digest of the last interval record sent per key
         path = config.stream.forecast_file
-        self.forecast = ForecastFile(path, config, wall) if path else None  # raises ForecastError if unusable
+        self.forecast = ForecastFile(path, config, wall) if path else None  # problems are logged, never raised
 
     def _new_model(self, queue: str) -> QueueModel:
         stream = self.config.stream

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit e2e bench install tools clean
+.PHONY: demo test unit e2e bench chaos soak install tools clean
 
 $(BIN)/callpulse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,20 +29,36 @@ e2e: install tools
 
 ## Prometheus, promtool, Alertmanager and amtool (Debian packages prometheus and
 ## prometheus-alertmanager) run in the tests: rule unit tests, config checks, the alert end to end.
-TOOLS := prometheus promtool prometheus-alertmanager amtool
+## stunnel (Debian package stunnel4) terminates TLS in front of the test broker, with certificates
+## the tests make with openssl: tests/e2e/test_security.py.
+TOOLS := prometheus promtool prometheus-alertmanager amtool stunnel openssl
+PACKAGES := prometheus prometheus-alertmanager stunnel4 openssl
 tools:
 	@missing=; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "missing:$$missing; installing the Debian packages prometheus and prometheus-alertmanager"; \
+	  echo "missing:$$missing; installing the Debian packages $(PACKAGES)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(PACKAGES) >/dev/null; \
 	fi
-	@for t in $(TOOLS); do command -v $$t >/dev/null || { echo "$$t is still missing: install the Debian packages prometheus and prometheus-alertmanager" >&2; exit 1; }; done
+	@for t in $(TOOLS); do command -v $$t >/dev/null || { echo "$$t is still missing: install the Debian packages $(PACKAGES)" >&2; exit 1; }; done
 	@command -v kubectl >/dev/null || { echo "kubectl is missing: tests/test_deploy.py builds deploy/kubernetes with kubectl kustomize (no cluster needed); install kubectl" >&2; exit 1; }
 
 ## Throughput, memory and latency figures (prints them; takes several minutes).
 bench: install
 	$(BIN)/python bench/benchmark.py --events 1000000 --repeat 3
+
+## The chaos run at length: 60 SIGKILLs and restarts over 10 minutes at 1,000 events/s through 3
+## workers, scaled 3 -> 1 -> 3 midway; prints the figures (the CI size is tests/chaos/test_chaos.py).
+CHAOS_ARGS ?= --kills 60 --seconds 600 --rate 1000
+chaos: install
+	$(BIN)/python tests/chaos/chaos.py $(CHAOS_ARGS)
+
+## The soak: a simulated day (24 h of event time, produced as fast as it is taken) at a large
+## center's rate (200 queues, 40,000 calls a day) through one worker; prints its RSS, snapshot size
+## and live state records every simulated hour, then PASS/FAIL (10-30 minutes). E.g. SOAK_ARGS=--hours 2
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var *.egg-info streams/*.egg-info

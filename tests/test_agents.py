@@ -3,18 +3,27 @@ topics mocked, and the Faust aggregate agent driven through `agent.test_context(
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from unittest.mock import AsyncMock
 
 import orjson
 import pytest
-
 from callpulse import events as ev
 from callpulse.app import create_app
 from callpulse.config import load_config
-
 from helpers import call, event
+
+
+def delivery(error: Exception | None = None) -> asyncio.Future:
+    """A producer's delivery future, resolved as a broker would: acknowledged, or failed."""
+    future = asyncio.get_running_loop().create_future()
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+    return future
 
 
 @pytest.fixture
@@ -23,9 +32,12 @@ def pipeline(tmp_path):
     p.app.conf.store = "memory://"
     p.app.finalize()
     p.app.flow_control.resume()  # without it put() waits forever
-    p.batches_topic.send = AsyncMock()
-    p.dead_letter_topic.send = AsyncMock()
-    p.app.producer.flush = AsyncMock()  # no broker: the changelog flush after each batch is a no-op
+    # no broker: every write is delivered at once
+    p.batches_topic.send = AsyncMock(side_effect=lambda **kwargs: delivery())
+    p.dead_letter_topic.send = AsyncMock(side_effect=lambda **kwargs: delivery())
+    p.state_table.send_changelog = lambda partition, key, value: delivery()
+    p.app.producer.flush = AsyncMock()
+    p.accepting.add(0)  # as if recovery of batches partition 0 had completed
     return p
 
 
@@ -75,9 +87,8 @@ async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pip
 
 async def test_the_fetch_wait_patch_still_applies():
     """Faust hard-codes fetch_max_wait_ms=1500; app.py patches the consumer factory (see there)."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
     from callpulse.app import FETCH_MAX_WAIT_MS
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     assert getattr(AIOKafkaConsumerThread._create_worker_consumer, "callpulse_patched", False)
     import aiokafka
@@ -121,6 +132,89 @@ async def test_aggregate_acknowledges_batches_only_after_flushing_their_changelo
             await agent.put(ev.pack(orjson.dumps(e) for e in call("sales", f"c{n}", now - 20, "answered", now - 12)), key=b"sales", partition=0)
     # nothing else was waiting after each message, so each was flushed and acknowledged at once
     assert order == ["flush", ("ack", 0), "flush", ("ack", 1), "flush", ("ack", 2)]
+
+
+async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pipeline, monkeypatch):
+    """A batch message of a partition whose recovery has not completed (or that was revoked) is
+    neither applied nor acknowledged: the owner reads it again from the committed offset."""
+    import faust
+
+    acked = []
+    ack = faust.Stream.ack
+
+    async def recording_ack(self, event):
+        acked.append((event.message.partition, event.message.offset))
+        return await ack(self, event)
+
+    monkeypatch.setattr(faust.Stream, "ack", recording_ack)
+    monkeypatch.setattr(pipeline.app.consumer, "assignment", lambda: set())  # partition 1 was revoked
+    now = time.time()
+    async with pipeline.aggregate.test_context() as agent:
+        for partition, queue in ((1, "support"), (0, "sales")):
+            await agent.put(ev.pack(orjson.dumps(e) for e in call(queue, "c1", now - 20, "answered", now - 12)),
+                            key=queue.encode(), partition=partition)
+    assert list(pipeline.states.models) == ["sales"] and acked == [(0, 1)]
+
+
+async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_gap(pipeline, monkeypatch):
+    """Messages from before the recovery's seek are skipped; one beyond the next expected offset
+    (messages lost on the way) is not applied and stops the worker, whose successor reads the
+    partition again from the committed offset. Applied out of order, the later batch would make
+    the model skip the earlier one for good."""
+    crash = pipeline.app.crash = AsyncMock()
+    monkeypatch.setattr(pipeline.app.consumer, "_committed_offset", {})
+    now = time.time()
+
+    def batch(n):
+        return ev.pack(orjson.dumps(e) for e in call("sales", f"c{n}", now - 20, "answered", now - 12))
+
+    async with pipeline.aggregate.test_context() as agent:
+        agent.sent_offset = 0
+        await agent.put(batch(0), key=b"sales", partition=0)  # offset 0
+        await agent.put(batch(1), key=b"sales", partition=0)  # offset 1
+        agent.sent_offset = 1
+        await agent.put(batch(1), key=b"sales", partition=0)  # 1 again: skipped
+        assert crash.await_count == 0
+        agent.sent_offset = 3
+        await agent.put(batch(3), key=b"sales", partition=0)  # 3: 2 is missing
+    assert crash.await_count == 1 and "arrived while 2 was expected" in str(crash.await_args.args[0])
+    assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 2
+
+
+async def test_aggregate_does_not_acknowledge_a_batch_whose_changelog_write_failed(pipeline, monkeypatch):
+    """producer.flush() returns when the producer has given up on a write, failed or not: the
+    delivery future says which. A batch whose changelog record never reached the broker must stay
+    unacknowledged (so its offset is never committed), and the worker stops so that the partition
+    is rebuilt from what the broker holds."""
+    import faust
+    from aiokafka.errors import KafkaTimeoutError
+
+    acked = []
+    ack = faust.Stream.ack
+
+    async def recording_ack(self, event):
+        acked.append(event.message.offset)
+        return await ack(self, event)
+
+    monkeypatch.setattr(faust.Stream, "ack", recording_ack)
+    crash = pipeline.app.crash = AsyncMock()
+    failing = {"batch": 1}  # the second batch's changelog write times out on its way to the broker
+    writes = []
+
+    def send_changelog(partition, key, value):
+        writes.append(key)
+        batch = sum(1 for k in writes if b"\x00b" in k) - 1
+        return delivery(KafkaTimeoutError() if batch == failing["batch"] and b"\x00b" in key else None)
+
+    pipeline.state_table.send_changelog = send_changelog
+    now = time.time()
+    with pytest.raises(KafkaTimeoutError):
+        async with pipeline.aggregate.test_context() as agent:
+            for n in range(3):
+                await agent.put(ev.pack(orjson.dumps(e) for e in call("sales", f"c{n}", now - 20, "answered", now - 12)),
+                                key=b"sales", partition=0)
+    assert acked == [0]  # the first batch was delivered and acknowledged; the second never
+    assert crash.await_count == 1 and isinstance(crash.await_args.args[0], KafkaTimeoutError)
 
 
 async def test_route_waits_for_other_workers_partitions(pipeline):

@@ -346,6 +346,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_DEDUP_SECONDS": "900",
         "CALLPULSE_DATA_DIR": "/var/lib/callpulse",
         "CALLPULSE_FORECAST_FILE": "/etc/callpulse/forecast.csv",
+        "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "true",
     }
     assert set(env) == set(ENV_OVERRIDES)
     cfg = load_config(env=env)
@@ -362,6 +363,21 @@ def test_every_env_override_reaches_its_field():
     assert s.dedup_seconds == 900.0
     assert s.data_dir == "/var/lib/callpulse"
     assert s.forecast_file == "/etc/callpulse/forecast.csv"
+    assert s.dead_letter_mask_callers is True
+
+
+def test_dead_letter_masking_is_off_by_default_and_set_by_file_or_env(tmp_path):
+    assert StreamConfig().dead_letter_mask_callers is False
+    assert load_config(env={}).stream.dead_letter_mask_callers is False
+    assert load_text(tmp_path, "[stream]\ndead_letter_mask_callers = true\n").stream.dead_letter_mask_callers is True
+    for text, wanted in [("true", True), (" On ", True), ("YES", True), ("1", True),
+                         ("false", False), ("off", False), ("No", False), ("0", False)]:
+        env = {"CALLPULSE_DEAD_LETTER_MASK_CALLERS": text}
+        assert load_config(env=env).stream.dead_letter_mask_callers is wanted, text
+    # the environment beats the file, and empty counts as unset
+    on = "[stream]\ndead_letter_mask_callers = true\n"
+    assert load_text(tmp_path, on, {"CALLPULSE_DEAD_LETTER_MASK_CALLERS": "false"}).stream.dead_letter_mask_callers is False
+    assert load_text(tmp_path, on, {"CALLPULSE_DEAD_LETTER_MASK_CALLERS": " "}).stream.dead_letter_mask_callers is True
 
 
 def test_env_defaults_to_os_environ(monkeypatch):
@@ -433,6 +449,10 @@ ERRORS = [
     ("[kafka]\npartitions = true\n", "kafka.partitions: must be an integer >= 1, got true"),
     ("[kafka]\npartitions = 4.0\n", "kafka.partitions: must be an integer >= 1, got 4.0"),
     ("[stream]\napp_id = 5\n", "stream.app_id: must be a string, got 5"),
+    ("[stream]\ndead_letter_mask_callers = 'yes'\n",
+     "stream.dead_letter_mask_callers: must be true or false, got 'yes'"),
+    ("[stream]\ndead_letter_mask_callers = 1\n",
+     "stream.dead_letter_mask_callers: must be true or false, got 1"),
     ("[stream]\ndata_dir = ''\n", "stream.data_dir: must not be empty"),
     ("[queue_defaults]\nthresholds_seconds = 10\n",
      "queue_defaults.thresholds_seconds: must be a list of seconds like [10, 20], got 10"),
@@ -555,6 +575,8 @@ ENV_ERRORS = [
     ({"CALLPULSE_KAFKA_SASL_MECHANISM": "GSSAPI"},
      "CALLPULSE_KAFKA_SASL_MECHANISM: unknown SASL mechanism 'GSSAPI'"),
     ({"CALLPULSE_TOPIC_BATCHES": "a/b"}, "CALLPULSE_TOPIC_BATCHES: must be a Kafka topic name"),
+    ({"CALLPULSE_DEAD_LETTER_MASK_CALLERS": "maybe"},
+     "CALLPULSE_DEAD_LETTER_MASK_CALLERS: must be true or false, got 'maybe'"),
     ({"CALLPULSE_KAFKA_BOOTSTRAP_SERVERS": "host:0"},
      "CALLPULSE_KAFKA_BOOTSTRAP_SERVERS: 'host:0' is not host:port"),
     ({"CALLPULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
@@ -609,3 +631,145 @@ def test_invalid_utf8_names_file(tmp_path):
     expected = rf"^{re.escape(str(path))}: config file is not valid UTF-8"
     with pytest.raises(ConfigError, match=expected):
         load_config(path, env={})
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: TLS files, client settings, and the broker check's verdicts without a broker
+# (the verdicts of real TLS and SASL endpoints are in tests/e2e/test_security.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from secure_broker import make_pki  # tests/e2e: certificates made with openssl
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls(protocol: str = "SSL", **files) -> KafkaConfig:
+    return KafkaConfig(security_protocol=protocol, **{k: str(v) for k, v in files.items()},
+                       **({"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "cp", "sasl_password": "pw"}
+                          if protocol.startswith("SASL_") else {}))
+
+
+def config_error(make) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        make()
+    return info.value
+
+
+def test_ssl_context_verifies_the_broker_and_presents_the_client_certificate(pki):
+    import ssl
+
+    context = tls(ssl_cafile=pki.ca.cert, ssl_certfile=pki.client.cert, ssl_keyfile=pki.client.key).ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert [dict(c["subject"][0])["commonName"] for c in context.get_ca_certs()] == ["callpulse test ca"]
+    assert tls("SASL_SSL", ssl_cafile=pki.ca.cert).ssl_context().verify_mode == ssl.CERT_REQUIRED
+    for protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        assert KafkaConfig(security_protocol=protocol, sasl_mechanism="PLAIN", sasl_username="u",
+                           sasl_password="p").ssl_context() is None
+
+
+def test_a_certificate_and_key_in_one_file_need_no_keyfile(pki, tmp_path):
+    both = tmp_path / "both.pem"
+    both.write_text(pki.client.cert.read_text() + pki.client.key.read_text())
+    assert tls(ssl_cafile=pki.ca.cert, ssl_certfile=both).ssl_context() is not None
+
+
+def test_unusable_tls_files_are_named(pki, tmp_path):
+    import subprocess
+
+    junk = write(tmp_path, "not a certificate\n", "junk.pem")
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(pki.client.key), "-out", str(encrypted), "-aes256",
+                    "-passout", "pass:secret"], check=True, capture_output=True)
+    missing = tmp_path / "missing.pem"
+    cert, key = pki.client.cert, pki.client.key
+    cases = [
+        ({"ssl_cafile": missing}, f"kafka.ssl_cafile: file not found: {missing}"),
+        ({"ssl_cafile": tmp_path}, f"kafka.ssl_cafile: not a file: {tmp_path}"),
+        ({"ssl_cafile": junk},
+         f"kafka.ssl_cafile: {junk} holds no PEM certificate a TLS library can load (NO_CERTIFICATE_OR_CRL_FOUND)"),
+        ({"ssl_certfile": junk, "ssl_keyfile": key},
+         f"kafka.ssl_certfile: {junk} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ({"ssl_certfile": cert}, f"kafka.ssl_keyfile: not set, and kafka.ssl_certfile ({cert}) holds no private key"),
+        ({"ssl_certfile": cert, "ssl_keyfile": pki.server.key},
+         f"kafka.ssl_keyfile: {pki.server.key} is not the private key of the certificate in kafka.ssl_certfile"),
+        ({"ssl_certfile": cert, "ssl_keyfile": encrypted},
+         f"kafka.ssl_keyfile: {encrypted} is encrypted with a passphrase"),
+        ({"ssl_certfile": cert, "ssl_keyfile": junk}, f"kafka.ssl_keyfile: cannot load the private key from {junk}"),
+    ]
+    for files, expected in cases:
+        error = config_error(lambda files=files: tls(**files).ssl_context())
+        assert str(error).startswith(expected), (files, str(error))
+        assert error.key == expected.split(":")[0]
+
+
+def test_a_keyfile_without_a_certfile_is_an_error():
+    error = config_error(lambda: KafkaConfig(security_protocol="SSL", ssl_keyfile="/client.key"))
+    assert str(error) == ("kafka.ssl_keyfile: set without kafka.ssl_certfile: the key belongs to a client "
+                          "certificate (set both, or neither)")
+
+
+def test_client_kwargs_per_security_protocol(pki):
+    import ssl
+
+    assert KafkaConfig(bootstrap_servers="b:9092").client_kwargs() == {
+        "bootstrap_servers": "b:9092", "security_protocol": "PLAINTEXT"}
+    kwargs = tls(ssl_cafile=pki.ca.cert).client_kwargs()
+    assert set(kwargs) == {"bootstrap_servers", "security_protocol", "ssl_context"}
+    assert kwargs["security_protocol"] == "SSL" and isinstance(kwargs["ssl_context"], ssl.SSLContext)
+    sasl = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="cp",
+                       sasl_password="pw").client_kwargs()
+    assert sasl == {"bootstrap_servers": "localhost:9092", "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN", "sasl_plain_username": "cp", "sasl_plain_password": "pw"}
+    sasl_ssl = tls("SASL_SSL", ssl_cafile=pki.ca.cert).client_kwargs()
+    assert sasl_ssl["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert isinstance(sasl_ssl["ssl_context"], ssl.SSLContext)
+
+
+def test_broker_check_skips_plaintext_and_unreachable_brokers(pki):
+    import socket
+
+    from callpulse.config import check_broker_access
+
+    assert check_broker_access(KafkaConfig(bootstrap_servers="127.0.0.1:1")) is None  # PLAINTEXT: no check
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kafka = dataclasses.replace(tls(ssl_cafile=pki.ca.cert), bootstrap_servers=f"127.0.0.1:{port}")
+    assert check_broker_access(kafka, timeout=2) is None
+    # a TLS file problem is found before any connection
+    error = config_error(lambda: check_broker_access(tls(ssl_cafile="/nonexistent/ca.pem")))
+    assert error.key == "kafka.ssl_cafile"
+
+
+def test_broker_check_recognizes_a_port_that_is_not_kafka():
+    """A TCP listener that answers with something other than Kafka (here: an HTTP status line),
+    and one that closes at once."""
+    import socket
+    import threading
+
+    from callpulse.config import check_broker_access
+
+    def serve(listener: socket.socket, answer: bytes) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(answer)
+
+    for answer, expected in [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "kafka.bootstrap_servers: broker 127.0.0.1:{port} did not answer like a Kafka broker"),
+        (b"", "kafka.security_protocol: broker 127.0.0.1:{port} did not answer a Kafka request"),
+    ]:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            thread = threading.Thread(target=serve, args=(listener, answer), daemon=True)
+            thread.start()
+            kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                                sasl_mechanism="PLAIN", sasl_username="cp", sasl_password="hunter2")
+            error = config_error(lambda kafka=kafka: check_broker_access(kafka, timeout=5))
+            thread.join(5)
+        assert str(error).startswith(expected.format(port=port)), str(error)
+        assert "hunter2" not in str(error)

@@ -193,8 +193,8 @@ def test_worker_deployment_is_wired_to_service_podmonitor_configmap():
 
     (container,) = pod["spec"]["containers"]
     assert container["ports"] == [{"name": "web", "containerPort": 6066, "protocol": "TCP"}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "web"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "web"}
     assert set(container["resources"]) == {"requests", "limits"}
     assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
 

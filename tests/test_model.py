@@ -5,10 +5,8 @@ from dataclasses import replace
 
 import orjson
 import pytest
-
 from callpulse.config import load_config
 from callpulse.model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
-
 from helpers import call, epoch, event
 
 T0 = epoch("2026-11-23T09:00:00Z")
@@ -218,3 +216,81 @@ def test_an_id_sent_again_with_another_time_is_still_a_duplicate():
     assert feed(m, [first]) == [APPLIED]
     assert m.apply(again, T0 + 2) == DUPLICATE
     assert m.read(T0 + 3)["totals"]["offered"] == 1
+
+
+# ---- containment of read() (issue 13): /api/queues reads every queue through it ---------------
+
+
+def staffed_model(name: str) -> QueueModel:
+    m = QueueModel(load_config(None, {}).queue(name), lateness_seconds=60.0, histogram_bounds=(5, 10, 20))
+    evs = [event("agent.state_changed", T0, agent_id=f"{name}-ag", queues=[name], state="available")]
+    for n in range(6):
+        t = T0 + 60 * n
+        evs += call(name, f"{name}-a{n}", t, "answered", t + 4, agent=f"{name}-ag")
+        evs.append(event("call.ended", t + 100, queue=name, call_id=f"{name}-a{n}", agent_id=f"{name}-ag"))
+    feed(m, evs)
+    return m
+
+
+def test_a_failing_staffing_leaves_it_out_of_the_read_and_the_rest_in(monkeypatch, caplog):
+    import callpulse.model as model_module
+
+    m = staffed_model("read-staffing")
+    before = m.read(T0 + 600)
+    assert before["staffing"]["agents_short"] is not None
+    since, read_at = m.understaffed_since, m.understaffed_read_at
+    counted = model_module.EXPORT_ERRORS.counts["staffing"]
+
+    def broken(*args):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(model_module, "staffing_view", broken)
+    with caplog.at_level("ERROR"):
+        views = [m.read(T0 + 660), m.read(T0 + 720)]
+    for view in views:
+        assert view["staffing"] is None  # unknown, not zeros
+        assert view["windows"]["15m"]["offered"] == 6 and view["live"]["agents"]["available"] == 1
+        assert orjson.loads(orjson.dumps(view["windows"]))  # what /api/queues serialises
+    assert (m.understaffed_since, m.understaffed_read_at) == (since, read_at)  # a failed read changes no state
+    assert model_module.EXPORT_ERRORS.counts["staffing"] == counted + 2
+    assert len([r for r in caplog.records if "read-staffing" in r.getMessage()]) == 1
+
+
+def test_failing_windows_leave_out_windows_and_staffing_only(monkeypatch):
+    import callpulse.model as model_module
+
+    m = staffed_model("read-windows")
+    counted = dict(model_module.EXPORT_ERRORS.counts)
+
+    def broken(self, counters):
+        raise ArithmeticError("a service-level formula failed")
+
+    monkeypatch.setattr(QueueModel, "_window_view", broken)
+    view = m.read(T0 + 600)
+    assert view["windows"] is None and view["staffing"] is None  # staffing is estimated from the windows
+    assert view["totals"]["offered"] == 6 and view["live"]["calls_waiting"] == 0
+    assert model_module.EXPORT_ERRORS.counts["windows"] == counted["windows"] + 1
+    assert model_module.EXPORT_ERRORS.counts["staffing"] == counted["staffing"]  # not counted twice
+
+
+def test_read_all_gives_every_queue_when_one_queues_staffing_fails(monkeypatch):
+    """QueueStates.read_all() is what /api/queues and the wallboard read."""
+    import callpulse.model as model_module
+    from callpulse.state import QueueStates
+
+    states = QueueStates(load_config(None, {}))
+    for p, name in enumerate(("api-broken", "api-fine")):
+        states.models[name] = staffed_model(name)
+        states.partition_of[name] = p
+    real = model_module.staffing_view
+    broken_targets = states.models["api-broken"].targets
+
+    def staffing_view(windows, agents, targets):
+        if targets is broken_targets:
+            raise OverflowError("math range error")
+        return real(windows, agents, targets)
+
+    monkeypatch.setattr(model_module, "staffing_view", staffing_view)
+    _, views = states.read_all()
+    assert views["api-broken"]["staffing"] is None and views["api-fine"]["staffing"]["staffed"] == 1
+    assert views["api-broken"]["totals"]["offered"] == 6 and views["api-broken"]["windows"] is not None

@@ -44,6 +44,8 @@ CONTRACT_ALERTS = {
     "CallCenterEventLagHigh": ({"warning"}, False),
     "CallCenterEventsRejected": ({"warning"}, False),
     "CallCenterWorkerDown": ({"critical"}, False),
+    "CallCenterPipelineStalled": ({"critical"}, False),
+    "CallCenterBrokerDataLost": ({"critical"}, False),
 }
 SEVERITIES = {"critical", "warning", "info"}
 SLO_WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]

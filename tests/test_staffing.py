@@ -1,15 +1,16 @@
 """Live staffing inputs from a queue's windows: hand-computed through the real model, and unknown
 below the minimum counts."""
 
+import math
 from dataclasses import replace
 
 import pytest
-
 from callpulse.config import load_config
 from callpulse.model import QueueModel
 from callpulse.staffing import MIN_ABANDONED, live_inputs
-
 from helpers import call, epoch, event
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 T0 = epoch("2026-11-23T09:00:00Z")
 
@@ -75,7 +76,7 @@ def test_staffing_view_is_the_erlang_answer_for_the_live_inputs_and_staffing():
 
 
 def test_exported_as_gauges_with_a_model_label():
-    from callpulse.exporter import QueueCollector, PipelineHealth
+    from callpulse.exporter import PipelineHealth, QueueCollector
     from callpulse.state import QueueStates
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
@@ -199,3 +200,55 @@ def test_a_target_of_one_and_zero_second_inputs_leave_the_numbers_unknown_not_th
     zero = staffing_view(windows, agents, {"20": 0.8})
     assert zero["inputs"]["handle_seconds"] is None and zero["inputs"]["patience_seconds"] is None
     assert zero["agents_short"] is None
+
+
+# ---- issue 13: staffing never raises, whatever the windows hold -------------------------------
+
+
+COUNTS = st.one_of(st.integers(0, 10), st.integers(10, 10 ** 5), st.floats(0, 1e9))
+SECONDS = st.one_of(st.just(0.0), st.floats(0, 1e3), st.floats(1e3, 1e12), st.sampled_from([math.inf, math.nan]))
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(offered=COUNTS, handled=COUNTS, abandoned=COUNTS,
+       seconds=st.fixed_dictionaries({k: SECONDS for k in ("talk_seconds", "hold_seconds", "wrapup_seconds",
+                                                           "answer_wait_seconds", "abandon_wait_seconds")}),
+       agents=st.fixed_dictionaries({s: st.one_of(st.integers(0, 50), st.integers(50, 10 ** 5))
+                                     for s in ("available", "on_call", "wrap_up", "not_ready")}),
+       targets=st.dictionaries(st.sampled_from(["0", "10", "20", "60", "7.5"]),
+                               st.one_of(st.floats(0.01, 0.999), st.just(1.0)), min_size=1, max_size=3))
+def test_fuzz_staffing_view_never_raises_and_its_numbers_are_in_range(offered, handled, abandoned, seconds, agents,
+                                                                      targets):
+    from callpulse.staffing import staffing_view
+
+    windows = {"15m": {"offered": offered, "handled": 0, "abandoned": 0, "seconds": {}},
+               "1h": {"offered": offered, "handled": handled, "abandoned": abandoned, "seconds": seconds}}
+    view = staffing_view(windows, agents, targets)
+    for value in view["inputs"].values():
+        assert value is None or (math.isfinite(value) and value > 0)
+    staffed = view["staffed"]
+    for model in view["models"].values():
+        for threshold, n in model["required"].items():
+            assert isinstance(n, int) and n >= 1 and model["gap"][threshold] == n - staffed
+            assert 0 < targets[threshold] < 1
+        for value in model["projected_service_level"].values():
+            assert 0.0 <= value <= 1.0
+        for name in ("projected_answer_wait_seconds", "projected_abandon_ratio"):
+            assert model[name] is None or (math.isfinite(model[name]) and model[name] >= 0)
+    assert view["agents_short"] is None or isinstance(view["agents_short"], int)
+
+
+def test_many_agents_at_a_small_load_staff_one_and_project_no_wait():
+    """Issue 13 in the staffing view: 200 agents for 5 calls in 15 minutes of 10 s each."""
+    from callpulse.staffing import staffing_view
+
+    windows = {"15m": {"offered": 5, "handled": 0, "abandoned": 0, "seconds": {}},
+               "1h": {"offered": 5, "handled": 5, "abandoned": 5,
+                      "seconds": {"talk_seconds": 50, "hold_seconds": 0, "wrapup_seconds": 0,
+                                  "answer_wait_seconds": 20.0, "abandon_wait_seconds": 150.0}}}
+    view = staffing_view(windows, {"available": 200}, {"20": 0.8})
+    for model in ("erlang_c", "erlang_a"):
+        m = view["models"][model]
+        assert m["required"] == {"20": 1} and m["projected_service_level"] == {"20": 1.0}
+        assert m["projected_abandon_ratio"] == 0.0 and m["projected_answer_wait_seconds"] == 0.0
+    assert view["agents_short"] == -199

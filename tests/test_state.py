@@ -80,6 +80,24 @@ def test_resume_keeps_owned_models_and_forgets_lost_partitions():
     assert states.resume({1, 3}, table.items()) == ["support"]  # support's partition came back
 
 
+def test_a_model_made_while_the_assignment_changed_is_rebuilt_not_kept():
+    """A batch of a partition this worker did not own before, applied between revocation and
+    resume (a rebalance storm), must not leave a model holding that batch alone: on resume the
+    queue is rebuilt from the table, history included."""
+    wall = FakeWall(T0 + 1000)
+    owner, table = make_states(wall), {}
+    items = batches(20, "support")
+    run(owner, table, "support", 3, items[:3])  # the previous owner applied three batches
+    states = make_states(wall)
+    states.resume({1}, table.items())  # this worker owns partition 1 only
+    states.park()  # a rebalance starts ...
+    run(states, table, "support", 3, items[3:4], first_offset=3)  # ... and a batch of partition 3 slips in
+    assert states.resume({1, 3}, table.items()) == ["support"]
+    full = make_states(wall)
+    run(full, {}, "support", 3, items[:4])
+    assert _plain(states.models["support"].read(T0 + 500)) == _plain(full.models["support"].read(T0 + 500))
+
+
 def test_stream_clock_follows_event_time_and_runs_with_the_wall():
     wall = FakeWall(1000.0)
     clock = StreamClock(wall)

@@ -21,10 +21,10 @@ import time
 from types import SimpleNamespace
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -32,6 +32,7 @@ from . import events as ev
 from .align import EventTimeAligner, SharedProgress, encode_report
 from .config import Config, load_config
 from .exporter import PipelineHealth, QueueCollector
+from .progress import ProgressCollector, ProgressWatch
 from .state import QueueStates, record_offset
 
 log = logging.getLogger("callpulse")
@@ -47,6 +48,11 @@ AGGREGATE_ACK_EVERY = 64
 # How long a worker that took over a partition waits for changelog records its recovery missed
 # (see `complete_recovery`) before it goes on with what it has and logs an error.
 CHANGELOG_TAIL_TIMEOUT_SECONDS = 60
+# How long a write may take to reach the broker (after the producer's own retries) before the
+# worker gives up and stops (see `delivered`).
+DELIVERY_TIMEOUT_SECONDS = 120.0
+# How often the worker checks that the broker answers and still holds what was read (see probe_broker).
+BROKER_PROBE_SECONDS = 5.0
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
@@ -83,9 +89,22 @@ _patch_fetch_max_wait()
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
-    """Faust credentials for the configured security protocol (None for PLAINTEXT)."""
+    """Faust credentials for the configured security protocol (None for PLAINTEXT).
+
+    TLS and SASL settings are first tried against a bootstrap server (config.check_broker_access):
+    a certificate or login the broker refuses raises ConfigError naming the setting, and the worker
+    stops with that message (`callpulse` exits 2) instead of Faust failing with a bare connection
+    error. The password is never logged."""
     if kafka.security_protocol == "PLAINTEXT":
         return None
+    from .config import check_broker_access
+
+    checked = check_broker_access(kafka)
+    if checked is None:
+        log.warning("no bootstrap server of %s answered; the %s settings were not checked before start",
+                    kafka.bootstrap_servers, kafka.security_protocol)
+    else:
+        log.info("broker access checked: %s", checked)
     if kafka.security_protocol == "SSL":
         return faust.SSLCredentials(kafka.ssl_context())
     return faust.SASLCredentials(username=kafka.sasl_username, password=kafka.sasl_password,
@@ -112,10 +131,20 @@ def create_app(config: Config) -> SimpleNamespace:
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         datadir=stream.data_dir,
+        # Faust compares the offset its recovery last read from a changelog partition with the end
+        # offset the broker reports, and stops the worker when the first is higher. That check is
+        # for an on-disk store whose files outlived their topic; our store is memory, and a broker
+        # that under-reports the end offset (see complete_recovery) trips it on a healthy
+        # partition. complete_recovery checks the rebuilt state against the committed offsets.
+        recovery_consistency_check=False,
         autodiscover=False,
         # Each message of the batches topic holds up to batch_max_events events: a small stream
         # buffer keeps a fast first stage from parking hundreds of MB of batches in memory.
         stream_buffer_maxsize=64,
+        # Stopping or rebalancing, do not wait for the agent to acknowledge what it holds: it
+        # acknowledges in groups (see `aggregate`), and a group cut short by the stop would never
+        # be. Unacknowledged batch messages are read again by the next owner and skipped by offset.
+        stream_wait_empty=False,
     )
     batches_topic = app.topic(kafka.topic_batches, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     dead_letter_topic = app.topic(kafka.topic_dead_letter, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
@@ -127,22 +156,52 @@ def create_app(config: Config) -> SimpleNamespace:
     health = PipelineHealth(router.known_types)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(states, health))
+    watch = ProgressWatch()
+    registry.register(ProgressCollector(watch))
+    # Second stage: the offset after the newest batch message handled, per owned batches partition.
+    handled: dict[int, int] = {}
+    agent_queue: list = []  # the second stage's input queue, for diagnostics
+    # Batches partitions whose models are complete: from the end of each recovery (resume_models)
+    # to the next revocation. Batch messages of other partitions are neither applied nor
+    # acknowledged: they were delivered before or during a rebalance, and are read again from the
+    # committed offset by whoever owns the partition once its recovery is complete.
+    accepting: set[int] = set()
+    next_offset: dict[int, int] = {}  # per accepting partition: the batch message to apply next
+    rebalances = [0]  # revocations so far: a recovery callback that outlived its rebalance stops
 
-    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> None:
-        for r in rejected:
-            await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage))
+    # Every send below returns its delivery future. Offsets are committed (first stage) and batch
+    # messages acknowledged (second stage) only once the futures of everything they caused resolved
+    # without error: producer.flush() alone returns even when a delivery failed.
+    mask = stream.dead_letter_mask_callers  # caller numbers in dead letters, see [stream] in the config
 
-    async def publish_intervals(records: list[dict]) -> None:
-        for key, value in states.interval_messages(records):
-            await intervals_topic.send(key=key, value=value)
+    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> list[asyncio.Future]:
+        return [await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage, mask_callers=mask))
+                for r in rejected]
+
+    async def publish_intervals(records: list[dict]) -> list[asyncio.Future]:
+        return [await intervals_topic.send(key=key, value=value) for key, value in states.interval_messages(records)]
+
+    async def delivered(futures: list, what: str) -> None:
+        """Wait until every write of `futures` reached the broker. A write that failed (after the
+        producer's own retries) cannot be taken back from the state it came from: the worker stops,
+        and its successor starts again from what was acknowledged, so nothing is lost or counted twice."""
+        await app.producer.flush()
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), DELIVERY_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.critical("%s: a write did not reach the broker (%r); stopping this worker so that its "
+                         "partitions restart from the last acknowledged state", what, exc)
+            await app.crash(exc)
+            raise
+        futures.clear()
 
     aligner = EventTimeAligner(max_ahead=stream.lateness_seconds / 2)
     shared_progress = SharedProgress()
     progress_topic = app.topic(progress_topic_name(stream.app_id), key_serializer="raw", value_serializer="raw", partitions=1)
 
-    async def take(fetched: dict) -> None:
+    async def take(fetched: dict) -> list[asyncio.Future]:
         """First stage, step 1 for one poll: validate; dead-letter the invalid, hold the valid.
-        fetched: {partition: [(offset, raw), ...]}."""
+        fetched: {partition: [(offset, raw), ...]}. Returns the dead letters' delivery futures."""
         rejected = []
         for partition, records in fetched.items():
             valid, bad = router.validate(records)
@@ -150,13 +209,15 @@ def create_app(config: Config) -> SimpleNamespace:
             health.count_valid(valid)
             rejected += bad
         health.count_rejected(rejected)
-        await dead_letter(rejected, "route")
+        return await dead_letter(rejected, "route")
 
-    async def send_ready(progress: dict, others: list[float]) -> tuple[float, dict]:
+    committed: dict = {}  # the first stage's committed offsets, as far as it knows them
+
+    async def send_ready(progress: dict, others: list[float], sent: list | None = None) -> tuple[float, dict]:
         """Step 2: send the held events within reach of the event-time horizon (align.py), one
         message per queue in event-time order. progress: {partition: (position, highwater)} of the
-        partitions read here; others: the low marks of all other partitions.
-        Returns the horizon and the low marks of the partitions read here."""
+        partitions read here; others: the low marks of all other partitions; sent: gets the
+        delivery futures if given. Returns the horizon and the low marks of the partitions read here."""
         ready: list[ev.Valid] = []
         while True:  # passing events on raises the low marks: repeat until nothing more passes
             low_marks = aligner.low_marks(progress)
@@ -168,17 +229,69 @@ def create_app(config: Config) -> SimpleNamespace:
         # One message per queue even when several rounds passed: other workers' partitions are at
         # or past the final horizon, so whatever they send next is within the lateness of this.
         for queue, raws in ev.by_queue(ready).items():
-            await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
+            future = await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
+            if sent is not None:
+                sent.append(future)
         return horizon, low_marks
 
     class Rebalance(ConsumerRebalanceListener):
+        """The first stage's view of its group. Held events, positions and commits must all belong
+        to one assignment: aiokafka still reports the old assignment and positions between a
+        revocation and the next assignment, and a commit made then from those positions skipped
+        the held events just forgotten (1,000 events lost at a time in the chaos run)."""
+
         assigned_at = math.inf  # other workers' reports count only from the last rebalance on
+        changes = 0  # revocations and assignments so far
+        assigned = False  # between an assignment and the next revocation
 
         async def on_partitions_revoked(self, revoked):
-            aligner.forget(revoked)
+            aligner.forget(revoked)  # read again from the committed offset by the next owner
+            Rebalance.changes += 1
+            Rebalance.assigned = False
 
         async def on_partitions_assigned(self, assigned):
             Rebalance.assigned_at = time.time()
+            Rebalance.changes += 1
+            Rebalance.assigned = True
+
+    async def topic_problems() -> list[str]:
+        """Every topic the worker needs must exist with the planned partition count: the batches
+        topic and the changelog must be partitioned alike, or a queue's state lands in a partition
+        its owner never reads."""
+        from .cli import topic_plan
+
+        plan = {name: n for name, n in topic_plan(config).items() if "__assignor" not in name}  # Faust makes that one
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            problems = [f"topic {name!r} does not exist" for name in plan if name not in existing]
+            for desc in await admin.describe_topics([name for name in plan if name in existing]):
+                have, want = len(desc.get("partitions", [])), plan[desc["topic"]]
+                if have != want:
+                    setting = " (kafka.partitions)" if want == kafka.partitions else ""
+                    problems.append(f"topic {desc['topic']!r} has {have} partitions, the config says {want}{setting}")
+        finally:
+            await admin.close()
+        return problems
+
+    async def restart_from_committed(consumer: AIOKafkaConsumer) -> bool:
+        """Start the new assignment afresh: nothing held, every partition read again from its
+        committed offset, whatever aiokafka had fetched or returned meanwhile. False if the
+        assignment changed again while we asked for the offsets."""
+        aligner.forget(list(aligner.newest))
+        committed.clear()
+        try:
+            for tp in consumer.assignment():
+                offset = await consumer.committed(tp)
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+                    committed[tp] = offset
+        except IllegalStateError:
+            return False
+        return True
 
     async def read_progress(consumer: AIOKafkaConsumer) -> dict:
         progress = {}
@@ -205,22 +318,36 @@ def create_app(config: Config) -> SimpleNamespace:
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=5_000,
             max_poll_records=stream.batch_max_events, **kafka.client_kwargs(),
         )
+        problems = await topic_problems()
+        if problems:
+            message = ("the topics do not match the config:\n  " + "\n  ".join(problems)
+                       + "\nrun `callpulse topics create` (it creates missing topics; a topic with another partition "
+                       "count must be deleted and created again, or kafka.partitions changed to match)")
+            log.critical(message)
+            await app.crash(RuntimeError(message))
+            return
         reports = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **kafka.client_kwargs())
         await reports.start()
-        missing = {kafka.topic_events, progress_topic.get_topic_name()} - await reports.topics()
-        if missing:
-            await reports.stop()
-            raise RuntimeError(f"topic(s) {', '.join(sorted(missing))} do not exist: run `callpulse topics create` first")
         reports.assign([TopicPartition(progress_topic.get_topic_name(), 0)])
         await reports.seek_to_end()  # reports sent before our first assignment would not count anyway
         consumer.subscribe([kafka.topic_events], listener=Rebalance())
         await consumer.start()
-        committed: dict = {}
+        sent: list[asyncio.Future] = []  # not yet known to be delivered
         reported_at = 0.0
         try:
+            started_at = -1  # Rebalance.changes when reading last started from the committed offsets
             while not app.should_stop:
+                assignment = Rebalance.changes
+                if assignment != started_at:
+                    if Rebalance.assigned and await restart_from_committed(consumer) and assignment == Rebalance.changes:
+                        started_at = assignment
+                    else:
+                        await asyncio.sleep(0.05)  # the group is still rebalancing
+                    continue
                 fetched = await consumer.getmany(timeout_ms=int(stream.batch_max_seconds * 1000), max_records=stream.batch_max_events)
-                await take({tp: [(r.offset, r.value) for r in records] for tp, records in fetched.items()})
+                if assignment != Rebalance.changes:
+                    continue  # fetched under an assignment that is gone: read again after the next one
+                sent += await take({tp: [(r.offset, r.value) for r in records] for tp, records in fetched.items()})
                 for records in (await reports.getmany(timeout_ms=0)).values():
                     for r in records:
                         shared_progress.update(r.key, r.value)
@@ -229,11 +356,15 @@ def create_app(config: Config) -> SimpleNamespace:
                 except IllegalStateError:
                     continue  # a rebalance took a partition away meanwhile; the new owner reads it again
                 aligner.forget([tp for tp in list(aligner.newest) if tp not in progress])  # revoked while we read
+                watch.retain("route", {tp.partition for tp in progress})
+                for tp, (position, highwater) in progress.items():
+                    if position is not None and highwater is not None:
+                        watch.observe("route", tp.partition, position, highwater)
                 now = time.time()
                 everyone = consumer.partitions_for_topic(kafka.topic_events) or {None}  # None: not known yet
                 owned = {tp.partition for tp in progress}
                 others = [shared_progress.low_mark(p, now, Rebalance.assigned_at) for p in everyone - owned]
-                horizon, low_marks = await send_ready(progress, others)
+                horizon, low_marks = await send_ready(progress, others, sent)
                 # Reports are for the other workers of the group: none while this one reads every partition.
                 if everyone - owned and now - reported_at >= PROGRESS_REPORT_SECONDS:
                     for tp, low in low_marks.items():
@@ -243,7 +374,12 @@ def create_app(config: Config) -> SimpleNamespace:
                 offsets = aligner.commit_offsets(positions)
                 offsets = {tp: o for tp, o in offsets.items() if committed.get(tp) != o}
                 if offsets:
-                    await app.producer.flush()
+                    await delivered(sent, "first stage")
+                # Commit only if the assignment is still the one the positions and held events
+                # belong to (see Rebalance).
+                if assignment != Rebalance.changes:
+                    committed.clear()
+                elif offsets:
                     try:
                         await consumer.commit(offsets)
                         committed.update(offsets)
@@ -263,38 +399,146 @@ def create_app(config: Config) -> SimpleNamespace:
         """Second stage: apply each queue batch to its model, write its changelog record.
 
         Messages are acknowledged by hand (an acknowledged message's offset may be committed), only
-        after their changelog writes are flushed: for up to AGGREGATE_ACK_EVERY messages at once
-        while more are waiting, at once when none is. Flushing after every message halved
-        throughput on the embedded broker; trusting Faust to flush before it commits lost counts
-        when a worker was stopped with SIGTERM in our tests.
+        after everything they wrote reached the broker (see `delivered`): for up to
+        AGGREGATE_ACK_EVERY messages at once while more are waiting, at once when none is. Waiting
+        after every message halved throughput on the embedded broker; trusting Faust to flush
+        before it commits lost counts when a worker was stopped with SIGTERM in our tests.
         """
         manual = stream_.noack()
         waiting = manual.channel.queue  # messages already delivered to this agent
+        agent_queue[:] = [waiting]
         unacked = []
+        pending: list[asyncio.Future] = []  # delivery futures of the unacknowledged messages' writes
         async for event in manual.events():
             message = event.message
-            queue = message.key.decode()
-            result = states.apply_batch(queue, message.partition, message.offset, ev.unpack(message.value))
-            if result is not None:  # None: redelivered after a crash, its effect is already in the state
-                for key, value in states.changelog_writes(result):
-                    if value is None:
-                        state_table.pop(key, None)
-                    else:
-                        state_table[key] = value
-                health.count_batch(result)
-                await dead_letter(result.rejected, "aggregate")
-                await publish_intervals(result.intervals)
-            unacked.append(event)
-            if len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty():
-                await app.producer.flush()
+            if await in_order(message):
+                await apply(message, pending)
+                unacked.append(event)
+            if unacked and (len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty()):
+                await delivered(pending, "second stage")
                 for done in unacked:
-                    await manual.ack(done)
+                    if done.message.partition in accepting:  # else revoked meanwhile: the new owner reads it again
+                        await manual.ack(done)
                 unacked.clear()
+
+    async def in_order(message) -> bool:
+        """Whether to apply this batch message now. A partition's messages are applied strictly in
+        offset order from where Faust's recovery sought it (its committed offset): a model skips a
+        batch offset it has passed, so one applied out of order would hide the ones before it for
+        good. A message that arrives while its partition's recovery is still running waits for
+        it; one of a revoked partition, or from before the seek, is left to be read again. A
+        message beyond the expected one means messages were lost on the way: the worker stops
+        (its successor reads from the committed offset) rather than seek inside Faust, whose
+        gap bookkeeping would then commit past batches not applied yet."""
+        partition = message.partition
+        while partition not in accepting or not app.consumer.flow_active:
+            if message.tp not in app.consumer.assignment():
+                return False  # revoked: its owner reads it again from the committed offset
+            await asyncio.sleep(0.05)
+        expected = next_offset.get(partition)
+        if expected is None:  # the first message since the recovery: start where Faust sought
+            expected = app.consumer._committed_offset.get(message.tp) or message.offset
+        if message.offset < expected:
+            return False  # from before the seek: read again, or already applied
+        if message.offset > expected:
+            reason = (f"second stage: batch message {message.offset} of partition {partition} arrived while "
+                      f"{expected} was expected; stopping so that the partition is read again from its committed offset")
+            log.critical(reason)
+            await app.crash(RuntimeError(reason))
+            return False
+        next_offset[partition] = message.offset + 1
+        return True
+
+    async def apply(message, pending: list) -> None:
+        """Apply one batch message; its writes' delivery futures go to `pending`."""
+        handled[message.partition] = message.offset + 1
+        queue = message.key.decode()
+        result = states.apply_batch(queue, message.partition, message.offset, ev.unpack(message.value))
+        if result is None:  # redelivered after a crash, its effect is already in the state
+            return
+        for key, value in states.changelog_writes(result):
+            # what `state_table[key] = value` does, keeping the delivery future
+            if value is None:
+                state_table.data.pop(key, None)
+            else:
+                state_table.data[key] = value
+            pending.append(state_table.send_changelog(message.partition, key, value))
+        health.count_batch(result)
+        pending += await dead_letter(result.rejected, "aggregate")
+        pending += await publish_intervals(result.intervals)
+
+    @app.timer(interval=1.0)
+    async def watch_aggregate() -> None:
+        """Second stage progress, read beside the agent (a stuck agent cannot report itself)."""
+        owned = {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == kafka.topic_batches}
+        watch.retain("aggregate", set(owned))
+        was = set(watch.stalled()["aggregate"])
+        for partition, tp in owned.items():
+            try:
+                end = app.consumer.highwater(tp)
+            except AssertionError:  # revoked since assignment() (aiokafka asserts): next tick
+                return
+            if end is not None and partition in handled:
+                watch.observe("aggregate", partition, handled[partition], end)
+        if set(watch.stalled()["aggregate"]) - was:
+            consumer = app.consumer
+            log.error("second stage stalled: flow active %s, paused %s, agent queue %d, unacked %d, handled %s, "
+                      "acked %s, committed %s", consumer.flow_active, sorted(tp.partition for tp in consumer._paused_partitions),
+                      agent_queue[0].qsize() if agent_queue else -1, len(consumer._unacked_messages), handled,
+                      {tp.partition: v[:3] for tp, v in consumer._acked.items()},
+                      {tp.partition: v for tp, v in consumer._committed_offset.items()})
+
+    probe_state: dict = {"clients": None, "ends": {}}
+
+    async def probe_clients() -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if probe_state["clients"] is None:
+            admin = AIOKafkaAdminClient(**kafka.client_kwargs(), request_timeout_ms=4000)
+            consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, request_timeout_ms=4000,
+                                        **kafka.client_kwargs())
+            probe_state["clients"] = (admin, consumer)
+            await admin.start()
+            await consumer.start()
+        return probe_state["clients"]
+
+    @app.timer(interval=BROKER_PROBE_SECONDS)
+    async def probe_broker() -> None:
+        """Does the broker answer, and does it still hold what the stages read? A broker restarted
+        without its storage (the embedded one keeps everything in memory) answers with the topics
+        gone or shorter: say so, the numbers are no longer backed by the log."""
+        topics = {"route": kafka.topic_events, "aggregate": kafka.topic_batches}
+        try:
+            admin, consumer = await asyncio.wait_for(probe_clients(), BROKER_PROBE_SECONDS)
+            existing = set(await asyncio.wait_for(admin.list_topics(), BROKER_PROBE_SECONDS))
+            tps = [TopicPartition(t, p) for t in topics.values() if t in existing for p in range(kafka.partitions)]
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), BROKER_PROBE_SECONDS) if tps else {}
+        except Exception as exc:  # unreachable, timed out, or not ready: new clients next time
+            clients, probe_state["clients"] = probe_state["clients"], None
+            for client in clients or ():
+                try:
+                    await asyncio.wait_for(client.close() if hasattr(client, "close") else client.stop(), 2)
+                except Exception:  # noqa: BLE001 - closing a client of a broker that does not answer
+                    pass
+            watch.answered(False)
+            log.debug("broker probe failed: %r", exc)
+            return
+        watch.answered(True)
+        for stage, topic in topics.items():
+            if topic not in existing:
+                watch.lost(stage, f"{stage}: topic {topic!r} no longer exists on the broker: the records read from "
+                                  f"it are lost; numbers built from them are not in the log any more")
+        seen = probe_state["ends"]
+        for tp, end in ends.items():
+            stage = "route" if tp.topic == kafka.topic_events else "aggregate"
+            if end < seen.get(tp, 0):
+                watch.lost(stage, f"{stage}: the end offset of {tp.topic} partition {tp.partition} went back from "
+                                  f"{seen[tp]} to {end}: the broker lost records; numbers built from them "
+                                  f"are not in the log any more")
+            seen[tp] = max(seen.get(tp, 0), end)
 
     @app.timer(interval=1.0)
     async def publish_due_intervals() -> None:
         """Interval records no event triggers: after a rebuild, and for queues gone quiet."""
-        await publish_intervals(states.due_interval_records())
+        await delivered(await publish_intervals(states.due_interval_records()), "interval records")
 
     @app.timer(interval=FORECAST_CHECK_SECONDS)
     async def reload_forecast() -> None:
@@ -305,6 +549,8 @@ def create_app(config: Config) -> SimpleNamespace:
 
     @app.on_partitions_revoked.connect
     async def park_models(sender, revoked, **kwargs) -> None:
+        rebalances[0] += 1
+        accepting.clear()
         states.park()  # nothing is exported while the group rebalances
 
     owned_before: set[int] = set()
@@ -313,14 +559,46 @@ def create_app(config: Config) -> SimpleNamespace:
     async def resume_models() -> None:
         """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""
         nonlocal owned_before
+        rebalance = rebalances[0]
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == kafka.topic_batches}
         rebuilt = states.resume(owned, list(state_table.data.items()))
-        await complete_recovery(owned - owned_before)
+        # Faust neither awaits errors of this callback nor cancels it when the next rebalance
+        # starts: an error would leave the agent waiting for good, so it stops the worker; and a
+        # callback overtaken by a rebalance must not mark its (stale) partitions as complete.
+        try:
+            committed = await asyncio.wait_for(committed_batch_offsets(owned), 30)
+            await complete_recovery(owned - owned_before, committed)
+        except Exception as exc:
+            if rebalance != rebalances[0]:
+                return  # overtaken: the next recovery starts afresh
+            log.critical("second stage: recovery of partitions %s failed (%r); stopping this worker", sorted(owned), exc)
+            await app.crash(exc)
+            return
+        if rebalance != rebalances[0]:
+            log.warning("second stage: a rebalance started during the recovery of partitions %s", sorted(owned))
+            return
         owned_before = owned
+        for partition, offset in committed.items():
+            handled[partition] = offset
+            next_offset.pop(partition, None)  # taken from Faust's seek at the first message
+        accepting.update(owned)
         log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s",
                  len(states.models), sorted(owned), ", ".join(rebuilt) or "none")
 
-    async def complete_recovery(partitions: set[int]) -> None:
+    async def committed_batch_offsets(partitions: set[int]) -> dict[int, int]:
+        """The second stage's committed offset of each batches partition (0 where none is)."""
+        if not partitions:
+            return {}
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+        await admin.start()
+        try:
+            batch_tps = [TopicPartition(kafka.topic_batches, p) for p in sorted(partitions)]
+            committed = await admin.list_consumer_group_offsets(app.conf.id, partitions=batch_tps)
+        finally:
+            await admin.close()
+        return {tp.partition: max(meta.offset, 0) for tp, meta in committed.items()}
+
+    async def complete_recovery(partitions: set[int], committed: dict[int, int] | None = None) -> None:
         """Check that the rebuilt state of newly owned partitions reaches as far as the previous
         owner acknowledged, and read the changelog records that Faust's recovery missed if not.
 
@@ -330,33 +608,26 @@ def create_app(config: Config) -> SimpleNamespace:
         message applied writes a record and is acknowledged only after that record is flushed, so
         the committed offset of the batches partition says which record must be there.
         """
-        if not partitions:
-            return
-        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-        await admin.start()
-        try:
-            batch_tps = [TopicPartition(kafka.topic_batches, p) for p in sorted(partitions)]
-            committed = await admin.list_consumer_group_offsets(app.conf.id, partitions=batch_tps)
-        finally:
-            await admin.close()
-        for tp, meta in committed.items():
-            last_acknowledged = meta.offset - 1  # meta.offset is -1 when nothing was committed
-            newest = states.newest_batch(tp.partition)
+        if committed is None:
+            committed = await committed_batch_offsets(partitions)
+        for partition in sorted(partitions):
+            last_acknowledged = committed[partition] - 1
+            newest = states.newest_batch(partition)
             if newest >= last_acknowledged:
                 continue
             log.warning("changelog recovery of partition %d ended before batch %d, which the previous owner "
                         "acknowledged (newest found: %d); reading the changelog again",
-                        tp.partition, last_acknowledged, newest)
-            records = await read_changelog(tp.partition, last_acknowledged)
+                        partition, last_acknowledged, newest)
+            records = await read_changelog(partition, last_acknowledged)
             for key, value in records.items():
                 if value is None:
                     state_table.data.pop(key, None)
                 else:
                     state_table.data[key] = value
-            states.rebuild_partition(tp.partition, records.items())
-            if states.newest_batch(tp.partition) < last_acknowledged:
+            states.rebuild_partition(partition, records.items())
+            if states.newest_batch(partition) < last_acknowledged:
                 log.error("partition %d: the changelog holds no record of batch %d after %d s; its queues may miss "
-                          "events", tp.partition, last_acknowledged, CHANGELOG_TAIL_TIMEOUT_SECONDS)
+                          "events", partition, last_acknowledged, CHANGELOG_TAIL_TIMEOUT_SECONDS)
 
     async def read_changelog(partition: int, batch_offset: int) -> dict[bytes, bytes | None]:
         """The latest value of every key in one changelog partition, read from its start until a
@@ -398,15 +669,25 @@ def create_app(config: Config) -> SimpleNamespace:
         }
         return web.bytes(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), headers={"Content-Type": "application/json"})
 
+    @app.page("/livez")
+    async def livez(web, request):
+        """Liveness for an orchestrator: the process and its web server answer. /healthz is for
+        readiness and alerts: restarting workers does not help when the broker is down."""
+        return web.bytes(b"ok\n", headers={"Content-Type": "text/plain"})
+
     @app.page("/healthz")
     async def healthz(web, request):
+        problems = watch.problems()
+        if problems:
+            return web.bytes("".join(f"{p}\n" for p in problems).encode(), status=503,
+                             headers={"Content-Type": "text/plain; charset=utf-8"})
         return web.bytes(b"ok\n", headers={"Content-Type": "text/plain"})
 
     return SimpleNamespace(
         app=app, config=config, states=states, health=health, registry=registry, router=router,
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
-        complete_recovery=complete_recovery,
+        complete_recovery=complete_recovery, watch=watch, accepting=accepting,
     )
 
 

@@ -3,6 +3,9 @@
 Tansu here keeps everything in memory (a broker restart loses all topics), which suits a demo and
 tests. Production runs on Apache Kafka or any Kafka-protocol broker; nothing else in callpulse
 depends on Tansu.
+
+The broker process is started with procs.spawn: in its own session (Ctrl-C reaches only its parent,
+which stops it after the workers that use it) and, on Linux, killed by the kernel if its parent dies.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from .procs import spawn, stop
 
 
 def free_port() -> int:
@@ -50,27 +55,27 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port)
+        command = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                   "--storage-engine", "memory://tansu/"]
+        if self.log_path:
+            with open(self.log_path, "ab") as log:  # the child has its own copy of the descriptor
+                self.process = spawn(command, stdout=log, stderr=subprocess.STDOUT)
+        else:
+            self.process = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM, up to 10 s to exit, then SIGKILL."""
+        stop(self.process)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

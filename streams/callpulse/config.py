@@ -14,7 +14,9 @@ Layout of the file (every key is optional; ``deploy/callpulse.example.toml`` lis
 Precedence: environment variable > file > built-in default. An environment variable that is set
 but empty (``CALLPULSE_WEB_PORT=``, common with compose files) counts as unset.
 
-Only the standard library is used, so the configuration can be checked without Kafka or Faust.
+Only the standard library is used, so the configuration can be checked without Kafka or Faust;
+``check_broker_access`` (TLS and SASL settings tried against a real broker at start-up) imports
+aiokafka when it runs, for the SASL login.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 import types
 from collections.abc import Callable, Mapping
@@ -46,6 +49,7 @@ __all__ = [
     "KafkaConfig",
     "QueueConfig",
     "StreamConfig",
+    "check_broker_access",
     "load_config",
 ]
 
@@ -164,6 +168,13 @@ def _string(value: Any, where: str) -> str:
         _fail(where, f"must be a string, got {_show(value)}")
     if not value.strip():
         _fail(where, "must not be empty")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    # From the environment, true/false, 1/0, yes/no and on/off (any case) arrive as a bool here.
+    if not isinstance(value, bool):
+        _fail(where, f"must be true or false, got {_show(value)}")
     return value
 
 
@@ -518,6 +529,9 @@ class KafkaConfig:
     def __post_init__(self) -> None:
         for name, check in _KAFKA_FIELDS.items():
             object.__setattr__(self, name, check(getattr(self, name), f"kafka.{name}"))
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            _fail("kafka.ssl_keyfile", "set without kafka.ssl_certfile: the key belongs to a client "
+                                       "certificate (set both, or neither)")
         if self.security_protocol.startswith("SASL_"):
             for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
                 if getattr(self, name) is None:
@@ -546,14 +560,41 @@ class KafkaConfig:
     __str__ = __repr__
 
     def ssl_context(self):
-        """TLS context for SSL and SASL_SSL (None otherwise): CA file, optional client certificate."""
+        """TLS context for SSL and SASL_SSL (None otherwise): the brokers' certificates are verified
+        against ssl_cafile (unset: the system's CAs) and must name the host connected to; with
+        ssl_certfile the client presents that certificate. A missing, unreadable or unusable file
+        raises ConfigError naming its key."""
         if self.security_protocol not in ("SSL", "SASL_SSL"):
             return None
         import ssl
 
-        context = ssl.create_default_context(cafile=self.ssl_cafile)
-        if self.ssl_certfile:
-            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        cafile = _tls_file(self.ssl_cafile, "kafka.ssl_cafile")
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except ssl.SSLError as exc:
+            _fail("kafka.ssl_cafile", f"{cafile} holds no PEM certificate a TLS library can load ({_ssl_reason(exc)})")
+        certfile = _tls_file(self.ssl_certfile, "kafka.ssl_certfile")
+        if certfile is None:
+            return context
+        keyfile = _tls_file(self.ssl_keyfile, "kafka.ssl_keyfile")
+        if "-----BEGIN CERTIFICATE-----" not in _read_text(certfile):
+            _fail("kafka.ssl_certfile", f"{certfile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        if keyfile is None and "PRIVATE KEY-----" not in _read_text(certfile):
+            _fail("kafka.ssl_keyfile", f"not set, and kafka.ssl_certfile ({certfile}) holds no private key: "
+                                       "set kafka.ssl_keyfile to the client certificate's key")
+
+        def no_passphrase() -> NoReturn:
+            _fail("kafka.ssl_keyfile", f"{keyfile or certfile} is encrypted with a passphrase; "
+                                       "callpulse needs the key unencrypted (openssl pkey -in KEY -out KEY.plain)")
+
+        try:
+            context.load_cert_chain(certfile, keyfile, password=no_passphrase)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                _fail("kafka.ssl_keyfile", f"{keyfile or certfile} is not the private key of the certificate "
+                                           f"in kafka.ssl_certfile ({certfile})")
+            _fail("kafka.ssl_keyfile", f"cannot load the private key from {keyfile or certfile} "
+                                       f"({_ssl_reason(exc)}): it must be a PEM private key")
         return context
 
     def client_kwargs(self) -> dict:
@@ -595,6 +636,9 @@ class StreamConfig:
     forecast_file: str | None = None
     """Optional WFM forecast CSV (forecast.py) compared with the actual calls; reloaded when it
     changes. Relative paths are relative to the working directory."""
+    dead_letter_mask_callers: bool = False
+    """Mask caller numbers in the dead letters' original and detail (events.mask_callers_in);
+    off: the original bytes are kept exactly, caller numbers included."""
 
     def __post_init__(self) -> None:
         for name, check in _STREAM_FIELDS.items():
@@ -669,7 +713,7 @@ class Config:
 # --------------------------------------------------------------------------------------------
 
 # kind decides how an environment string is parsed before the validator runs.
-_INT, _FLOAT, _STR, _SECRET = "int", "float", "str", "secret"
+_INT, _FLOAT, _STR, _SECRET, _BOOL = "int", "float", "str", "secret", "bool"
 
 _KAFKA_SPEC: dict[str, tuple[str, Check]] = {
     "bootstrap_servers": (_STR, _bootstrap_servers),
@@ -699,6 +743,7 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "snapshot_interval_seconds": (_FLOAT, _positive),
     "data_dir": (_STR, _string),
     "forecast_file": (_STR, _optional_string),
+    "dead_letter_mask_callers": (_BOOL, _boolean),
 }
 _KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
 _STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
@@ -749,10 +794,297 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_DEDUP_SECONDS": "stream.dedup_seconds",
         "CALLPULSE_DATA_DIR": "stream.data_dir",
         "CALLPULSE_FORECAST_FILE": "stream.forecast_file",
+        "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "stream.dead_letter_mask_callers",
     }
 )
 _ENV_NAME = {tuple(path.split(".")): env for env, path in ENV_OVERRIDES.items()}
 CONFIG_ENV = "CALLPULSE_CONFIG"
+
+
+# --------------------------------------------------------------------------------------------
+# TLS files, and the security settings tried against a broker
+# --------------------------------------------------------------------------------------------
+
+
+def _tls_file(path: str | None, where: str) -> str | None:
+    """The path (with ~ expanded) of a file that exists and can be read; None when unset."""
+    if path is None:
+        return None
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        _fail(where, f"file not found: {full}")
+    if not os.path.isfile(full):
+        _fail(where, f"not a file: {full}")
+    if not os.access(full, os.R_OK):
+        _fail(where, f"cannot read {full}: permission denied")
+    return full
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        return fh.read().decode("ascii", "replace")
+
+
+def _ssl_reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc)
+
+
+#: TLS alerts with which a server turns down the client's certificate (or the lack of one).
+_CLIENT_CERT_ALERTS = (
+    "ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_REQUIRED", "ALERT_CERTIFICATE_EXPIRED", "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_UNSUPPORTED_CERTIFICATE", "ALERT_ACCESS_DENIED",
+)
+#: OpenSSL's verify codes for "the certificate is valid, but not for the host connected to".
+_HOST_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+#: An ApiVersions v0 request (api key 18, correlation id 0x63707573): every Kafka broker answers
+#: it, before any authentication.
+_CORRELATION = b"cpus"
+_CLIENT_ID = b"callpulse-preflight"
+_API_VERSIONS = b"\x00\x12\x00\x00" + _CORRELATION + len(_CLIENT_ID).to_bytes(2, "big") + _CLIENT_ID
+_API_VERSIONS = len(_API_VERSIONS).to_bytes(4, "big") + _API_VERSIONS
+
+
+#: Longest wait for the server's verdict on the client after a TLS 1.3 handshake (see
+#: _await_tls13_verdict); usually its session ticket comes within milliseconds.
+_ALERT_WAIT_SECONDS = 1.0
+
+
+class _Unreachable(Exception):
+    """No TCP connection to this bootstrap server: not a verdict on the security settings."""
+
+
+def _split_server(server: str) -> tuple[str, int]:
+    host, sep, port = server.rpartition(":")
+    if not sep:
+        host, port = server, "9092"
+    return host.strip("[]"), int(port)
+
+
+def check_broker_access(kafka: KafkaConfig, timeout: float = 10.0) -> str | None:
+    """Try the TLS and SASL settings on the first bootstrap server that accepts a connection, the
+    way the worker's Kafka clients will use them; for a worker's start-up, before Faust.
+
+    A broker that refuses them (a certificate ``ssl_cafile`` cannot verify, or one made out for
+    another host; a client certificate the broker does not trust, or none where one is required; a
+    SASL mechanism the broker does not offer; a rejected login) raises ConfigError naming the
+    setting, so the worker stops with that message instead of failing later with a bare
+    connection error. Nothing is checked for PLAINTEXT. Returns what was checked
+    (``"127.0.0.1:9093: TLSv1.3, SASL SCRAM-SHA-512 as 'callpulse'"``), or None when no bootstrap
+    server accepted a TCP connection within `timeout` seconds (an unreachable broker is left to
+    the clients' own handling). The password is never part of a message."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    context = kafka.ssl_context()
+    for server in kafka.bootstrap_servers.split(","):
+        host, port = _split_server(server)
+        try:
+            transport = _probe_api_versions(kafka, host, port, context, timeout)
+        except _Unreachable:
+            continue
+        checked = f"{server}: {transport}"
+        if kafka.security_protocol.startswith("SASL_"):
+            _check_sasl_login(kafka, host, port, context, timeout)
+            checked += f", SASL {kafka.sasl_mechanism} as {kafka.sasl_username!r}"
+        return checked
+    return None
+
+
+def _probe_api_versions(kafka: KafkaConfig, host: str, port: int, context: Any, timeout: float) -> str:
+    """One ApiVersions round trip over TCP, through TLS when `context` is set; ConfigError for
+    anything but a Kafka answer. Returns "TLSv1.3" or "no TLS"."""
+    import ssl
+
+    where = f"broker {host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise _Unreachable(str(exc)) from None
+    try:
+        if context is not None:
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                _fail_server_certificate(kafka, where, host, exc)
+            except ssl.SSLError as exc:
+                _fail_tls(kafka, where, exc, handshake_done=False)
+            except OSError as exc:
+                _fail("kafka.security_protocol",
+                      f"{where} accepted the connection but the TLS handshake failed ({exc}): "
+                      f"is {host}:{port} a TLS listener ({kafka.security_protocol})?")
+            _await_tls13_verdict(kafka, where, sock)
+            sock.settimeout(timeout)
+        try:
+            sock.sendall(_API_VERSIONS)
+            size = int.from_bytes(_receive(sock, 4), "big", signed=True)
+            answer = _receive(sock, size) if 4 <= size <= 1 << 20 else b""
+        except ssl.SSLError as exc:
+            _fail_tls(kafka, where, exc, handshake_done=True)
+        except OSError as exc:  # closed, reset, timed out
+            if context is None:
+                _fail("kafka.security_protocol",
+                      f"{where} did not answer a Kafka request ({exc or type(exc).__name__}): if this "
+                      "listener uses TLS, kafka.security_protocol must be SASL_SSL (or SSL)")
+            _fail_closed_after_handshake(kafka, where, exc)
+        if answer[:4] != _CORRELATION:
+            _fail("kafka.bootstrap_servers", f"{where} did not answer like a Kafka broker")
+        return sock.version() if context is not None else "no TLS"
+    finally:
+        sock.close()
+
+
+def _await_tls13_verdict(kafka: KafkaConfig, where: str, sock: Any) -> None:
+    """With TLS 1.3 the server checks the client's certificate after the client considers the
+    handshake done; a request sent meanwhile meets a closed socket, and the reset discards the
+    alert. So listen first: until the server's session ticket arrives (it has accepted this
+    client), an alert or a close comes, or _ALERT_WAIT_SECONDS pass (a server without tickets)."""
+    import ssl
+    import time
+
+    if sock.version() != "TLSv1.3":
+        return  # TLS 1.2 and older: the client certificate was judged within the handshake
+    sock.settimeout(0.02)
+    deadline = time.monotonic() + _ALERT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            sock.recv(1)  # a Kafka broker sends nothing unasked: any answer is a close
+        except TimeoutError:
+            if sock.session is not None and sock.session.has_ticket:
+                return
+            continue
+        except ssl.SSLError as exc:
+            _fail_tls(kafka, where, exc, handshake_done=True)
+        except OSError as exc:
+            _fail_closed_after_handshake(kafka, where, exc)
+        _fail_closed_after_handshake(kafka, where, "closed")
+
+
+def _receive(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionAbortedError("connection closed by the broker")
+        data += chunk
+    return data
+
+
+def _fail_server_certificate(kafka: KafkaConfig, where: str, host: str, exc: Any) -> NoReturn:
+    detail = exc.verify_message or _ssl_reason(exc)
+    if exc.verify_code in _HOST_MISMATCH:
+        _fail("kafka.bootstrap_servers",
+              f"{where} presented a certificate that is not valid for {host!r} ({detail}): connect "
+              "with a host name the broker's certificate names, or give the broker a certificate "
+              "for this name")
+    if kafka.ssl_cafile:
+        trust = (f"kafka.ssl_cafile ({kafka.ssl_cafile}) does not hold the certificate authority "
+                 "that signed it")
+    else:
+        trust = ("kafka.ssl_cafile is not set, so only the system's certificate authorities are "
+                 "trusted: set it to the CA that signed the brokers' certificates")
+    _fail("kafka.ssl_cafile", f"cannot verify the certificate of {where} ({detail}): {trust}")
+
+
+def _fail_closed_after_handshake(kafka: KafkaConfig, where: str, exc: Any) -> NoReturn:
+    """The TLS handshake went through, then the broker closed the connection without a word:
+    what servers that check client certificates do when the alert does not get through."""
+    detail = str(exc) or type(exc).__name__
+    if kafka.ssl_certfile is None:
+        _fail("kafka.ssl_certfile",
+              f"{where} closed the connection right after the TLS handshake ({detail}): it most "
+              "likely requires a client certificate: set kafka.ssl_certfile and kafka.ssl_keyfile")
+    _fail("kafka.ssl_certfile",
+          f"{where} closed the connection right after the TLS handshake ({detail}): it most likely "
+          f"rejected the client certificate {kafka.ssl_certfile}, which must be signed by a "
+          "certificate authority the broker trusts")
+
+
+def _fail_tls(kafka: KafkaConfig, where: str, exc: Exception, handshake_done: bool) -> NoReturn:
+    reason = _ssl_reason(exc)
+    during = "after the TLS handshake" if handshake_done else "in the TLS handshake"
+    if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+        if kafka.ssl_certfile is None:
+            _fail("kafka.ssl_certfile",
+                  f"{where} requires a client certificate (TLS alert {reason} {during}): set "
+                  "kafka.ssl_certfile and kafka.ssl_keyfile")
+        _fail("kafka.ssl_certfile",
+              f"{where} rejected the client certificate {kafka.ssl_certfile} (TLS alert {reason} "
+              f"{during}): it must be signed by a certificate authority the broker trusts, and be "
+              "valid now")
+    if "ALERT_HANDSHAKE_FAILURE" in reason:  # TLS 1.2 servers also say this for a missing certificate
+        _fail("kafka.ssl_certfile" if kafka.ssl_certfile is None else "kafka.security_protocol",
+              f"{where} ended the TLS handshake (TLS alert {reason} {during}): "
+              + ("it may require a client certificate (set kafka.ssl_certfile and kafka.ssl_keyfile), "
+                 if kafka.ssl_certfile is None else "")
+              + "or it shares no TLS version or cipher with this client")
+    import ssl
+
+    eof = isinstance(exc, ssl.SSLEOFError) or "EOF" in reason
+    if handshake_done and eof:
+        _fail_closed_after_handshake(kafka, where, reason)
+    if eof or reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        _fail("kafka.security_protocol",
+              f"{where} does not speak TLS on this port ({reason} {during}): "
+              f"kafka.security_protocol is {kafka.security_protocol!r}; is the port a TLS listener?")
+    _fail("kafka.security_protocol", f"TLS with {where} failed {during}: {reason}")
+
+
+def _check_sasl_login(kafka: KafkaConfig, host: str, port: int, context: Any, timeout: float) -> None:
+    """A full SASL login with aiokafka, the client the worker uses; ConfigError if it fails."""
+    import asyncio
+    import concurrent.futures
+
+    from aiokafka import errors
+    from aiokafka.conn import create_conn
+
+    async def login() -> None:
+        conn = await asyncio.wait_for(
+            create_conn(host, port, client_id="callpulse-preflight", request_timeout_ms=int(timeout * 1000),
+                        ssl_context=context, security_protocol=kafka.security_protocol,
+                        sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                        sasl_plain_password=kafka.sasl_password),
+            timeout)
+        conn.close()
+
+    where = f"broker {host}:{port}"
+    login_of = f"the SASL {kafka.sasl_mechanism} login of user {kafka.sasl_username!r} (kafka.sasl_username)"
+    # A fresh event loop in a thread of its own: the caller may be inside a running loop.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="callpulse-preflight") as pool:
+        try:
+            pool.submit(asyncio.run, login()).result()
+        except errors.UnsupportedSaslMechanismError as exc:
+            _fail("kafka.sasl_mechanism",
+                  f"{where} does not offer SASL mechanism {kafka.sasl_mechanism} "
+                  f"({_hide_password(kafka, exc)})")
+        except (errors.SaslAuthenticationFailed, errors.AuthenticationFailedError, errors.IllegalSaslStateError,
+                KeyError, ValueError) as exc:
+            # SCRAM: a server that turns the login down answers "e=..." where "v=..." belongs,
+            # which aiokafka reports as KeyError('v') or ValueError.
+            if isinstance(exc, KeyError):
+                said = "its last SCRAM message carried an error instead of the server's signature"
+            else:
+                said = _hide_password(kafka, exc) or type(exc).__name__
+            _fail("kafka.sasl_password",
+                  f"{where} rejected {login_of}: kafka.sasl_username or kafka.sasl_password is "
+                  f"wrong (broker's answer: {said})")
+        except TimeoutError:
+            _fail("kafka.sasl_mechanism", f"{where} did not complete {login_of} within {timeout:g} s")
+        except (errors.KafkaConnectionError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            _fail("kafka.sasl_mechanism",
+                  f"{where} closed the connection during {login_of} ({_hide_password(kafka, exc)}): "
+                  f"either the broker does not enable {kafka.sasl_mechanism} (kafka.sasl_mechanism) "
+                  "or it refused kafka.sasl_username / kafka.sasl_password")
+        except errors.KafkaError as exc:
+            _fail("kafka.sasl_password",
+                  f"{where} refused {login_of}: {type(exc).__name__} {_hide_password(kafka, exc)}")
+
+
+def _hide_password(kafka: KafkaConfig, exc: BaseException) -> str:
+    text = str(exc)
+    if kafka.sasl_password:
+        text = text.replace(kafka.sasl_password, "***")
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,12 +1167,18 @@ def _section_values(
     return values
 
 
+_ENV_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+                 "false": False, "0": False, "no": False, "off": False}
+
+
 def _parse_env(raw: str, kind: str) -> Any:
     """Turn an environment string into the type the validator expects; on failure return the
     string itself so the validator reports it ("must be an integer ..., got 'abc'")."""
     if kind == _SECRET:
         return raw
     text = raw.strip()
+    if kind == _BOOL:
+        return _ENV_BOOLEANS.get(text.lower(), text)
     try:
         if kind == _INT:
             return int(text)

@@ -1,7 +1,13 @@
 """`callpulse demo`: embedded broker, topics, one worker, the simulator and a live terminal wallboard.
 
 Every child is a real process (the broker, `callpulse worker`, `callpulse simulate`), started with
-the same config the production commands use; Ctrl-C (or --seconds) stops them all.
+the same config the production commands use; Ctrl-C, SIGTERM (or --seconds) stops them all: the
+simulator, then the worker, then the broker, each with SIGTERM and up to 10 s before SIGKILL.
+
+The children run in their own sessions, so a terminal's Ctrl-C reaches only the demo, which stops
+them in that order. They are started with procs.spawn from the main thread: on Linux the kernel
+kills them (PR_SET_PDEATHSIG) when the demo dies, even by SIGKILL, so no worker keeps port 6066 or
+the broker port busy for the next demo.
 """
 
 from __future__ import annotations
@@ -18,22 +24,13 @@ from pathlib import Path
 
 from .broker import EmbeddedBroker, free_port
 from .config import load_config
+from .procs import spawn, stop, terminate_as_interrupt
 from .simulator import SCENARIO_PARAMS, planning_forecast
 
 
 def _child(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "callpulse", *args], env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor
+        return spawn([sys.executable, "-m", "callpulse", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -88,6 +85,9 @@ def run_demo(args) -> int:
     if forecast.exists():
         env["CALLPULSE_FORECAST_FILE"] = str(forecast)
     children: list[subprocess.Popen] = []
+    timer: threading.Timer | None = None
+    # SIGTERM (systemd, docker stop, kill) takes Ctrl-C's way out: through the `finally` below.
+    previous_sigterm = signal.signal(signal.SIGTERM, terminate_as_interrupt)
     try:
         print(f"starting the embedded Kafka-protocol broker (Tansu) on {broker.bootstrap} ...")
         broker.start()
@@ -101,15 +101,20 @@ def run_demo(args) -> int:
         children.append(_child(["simulate", "--scenario", args.scenario], env, logs / "simulator.log"))
         print(f"\n  metrics:   {url}/metrics\n  JSON:      {url}/api/queues\n  forecast:  {forecast}\n  logs:      {logs}/\n")
         time.sleep(3)
-        stop = threading.Event()
+        done = threading.Event()
         if args.seconds:
-            threading.Timer(args.seconds, stop.set).start()
-        run_wallboard([url], window=args.window, stop=stop)
+            timer = threading.Timer(args.seconds, done.set)
+            timer.daemon = True  # a Ctrl-C before it fires must not wait for it at exit
+            timer.start()
+        run_wallboard([url], window=args.window, stop=done)
     except KeyboardInterrupt:
         pass
     finally:
+        if timer:
+            timer.cancel()
         print("\nstopping the simulator, the worker and the broker ...")
         for child in reversed(children):
-            _stop(child)
+            stop(child)
         broker.stop()
+        signal.signal(signal.SIGTERM, previous_sigterm)
     return 0

@@ -8,8 +8,11 @@ batch message (see `pack`), so the second stage can put the exact bytes in a dea
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import math
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -33,6 +36,13 @@ FUTURE_TIME = "future_time"
 TOO_LATE = "too_late"
 UNMATCHED = "unmatched_outcome"
 REJECT_REASONS = (MALFORMED_JSON, NOT_AN_OBJECT, UNKNOWN_TYPE, SCHEMA_VIOLATION, FUTURE_TIME, TOO_LATE, UNMATCHED)
+
+# The earliest event time accepted (epoch seconds): 1970-01-01T00:00:00Z. RFC 3339 and the schema
+# allow any year from 0001, but no telephony event is older than the Unix epoch, and the second
+# stage cannot place times in the first days of year 1 at all (its business-day and interval
+# arithmetic steps a day before them, out of Python's date range). An older time is a broken
+# clock: rejected as a schema violation of `time`, like a time that is no valid date.
+EARLIEST_TIME = 0.0
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -82,21 +92,149 @@ class Rejected:
     detail: str
     raw: bytes
 
-    def dead_letter(self, stage: str) -> bytes:
-        """The dead-letter message: reason, detail, when, and the original bytes (as text, or base64)."""
+    def dead_letter(self, stage: str, mask_callers: bool = False) -> bytes:
+        """The dead-letter message: reason, detail, when, and the original bytes (as text, or base64).
+
+        With mask_callers (stream.dead_letter_mask_callers), caller numbers are masked in the
+        original and in the detail (`mask_callers_in`); the record then says
+        ``"original_masked": true``."""
+        raw, detail = (self.raw, self.detail) if not mask_callers else mask_callers_in(self.raw, self.detail)
         record = {
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": detail,
             "stage": stage,
             "rejected_at": datetime.fromtimestamp(time.time()).astimezone().isoformat(timespec="milliseconds"),
         }
         try:
-            record["original"] = self.raw.decode("utf-8")
+            record["original"] = raw.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
-
-            record["original_base64"] = base64.b64encode(self.raw).decode()
+            record["original_base64"] = base64.b64encode(raw).decode()
+        if mask_callers:
+            record["original_masked"] = True
         return orjson.dumps(record)
+
+
+# ---- caller numbers masked in dead letters (stream.dead_letter_mask_callers) -------------------
+#
+# The rule, for an original that parses as JSON (any reject but malformed_json):
+#   - every field the schema declares a phone number (`$defs/phone_number`: caller, dnis), at any
+#     depth, is replaced whatever it holds: "+44 20 7946 0123" becomes "***23";
+#   - identifiers, times, queue names and counts (KEPT_FIELDS, at the top level) are kept, so a
+#     dead letter can still be traced to its producer and call;
+#   - everything else (target, which may be an external number, attributes keys and values,
+#     enumerations, free texts, fields the schema does not know, whatever is inside a value of the
+#     wrong type) has each phone-like run masked the same way (see PHONE_RUN);
+#   the masked event is written out again as compact JSON (key order kept), so the duplicate keys,
+#   spacing and escapes of the original are not kept.
+# An original that is not JSON (malformed_json, non-UTF-8 bytes) cannot be masked field by field:
+# every phone-like run in its bytes and in the detail is masked. Details of parsed events get the
+# same replacements as the event (a detail quotes keys and values, e.g. an unknown field's name).
+
+#: The top-level fields kept as they are by the masking: ids, times, queue names, enumerated counts.
+KEPT_FIELDS = frozenset({
+    "schema_version", "event_id", "time", "call_id", "agent_id", "callback_id", "queue", "queues",
+    "target_queue", "priority", "attempt", "ring_seconds", "csat", "nps", "resolved",
+})
+# An RFC 3339 date, with its time of day if any: never a phone number (its digits are kept).
+_DATE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!\d)(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
+#: A phone-like run: 6 or more digits, each separated from the next by at most two of space ( ) . - /
+#: (numbers as people write them: +44 (0)20 7946-0123), optionally after a +.
+PHONE_RUN = r"\+?\(?\d(?:[ ().\-/]{0,2}\d){5,}"
+_RUNS = re.compile(f"(?P<date>{_DATE})|(?P<phone>{PHONE_RUN})")
+_RUNS_BYTES = re.compile(_RUNS.pattern.encode())
+_DIGITS = re.compile(r"\d")
+MASK = "***"
+
+
+def mask_number(text: str) -> str:
+    """A caller number masked: MASK and its last two digits ("+44 20 7946 0123" -> "***23")."""
+    return MASK + "".join(_DIGITS.findall(text)[-2:])
+
+
+def mask_phone_runs(text: str, seen: dict[str, str] | None = None) -> str:
+    """`text` with every phone-like run masked (dates and times are left alone); each run replaced
+    goes into `seen` (clear text -> mask)."""
+
+    def replace(match: re.Match) -> str:
+        if match["date"] is not None:
+            return match[0]
+        masked = mask_number(match[0])
+        if seen is not None:
+            seen[match[0]] = masked
+        return masked
+
+    return _RUNS.sub(replace, text)
+
+
+def _mask_bytes(raw: bytes) -> bytes:
+    """Phone-like runs masked in bytes that are not JSON: as text if they are UTF-8 (digits of any
+    script), else byte by byte (ASCII digits)."""
+    try:
+        return mask_phone_runs(raw.decode("utf-8")).encode()
+    except UnicodeDecodeError:
+        pass
+
+    def replace(match: re.Match) -> bytes:
+        if match["date"] is not None:
+            return match[0]
+        return mask_number(match[0].decode("ascii")).encode()
+
+    return _RUNS_BYTES.sub(replace, raw)
+
+
+@functools.cache
+def phone_fields() -> frozenset[str]:
+    """The fields the event schema declares phone numbers (its `$defs/phone_number`)."""
+    return frozenset(name for name, spec in load_schema()["properties"].items()
+                     if spec.get("$ref") == "#/$defs/phone_number")
+
+
+def _mask_json(value, seen: dict[str, str], whole: bool = False):
+    """A parsed JSON value with caller numbers masked. whole: the value is (inside) a phone number
+    field, so every string and number in it is masked entirely, not only its phone-like runs."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (str, int, float)):
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if whole:
+            seen[text] = masked = mask_number(text)
+            return masked
+        masked = mask_phone_runs(text, seen)
+        return value if masked == text else masked
+    if isinstance(value, list):
+        return [_mask_json(item, seen, whole) for item in value]
+    fields = phone_fields()
+    return {mask_phone_runs(key, seen): _mask_json(item, seen, whole or key in fields) for key, item in value.items()}
+
+
+def _is_plain(value) -> bool:
+    """A JSON scalar, or a list of scalars: what a kept field holds."""
+    scalar = (str, int, float, bool, type(None))
+    return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+
+
+def mask_callers_in(raw: bytes, detail: str) -> tuple[bytes, str]:
+    """The original message and the detail of a reject with caller numbers masked (rule above)."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _mask_bytes(raw), mask_phone_runs(detail)
+    seen: dict[str, str] = {}
+    if isinstance(event, dict):
+        fields = phone_fields()
+        masked = {}
+        for key, value in event.items():
+            if key in KEPT_FIELDS and _is_plain(value):
+                masked[key] = value
+            else:
+                masked[mask_phone_runs(key, seen)] = _mask_json(value, seen, whole=key in fields)
+    else:
+        masked = _mask_json(event, seen)
+    # A clear text of 1-2 characters shows no more than its mask does (the last two digits), and
+    # replacing it everywhere would garble the detail.
+    for clear in sorted((c for c in seen if len(c) > 2), key=len, reverse=True):
+        detail = detail.replace(clear, seen[clear])
+    return orjson.dumps(masked), detail
 
 
 class Valid(NamedTuple):
@@ -127,7 +265,9 @@ class Router:
         event, _, rejected = self._check(raw)
         return event, rejected
 
-    def _check(self, raw: bytes) -> tuple[dict | None, float, Rejected | None]:
+    def _check(self, raw: bytes | None) -> tuple[dict | None, float, Rejected | None]:
+        if raw is None:  # a Kafka record without a value (a tombstone): nothing to parse
+            return None, 0.0, Rejected(MALFORMED_JSON, "message has no value (null)", b"")
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -145,12 +285,15 @@ class Router:
             event_time = parse_time(event["time"])
         except ValueError as exc:
             return None, 0.0, Rejected(SCHEMA_VIOLATION, f"data.time: {exc}", raw)
+        if event_time < EARLIEST_TIME:
+            return None, 0.0, Rejected(SCHEMA_VIOLATION, f"data.time: {event['time']} is before 1970-01-01T00:00:00Z, the earliest time accepted", raw)
         if event_time > self.clock() + self.max_future:
             return None, 0.0, Rejected(FUTURE_TIME, f"time {event['time']} is more than {self.max_future:g} s ahead of this worker's clock", raw)
         return event, event_time, None
 
-    def validate(self, records: Iterable[tuple[int, bytes]]) -> tuple[list[Valid], list[Rejected]]:
-        """Check (offset, message) pairs of one input partition: the valid events, the rejected ones."""
+    def validate(self, records: Iterable[tuple[int, bytes | None]]) -> tuple[list[Valid], list[Rejected]]:
+        """Check (offset, message) pairs of one input partition: the valid events, the rejected ones.
+        A message may be None (a Kafka record with no value): rejected, never raised on."""
         valid, rejected = [], []
         for offset, raw in records:
             event, event_time, why = self._check(raw)

@@ -2,12 +2,19 @@
 
 Only the queues this worker owns right now are exported, so when a partition moves to another
 worker its queues disappear here and appear there. HELP texts state each definition.
+
+Containment (issue 13): each queue's samples of each group of series (a "part": live, totals,
+windows, config, staffing, forecast, pipeline) are staged and added only if the whole group was
+computed for that queue. A failure leaves that queue's series of that part out of the scrape (not
+0), counts in callcenter_export_errors_total{part} and is logged once per queue and part; the other
+queues and parts are exported as usual. Parts the model already left out (None in its read(), see
+model.py) are skipped without counting again.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,7 +25,15 @@ from prometheus_client.registry import Collector
 
 from . import events as ev
 from .kpi import FORMULA_TEXT
-from .model import FLOW_OUT_REASONS, WINDOW_NAMES, Histogram, threshold_key
+from .model import (
+    EXPORT_ERRORS,
+    EXPORT_PARTS,
+    FLOW_OUT_REASONS,
+    WINDOW_NAMES,
+    ExportErrors,
+    Histogram,
+    threshold_key,
+)
 
 NS = "callcenter"
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -68,18 +83,51 @@ def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(f"{NS}_{name}", doc, labels=labels)
 
 
+def _histogram_args(hist: Histogram) -> tuple:
+    buckets = [("+Inf" if math.isinf(b) else format(b, "g"), float(n)) for b, n in hist.cumulative()]
+    return buckets, float(hist.sum)
+
+
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
-    buckets = [("+Inf" if math.isinf(b) else format(b, "g"), n) for b, n in hist.cumulative()]
-    family.add_metric(labels, buckets, hist.sum)
+    family.add_metric(labels, *_histogram_args(hist))
+
+
+ERRORS_HELP = (
+    "Failures contained while computing one queue's numbers for export (/metrics and /api/queues), by part: "
+    "windows (rolling-window counts, service levels, rates), staffing (Erlang C/A), forecast (comparison with "
+    "the forecast file), live, totals, config, pipeline (groups of series of the scrape), read (the whole read "
+    "of the worker's queues). The failing queue's series of that part are left out of that scrape or read, "
+    "not shown as 0; other queues and parts are unaffected. The worker logs the first failure of each queue "
+    "and part with its traceback."
+)
+
+
+class _Stage:
+    """One queue's samples of one part, added to their families only once all were computed."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple] = []
+
+    def __call__(self, family, labels: list[str], value: float) -> None:
+        self.samples.append((family, labels, (float(value),)))  # float(): a bad value fails here, contained
+
+    def histogram(self, family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
+        self.samples.append((family, labels, _histogram_args(hist)))
+
+    def commit(self) -> None:
+        for family, labels, args in self.samples:
+            family.add_metric(labels, *args)
 
 
 class QueueCollector(Collector):
-    def __init__(self, states, health: PipelineHealth):
+    def __init__(self, states, health: PipelineHealth, errors: ExportErrors | None = None):
         self.states = states
         self.health = health
+        self.errors = errors if errors is not None else EXPORT_ERRORS
 
     def collect(self):
-        _, views = self.states.read_all()
+        views = self.errors.run("(all queues)", "read", self.states.read_all, default=None)
+        views = views[1] if views is not None else {}  # a failed read leaves every queue out, not the scrape
         yield from self._live(views)
         yield from self._totals(views)
         yield from self._windows(views)
@@ -87,6 +135,22 @@ class QueueCollector(Collector):
         yield from self._staffing(views)
         yield from self._forecast(views)
         yield from self._pipeline(views)
+        errors = _counter("export_errors", ERRORS_HELP, ["part"])
+        for part in dict.fromkeys(EXPORT_PARTS + tuple(self.errors.counts)):
+            errors.add_metric([part], self.errors.counts.get(part, 0))
+        yield errors
+
+    def _each(self, part: str, views: dict, fill) -> None:
+        """fill(queue, view, add) for every queue, contained: its samples are added only if it finished."""
+
+        def staged(queue: str, view: dict) -> bool:
+            add = _Stage()
+            fill(queue, view, add)
+            add.commit()
+            return True
+
+        for queue, v in views.items():
+            self.errors.run(queue, part, staged, queue, v, default=False)
 
     def _live(self, views: dict):
         waiting = _gauge("calls_waiting", "Calls in the queue now (offered, wait not ended), excluding orphaned calls.", ["queue"])
@@ -95,17 +159,20 @@ class QueueCollector(Collector):
         agents = _gauge("agents", "Agents serving the queue (a member of it) by state: available, on_call, wrap_up, not_ready (includes logged in but not yet ready). An agent in several queues counts in each.", ["queue", "state"])
         not_ready = _gauge("agents_not_ready", "Agents serving the queue in state not_ready now, by the reason code of their latest state change (login: logged in, not yet ready; joined: just added to the queue; unknown: no reason given).", ["queue", "reason"])
         orphaned = _gauge("calls_orphaned", "Calls whose wait exceeds the queue's orphan_after_seconds: their ending event was probably lost. Not counted in calls_waiting.", ["queue"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             live = v["live"]
-            waiting.add_metric([queue], live["calls_waiting"])
-            oldest.add_metric([queue], live["oldest_call_wait_seconds"])
+            add(waiting, [queue], live["calls_waiting"])
+            add(oldest, [queue], live["oldest_call_wait_seconds"])
             for t, n in live["calls_waiting_over_threshold"].items():
-                over.add_metric([queue, t], n)
+                add(over, [queue, t], n)
             for state, n in live["agents"].items():
-                agents.add_metric([queue, state], n)
+                add(agents, [queue, state], n)
             for reason, n in live["agents_not_ready_by_reason"].items():
-                not_ready.add_metric([queue, reason], n)
-            orphaned.add_metric([queue], live["calls_orphaned"])
+                add(not_ready, [queue, reason], n)
+            add(orphaned, [queue], live["calls_orphaned"])
+
+        self._each("live", views, fill)
         yield from (waiting, oldest, over, agents, not_ready, orphaned)
 
     def _totals(self, views: dict):
@@ -122,20 +189,23 @@ class QueueCollector(Collector):
         handle = _counter("handle_seconds", "Seconds of handled calls by phase: talk (answer to end, minus hold), hold (hold_started to hold_ended), wrapup (call end to wrapup_ended, counted when wrap-up ends).", ["queue", "phase"])
         answer_hist = HistogramMetricFamily(f"{NS}_answer_wait_seconds", "Wait of answered calls (speed of answer). Bucket bounds include every service-level threshold, so le=T gives A<=T exactly. " + WAIT_RULE, labels=["queue"])
         abandon_hist = HistogramMetricFamily(f"{NS}_abandon_wait_seconds", "Wait of abandoned calls before the caller hung up. Bucket bounds include every threshold and the short-abandon time. " + WAIT_RULE, labels=["queue"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             totals = v["totals"]
             for name, family in simple.items():
-                family.add_metric([queue], totals[name])
+                add(family, [queue], totals[name])
             for reason in FLOW_OUT_REASONS:
-                flowed.add_metric([queue, reason], totals[f"flowed_out:{reason}"])
+                add(flowed, [queue, reason], totals[f"flowed_out:{reason}"])
             for t in v["thresholds"]:
                 key = threshold_key(t)
-                answered_within.add_metric([queue, key], totals[f"answered_within:{key}"])
-                abandoned_within.add_metric([queue, key], totals[f"abandoned_within:{key}"])
+                add(answered_within, [queue, key], totals[f"answered_within:{key}"])
+                add(abandoned_within, [queue, key], totals[f"abandoned_within:{key}"])
             for phase in ("talk", "hold", "wrapup"):
-                handle.add_metric([queue, phase], totals[f"{phase}_seconds"])
-            _histogram(answer_hist, [queue], v["answer_wait_histogram"])
-            _histogram(abandon_hist, [queue], v["abandon_wait_histogram"])
+                add(handle, [queue, phase], totals[f"{phase}_seconds"])
+            add.histogram(answer_hist, [queue], v["answer_wait_histogram"])
+            add.histogram(abandon_hist, [queue], v["abandon_wait_histogram"])
+
+        self._each("totals", views, fill)
         yield from simple.values()
         yield from (flowed, answered_within, abandoned_within, handle, answer_hist, abandon_hist)
 
@@ -151,21 +221,26 @@ class QueueCollector(Collector):
             "average_handle_seconds": _gauge("average_handle_seconds", "Average handle time: (talk + hold + wrap-up seconds) / handled calls, in the window. " + WINDOW_RULE, ["queue", "window"]),
             "occupancy": _gauge("occupancy_ratio", "Occupancy of the queue's agents: seconds on_call or wrap_up / seconds available, on_call or wrap_up, in the window (not_ready excluded).", ["queue", "window"]),
         }
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
+            if v["windows"] is None:  # the model could not compute them (counted there)
+                return
             for window in WINDOW_NAMES:
                 w = v["windows"][window]
                 for outcome in ("offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled"):
-                    calls.add_metric([queue, window, outcome], w[outcome])
+                    add(calls, [queue, window, outcome], w[outcome])
                 for t, n in w["answered_within"].items():
-                    within.add_metric([queue, window, t, "answered"], n)
+                    add(within, [queue, window, t, "answered"], n)
                 for t, n in w["abandoned_within"].items():
-                    within.add_metric([queue, window, t, "abandoned"], n)
+                    add(within, [queue, window, t, "abandoned"], n)
                 for t, value in w["service_level"].items():
                     if value is not None:
-                        sl.add_metric([queue, window, t], value)
+                        add(sl, [queue, window, t], value)
                 for name, family in derived.items():
                     if w[name] is not None:
-                        family.add_metric([queue, window], w[name])
+                        add(family, [queue, window], w[name])
+
+        self._each("windows", views, fill)
         yield from (calls, within, sl)
         yield from derived.values()
 
@@ -185,20 +260,23 @@ class QueueCollector(Collector):
             "understaffed_agents": _gauge("understaffed_limit_agents", "Configured alert_understaffed_agents: CallCenterUnderstaffed fires when agents_short stays at or above it for understaffed_limit_seconds while open. Absent when off (0).", ["queue"]),
         }
         understaffed_for = _gauge("understaffed_limit_seconds", "Configured alert_understaffed_seconds: how long agents_short must stay at or above understaffed_limit_agents before CallCenterUnderstaffed fires. Absent when that alert is off.", ["queue"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             for t, value in v["targets"].items():
-                target.add_metric([queue, t], value)
-            info.add_metric([queue, v["label"], v["formula"], v["timezone"], v["team"]], 1)
-            short.add_metric([queue], v["short_abandon_seconds"])
-            is_open.add_metric([queue], 0.0 if v["opened_at"] is None else 1.0)
+                add(target, [queue, t], value)
+            add(info, [queue, v["label"], v["formula"], v["timezone"], v["team"]], 1)
+            add(short, [queue], v["short_abandon_seconds"])
+            add(is_open, [queue], 0.0 if v["opened_at"] is None else 1.0)
             if v["opened_at"] is not None:
-                opened.add_metric([queue], v["opened_at"])
-            min_calls.add_metric([queue], v["alert_limits"]["min_calls"])
+                add(opened, [queue], v["opened_at"])
+            add(min_calls, [queue], v["alert_limits"]["min_calls"])
             for key, family in limits.items():
                 if v["alert_limits"][key] > 0:
-                    family.add_metric([queue], v["alert_limits"][key])
+                    add(family, [queue], v["alert_limits"][key])
             if v["alert_limits"]["understaffed_agents"] > 0:
-                understaffed_for.add_metric([queue], v["alert_limits"]["understaffed_seconds"])
+                add(understaffed_for, [queue], v["alert_limits"]["understaffed_seconds"])
+
+        self._each("config", views, fill)
         yield from (target, info, short, is_open, opened, min_calls)
         yield from limits.values()
         yield understaffed_for
@@ -218,25 +296,30 @@ class QueueCollector(Collector):
         projected_abandon = _gauge("projected_abandon_rate_ratio", "Share of callers expected to hang up while waiting at the current staffing (erlang_a; 0 in erlang_c).", ["queue", "model"])
         short = _gauge("agents_short", "Agents the queue is short of now: the largest agents_required_gap over its thresholds, by model erlang_a when the patience is known, else erlang_c. Negative: a surplus of that many.", ["queue"])
         short_for = _gauge("understaffed_seconds", "How long agents_short has stayed at or above understaffed_limit_agents without a break while the queue is open (stream clock, seen at each read of the worker, i.e. every scrape; a closed spell or over 5 minutes without a read starts it again); 0 while it is below or closed. Absent when the alert is off or the staffing is unknown.", ["queue"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             s = v["staffing"]
+            if s is None:  # the model could not compute it (counted there)
+                return
             for name, family in inputs.items():
                 if s["inputs"][name] is not None:
-                    family.add_metric([queue], s["inputs"][name])
-            staffed.add_metric([queue], s["staffed"])
+                    add(family, [queue], s["inputs"][name])
+            add(staffed, [queue], s["staffed"])
             for model, m in s["models"].items():
                 for t, n in m["required"].items():
-                    required.add_metric([queue, model, t], n)
-                    gap.add_metric([queue, model, t], m["gap"][t])
+                    add(required, [queue, model, t], n)
+                    add(gap, [queue, model, t], m["gap"][t])
                 for t, value in m["projected_service_level"].items():
-                    projected_sl.add_metric([queue, model, t], value)
+                    add(projected_sl, [queue, model, t], value)
                 if m["projected_answer_wait_seconds"] is not None:
-                    projected_asa.add_metric([queue, model], m["projected_answer_wait_seconds"])
-                    projected_abandon.add_metric([queue, model], m["projected_abandon_ratio"])
+                    add(projected_asa, [queue, model], m["projected_answer_wait_seconds"])
+                    add(projected_abandon, [queue, model], m["projected_abandon_ratio"])
             if s["agents_short"] is not None:
-                short.add_metric([queue], s["agents_short"])
+                add(short, [queue], s["agents_short"])
             if s["understaffed_seconds"] is not None:
-                short_for.add_metric([queue], s["understaffed_seconds"])
+                add(short_for, [queue], s["understaffed_seconds"])
+
+        self._each("staffing", views, fill)
         yield from inputs.values()
         yield from (staffed, required, gap, projected_sl, projected_asa, projected_abandon, short, short_for)
 
@@ -252,27 +335,30 @@ class QueueCollector(Collector):
         planned = _gauge("forecast_planned_agents", "Agents the forecast file plans for the current interval.", ["queue"])
         wape = _gauge("forecast_wape_ratio", "Forecast accuracy of offered calls over the forecast's ended intervals of the business day, as WAPE: sum |actual - forecast| / sum actual (0 = perfect). Intervals without a forecast row are not compared. Absent before an ended interval had calls.", ["queue"])
         reforecast = _gauge("reforecast_offered_calls", "Intraday reforecast of offered calls, scaled by the day's actual / forecast to date over the forecast's intervals: period rest_of_day = the rest of the day's forecast times that; day = the whole day's forecast times that (= actual so far + rest of day when the data covers the whole day). Absent below 10 forecast calls to date.", ["queue", "period"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             f = v.get("forecast")
             if f is None:
-                continue
+                return
             for period in ("interval", "day"):
                 p = f[period]
                 if p is None:
                     continue
-                forecast.add_metric([queue, period], p["forecast_offered"])
-                to_date.add_metric([queue, period], p["forecast_offered_to_date"])
-                actual.add_metric([queue, period], p["actual_offered"])
+                add(forecast, [queue, period], p["forecast_offered"])
+                add(to_date, [queue, period], p["forecast_offered_to_date"])
+                add(actual, [queue, period], p["actual_offered"])
                 for family, key in ((versus, "offered_vs_forecast"), (forecast_aht, "forecast_handle_seconds"), (actual_aht, "actual_handle_seconds")):
                     if p[key] is not None:
-                        family.add_metric([queue, period], p[key])
+                        add(family, [queue, period], p[key])
             if f["planned_agents"] is not None:
-                planned.add_metric([queue], f["planned_agents"])
+                add(planned, [queue], f["planned_agents"])
             if f["wape"] is not None:
-                wape.add_metric([queue], f["wape"])
+                add(wape, [queue], f["wape"])
             if f["reforecast"] is not None:
                 for period in ("rest_of_day", "day"):
-                    reforecast.add_metric([queue, period], f["reforecast"][period])
+                    add(reforecast, [queue, period], f["reforecast"][period])
+
+        self._each("forecast", views, fill)
         yield from (forecast, to_date, actual, versus, forecast_aht, actual_aht, planned, wape, reforecast)
         source = self.states.forecast
         if source is not None:
@@ -298,9 +384,12 @@ class QueueCollector(Collector):
         late = _counter("events_late", "Events applied although older than the queue's newest event (out of order, within the lateness).", [])
         late.add_metric([], h.late)
         last = _gauge("last_event_timestamp_seconds", "Event time (Unix seconds) of the newest event applied to the queue.", ["queue"])
-        for queue, v in views.items():
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
             if v["last_event_time"] is not None:
-                last.add_metric([queue], v["last_event_time"])
+                add(last, [queue], v["last_event_time"])
+
+        self._each("pipeline", views, fill)
         lag = HistogramMetricFamily(f"{NS}_event_lag_seconds", "Processing delay: wall clock when the second stage applied an event minus the event's time.", labels=[])
         _histogram(lag, [], h.lag)
         held = _gauge("input_partitions_held", "Partitions of the events topic this worker's first stage has paused because their events are more than half the lateness ahead, in event time, of the slowest partition with unread records (see the README, 'Replays and backlogs').", [])

@@ -19,6 +19,7 @@ the queue's business day in the queue's own time zone.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable
@@ -37,6 +38,45 @@ STAFFED_STATES = frozenset(("available", "on_call", "wrap_up"))
 
 # Outcome of applying one event.
 APPLIED, LATE, DUPLICATE, TOO_LATE = "applied", "late", "duplicate", "too_late"
+
+log = logging.getLogger(__name__)
+
+#: Parts of a queue's exported numbers that are computed, and contained, separately: the label
+#: values of callcenter_export_errors_total{part}. model.read(): windows (rolling-window counts,
+#: service levels and rates), staffing; the collector (exporter.py): one per group of series;
+#: state.py's read_all(): forecast (the comparison with the forecast file) and read (a queue's
+#: whole read).
+EXPORT_PARTS = ("read", "live", "totals", "windows", "config", "staffing", "forecast", "pipeline")
+
+
+class ExportErrors:
+    """Failures contained while computing a queue's numbers for export (/metrics, /api/queues):
+    one queue's failing part is left out (None), the other queues and parts go on. Counted by part;
+    logged once per queue and part, with the traceback, not at every scrape."""
+
+    def __init__(self) -> None:
+        self.counts = {part: 0 for part in EXPORT_PARTS}
+        self.logged: set[tuple[str, str]] = set()
+
+    def run(self, queue: str, part: str, fn, *args, default: Any = None) -> Any:
+        """fn(*args), or `default` when it raised (counted and, the first time, logged)."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - containment: whatever it was, the other queues go on
+            self.record(queue, part, exc)
+            return default
+
+    def record(self, queue: str, part: str, exc: BaseException) -> None:
+        self.counts[part] = self.counts.get(part, 0) + 1
+        if (queue, part) not in self.logged:
+            self.logged.add((queue, part))
+            log.error("queue %r: computing its %s numbers failed, left out of the export (logged once per "
+                      'queue and part; callcenter_export_errors_total{part="%s"} counts every failure)',
+                      queue, part, part, exc_info=exc)
+
+
+#: The worker's one instance: QueueModel.read() and the collector count here.
+EXPORT_ERRORS = ExportErrors()
 
 # How long live entries whose closing event never came are kept (seconds of event time).
 FORGET_ORPHANED_CALL_AFTER = 24 * 3600.0
@@ -537,19 +577,15 @@ class QueueModel:
             "agents_not_ready_by_reason": _top_reasons(not_ready),
             "calls_orphaned": len(waits) - len(live_waits),
         }
-        windows = {}
-        staffed_i, busy_i = self.index["agent_staffed_seconds"], self.index["agent_busy_seconds"]
-        closed_states = self.agent_seconds.window_sums(self.window_low, math.floor(now))
-        for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, self.window_low, self.window_sums, closed_states):
-            counters = list(sums)
-            counters[staffed_i], counters[busy_i] = staffed, busy
-            self._add_open_agent_states(counters, low, now)
-            windows[name] = self._window_view(counters)
         day_start, _, iso = self.business_day.bounds(now)
         opened_at = cfg.opened_at(now)
-        today = list(self.days.get(iso) or [0.0] * len(self.fields))
-        self._add_open_agent_states(today, day_start, now)
-        windows["today"] = self._window_view(today)
+        # Each part is contained: if it fails, it is None for this read (left out of the export and
+        # counted in callcenter_export_errors_total{part}); the other parts and queues go on.
+        windows = EXPORT_ERRORS.run(self.name, "windows", self._windows, now, day_start, iso)
+        staffing = None
+        if windows is not None:  # staffing is estimated from the windows
+            staffing = EXPORT_ERRORS.run(self.name, "staffing", self._staffing, windows, live["agents"], now,
+                                         opened_at is not None)
         return {
             "queue": self.name,
             "label": cfg.label,
@@ -577,13 +613,28 @@ class QueueModel:
             "answer_wait_histogram": self.answer_waits,
             "abandon_wait_histogram": self.abandon_waits,
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
-            "staffing": self._staffing(windows, live["agents"], now, is_open=opened_at is not None),
+            "staffing": staffing,
         }
+
+    def _windows(self, now: float, day_start: float, iso: str) -> dict:
+        """The rolling windows and today, each with its counts, service levels and rates, at `now`."""
+        windows = {}
+        staffed_i, busy_i = self.index["agent_staffed_seconds"], self.index["agent_busy_seconds"]
+        closed_states = self.agent_seconds.window_sums(self.window_low, math.floor(now))
+        for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, self.window_low, self.window_sums, closed_states):
+            counters = list(sums)
+            counters[staffed_i], counters[busy_i] = staffed, busy
+            self._add_open_agent_states(counters, low, now)
+            windows[name] = self._window_view(counters)
+        today = list(self.days.get(iso) or [0.0] * len(self.fields))
+        self._add_open_agent_states(today, day_start, now)
+        windows["today"] = self._window_view(today)
+        return windows
 
     def _staffing(self, windows: dict, agents: dict[str, int], now: float, is_open: bool) -> dict:
         """staffing_view() plus how long the queue has been short of alert_understaffed_agents
         while open, by the reads seen (every scrape): None when that alert is off or the staffing
-        is unknown, 0 while not short or closed."""
+        is unknown, 0 while not short or closed. A failing staffing_view() changes nothing here."""
         view = staffing_view(windows, agents, self.targets)
         limit = self.config.alert_understaffed_agents
         self.understaffed_since = understaffed_since(self.understaffed_since, view["agents_short"], limit, now,

@@ -9,14 +9,18 @@
   are rare, so the longest window).
 Each is None (unknown) below a minimum number of observations (`MIN_*`): a queue with two calls
 in the last quarter of an hour has no arrival rate worth staffing on, and no number is made up.
+An input that is not a finite positive number (a corrupt window) is unknown too. With known inputs
+nothing here raises: the Erlang functions are total over finite inputs (erlang.py), and a target
+no staffing can meet leaves that threshold's numbers out.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .erlang import agents_required, erlang_a
+from .erlang import NoStaffing, agents_required, erlang_a
 
 RATE_WINDOW, AHT_WINDOW, PATIENCE_WINDOW = "15m", "1h", "1h"
 MIN_OFFERED = 5  # calls offered in the rate window
@@ -31,9 +35,14 @@ class LiveInputs:
     patience: float | None  # seconds
 
 
+def _known(value: float) -> float | None:
+    """A positive finite number, else None (unknown)."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
+
+
 def arrival_rate(window: dict, seconds: float) -> float | None:
     offered = window["offered"]
-    return offered / seconds if offered >= MIN_OFFERED else None
+    return _known(offered / seconds) if offered >= MIN_OFFERED else None
 
 
 def average_handle_time(window: dict) -> float | None:
@@ -42,7 +51,7 @@ def average_handle_time(window: dict) -> float | None:
         return None
     s = window["seconds"]
     aht = (s["talk_seconds"] + s["hold_seconds"] + s["wrapup_seconds"]) / handled
-    return aht if aht > 0 else None  # zero-second calls (whole-second sources): no load to staff on
+    return _known(aht)  # zero-second calls (whole-second sources): no load to staff on
 
 
 def mean_patience(window: dict) -> float | None:
@@ -54,7 +63,13 @@ def mean_patience(window: dict) -> float | None:
         return None
     s = window["seconds"]
     patience = (s["answer_wait_seconds"] + s["abandon_wait_seconds"]) / abandoned
-    return patience if patience > 0 else None  # all hung up within their second: no estimate
+    return _known(patience)  # all hung up within their second: no estimate
+
+
+def _in_range(rate: float, aht: float, patience: float | None) -> bool:
+    """The load (rate x aht) and the arrivals per mean patience are finite doubles: what the
+    Erlang functions need of finite inputs (erlang.py raises ValueError beyond floating point)."""
+    return math.isfinite(rate * aht * 4) and (patience is None or math.isfinite(rate * patience * 4))
 
 
 def live_inputs(windows: dict[str, dict]) -> LiveInputs:
@@ -88,7 +103,8 @@ def staffing_view(windows: dict[str, dict], agents: dict[str, int], targets: dic
                  "staffed": staffed, "models": {}}
     for model in MODELS:
         patience = None if model == "erlang_c" else inputs.patience
-        known = inputs.rate is not None and inputs.aht is not None and (model == "erlang_c" or patience is not None)
+        known = (inputs.rate is not None and inputs.aht is not None and (model == "erlang_c" or patience is not None)
+                 and _in_range(inputs.rate, inputs.aht, patience))
         view: dict = {"required": {}, "gap": {}, "projected_service_level": {},
                       "projected_answer_wait_seconds": None, "projected_abandon_ratio": None}
         out["models"][model] = view
@@ -110,13 +126,18 @@ def _model_numbers(rate: float, aht: float, patience: float | None, staffed: int
     """(required per threshold, projected SL per threshold, projected ASA, projected abandon
     share) for one model: cached, because every scrape and wallboard poll reads every queue, and
     a queue's inputs only change when a call enters or leaves its windows."""
-    required = tuple((threshold, agents_required(rate, aht, float(threshold), target, patience=patience).agents)
-                     for threshold, target in targets if target < 1)
+    required = []
+    for threshold, target in targets:
+        if 0 < target < 1:
+            try:
+                required.append((threshold, agents_required(rate, aht, float(threshold), target, patience=patience).agents))
+            except NoStaffing:  # no count of agents meets it (not reached for finite inputs): left out
+                pass
     if not targets or not (staffed >= 1 and (patience is not None or staffed > rate * aht)):
-        return required, (), None, None
+        return tuple(required), (), None, None
     projections = [(threshold, erlang_a(rate, aht, staffed, float(threshold), patience)) for threshold, _ in targets]
     last = projections[-1][1]
-    return (required, tuple((t, p.service_level) for t, p in projections),
+    return (tuple(required), tuple((t, p.service_level) for t, p in projections),
             last.average_wait_seconds, last.abandon_probability)
 
 

@@ -26,7 +26,7 @@ import orjson
 from . import events as ev
 from .forecast import ForecastFile, compare
 from .intervals import record_key
-from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
+from .model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
 
 SNAPSHOT, BATCH = b"s", b"b"
 # A snapshot is also due after this many events in a queue's batch records: the in-memory table
@@ -117,6 +117,10 @@ class QueueStates:
         self._obsolete: dict[str, list[int]] = {}  # batch record offsets waiting to be deleted
         self._events_since_snapshot: dict[str, int] = {}
         self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
+        # Partitions whose models were kept or rebuilt at the last resume(); None before the first
+        # (a worker without rebalances, as in the unit tests, owns whatever it applies).
+        self.owned: set[int] | None = None
+        self._owned_before: set[int] | None = None
         self.republish: list[dict] = []  # interval records to publish again after a rebuild
         self._published: dict[tuple[str, int, float], bytes] = {}  # digest of the last interval record sent per key
         path = config.stream.forecast_file
@@ -128,8 +132,6 @@ class QueueStates:
 
     def model_for(self, queue: str, partition: int) -> QueueModel:
         model = self.models.get(queue)
-        if model is None and queue in self._parked:
-            model = self.models[queue] = self._parked.pop(queue)
         if model is None:
             model = self.models[queue] = self._new_model(queue)
             self.partition_of[queue] = partition
@@ -207,15 +209,24 @@ class QueueStates:
         """Partitions are being revoked: stop exporting until the new assignment is known."""
         self._parked.update(self.models)
         self.models = {}
+        if self.owned is not None:
+            if self._owned_before is None:  # a second revocation before resume() keeps the first's
+                self._owned_before = self.owned
+            self.owned = set()
 
     def resume(self, owned_partitions: set[int], records: Iterable[tuple[bytes, bytes | None]]) -> list[str]:
         """The new assignment is known and the table recovered: keep the models of partitions this
-        worker still owns, rebuild those of newly owned partitions from the table (snapshot, then the
-        batch records after it), forget the rest. Returns the queues rebuilt from the table."""
+        worker owned before and still owns, rebuild those of the other owned partitions from the
+        table (snapshot, then the batch records after it), forget the rest. A model of a partition
+        not owned before is never kept, even if one exists: it can only come from a batch applied
+        while the assignment was changing, and holds that batch alone. Returns the queues rebuilt."""
         parked, self._parked = self._parked, {}
         self.models.update(parked)
-        for queue in [q for q in self.models if self.partition_of.get(q) not in owned_partitions]:
+        before = self._owned_before if self._owned_before is not None else self.owned
+        kept = set(owned_partitions) if before is None else set(owned_partitions) & before
+        for queue in [q for q in self.models if self.partition_of.get(q) not in kept]:
             self._forget(queue)
+        self.owned, self._owned_before = set(owned_partitions), None
         return self._rebuild_from(records, owned_partitions)
 
     def newest_batch(self, partition: int) -> int:
@@ -313,8 +324,11 @@ class QueueStates:
         now = self.clock.now()
         views = {}
         for queue, model in sorted(self.models.items()):
-            view = views[queue] = model.read(now)
-            view["forecast"] = self._forecast_view(model, now)
+            view = EXPORT_ERRORS.run(queue, "read", model.read, now)
+            if view is None:  # this queue alone is left out of this read (counted, logged once)
+                continue
+            view["forecast"] = EXPORT_ERRORS.run(queue, "forecast", self._forecast_view, model, now)
+            views[queue] = view
         return now, views
 
     def _forecast_view(self, model: QueueModel, now: float) -> dict | None:

@@ -2,6 +2,10 @@
 
 One broker serves the whole session; every test gets its own app id (consumer group) and topics,
 so tests never see each other's data.
+
+Every process is started with callpulse.procs.spawn from pytest's main thread: in its own session,
+and on Linux killed by the kernel when pytest dies, even by SIGKILL. On SIGTERM pytest stops like on
+Ctrl-C (conftest.py), and the fixtures' teardown stops the workers, then the broker.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from callpulse.broker import EmbeddedBroker, free_port
 from callpulse.cli import create_topics
 from callpulse.config import load_config
+from callpulse.procs import spawn, stop_all
 
 LOGS = Path(__file__).resolve().parents[2] / "var" / "test-logs"
 
@@ -135,8 +140,8 @@ class Pipeline:
         return out
 
     def stop(self) -> None:
-        for w in self.workers:
-            w.kill(signal.SIGTERM)
+        """SIGTERM to every worker, up to 10 s for them to exit, then SIGKILL."""
+        stop_all([w.process for w in self.workers])
 
 
 class Worker:
@@ -152,8 +157,9 @@ class Worker:
 
     def start(self, timeout: float = 60.0) -> "Worker":
         env = dict(self.pipeline.env, CALLPULSE_WEB_PORT=str(self.port))
-        self.process = subprocess.Popen([sys.executable, "-m", "callpulse", "worker", "--loglevel", "info"],
-                                        env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as log:  # the worker has its own copy of the descriptor
+            self.process = spawn([sys.executable, "-m", "callpulse", "worker", "--loglevel", "info"],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"worker exited early, see {self.log}"

@@ -24,6 +24,7 @@ import yaml
 
 from callpulse import simulator
 from callpulse.broker import free_port
+from callpulse.procs import spawn, stop
 from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +47,6 @@ def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float =
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} not ready in {timeout} s; see {log}")
-
-
-def _stop(process: subprocess.Popen | None) -> None:
-    if process and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def write_forecast(path: Path, history_start: float, hour_of_day: float) -> Path:
@@ -145,14 +136,15 @@ class Alertmanager:
         path = workdir / "alertmanager.yml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         self.log = workdir / "alertmanager.log"
-        self.process = subprocess.Popen(
-            [require_tool("prometheus-alertmanager", "the Debian package prometheus-alertmanager (`make tools` installs it)"), f"--config.file={path}", f"--storage.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as log:  # spawn: dies with pytest, even by SIGKILL (Linux)
+            self.process = spawn(
+                [require_tool("prometheus-alertmanager", "the Debian package prometheus-alertmanager (`make tools` installs it)"), f"--config.file={path}", f"--storage.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+                stdout=log, stderr=subprocess.STDOUT)
         _wait_ready(self.url + "/-/ready", self.process, self.log)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)
 
 
 class Prometheus:
@@ -181,10 +173,11 @@ class Prometheus:
         path = workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         self.log = workdir / "prometheus.log"
-        self.process = subprocess.Popen(
-            [require_tool("prometheus", "the Debian package prometheus (`make tools` installs it)"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as log:  # spawn: dies with pytest, even by SIGKILL (Linux)
+            self.process = spawn(
+                [require_tool("prometheus", "the Debian package prometheus (`make tools` installs it)"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT)
         _wait_ready(self.url + "/-/ready", self.process, self.log)
 
     def query(self, expr: str) -> list[dict]:
@@ -215,4 +208,4 @@ class Prometheus:
                 if r["health"] == "err"]
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)

@@ -1,0 +1,144 @@
+"""Is the pipeline making progress? Per stage and input partition, without trusting any one cause.
+
+A worker can stop making progress for many reasons (a partition left paused, a stage waiting for a
+worker that is gone, a consumer stuck in a rebalance, a broker that lost its data). Each would show
+plausible numbers frozen in time. So instead of guessing causes, each stage reports, for every input
+partition it owns, the next offset it will process and the broker's end offset: a partition with
+records waiting (end > next) whose next offset has not moved for `stalled_after` seconds is
+*stalled*. A partition whose end offset went backwards lost data on the broker (an embedded broker
+restarted, a topic deleted and created again): the numbers built from it are no longer backed by
+the log.
+
+/healthz answers 503 while anything is stalled or data was lost, and the exporter publishes
+`callcenter_pipeline_stalled_partitions{stage}` and `callcenter_broker_data_lost_total{stage}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("callpulse")
+STAGES = ("route", "aggregate")
+# A partition with records waiting and no progress for this long is stalled. Longer than a group
+# rebalance with recovery (about 10 s here), short enough to page before a wallboard misleads.
+STALLED_AFTER_SECONDS = 30.0
+
+
+@dataclass
+class _Partition:
+    next_offset: int
+    end_offset: int
+    moved_at: float  # when next_offset last changed, or records last stopped waiting
+    stalled: bool = False
+
+
+@dataclass
+class ProgressWatch:
+    """Progress of each stage's owned input partitions (offsets as the stage sees them)."""
+
+    stalled_after: float = STALLED_AFTER_SECONDS
+    clock: Callable[[], float] = time.monotonic  # a builtin: not bound as a method
+    partitions: dict[tuple[str, int], _Partition] = field(default_factory=dict)
+    data_lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    lost_detail: str | None = None  # the latest loss, for /healthz
+    unanswered_since: float | None = None  # when the broker stopped answering the probe (see app.py)
+
+    def observe(self, stage: str, partition: int, next_offset: int, end_offset: int) -> None:
+        """One reading: the next offset the stage will process in a partition, and the end offset."""
+        now = self.clock()
+        seen = self.partitions.get((stage, partition))
+        if seen is None:
+            self.partitions[(stage, partition)] = _Partition(next_offset, end_offset, now)
+            return
+        if end_offset < seen.end_offset:
+            self.data_lost[stage] += 1
+            self.lost_detail = (f"{stage}: the end offset of input partition {partition} went back from "
+                                f"{seen.end_offset} to {end_offset}: the broker lost records; numbers built "
+                                f"from them are not in the log any more")
+            log.error("%s; restart every worker of the group on a fresh app id or replay the sources", self.lost_detail)
+        was_caught_up = seen.next_offset >= seen.end_offset
+        if next_offset != seen.next_offset or next_offset >= end_offset or was_caught_up:
+            seen.moved_at = now  # the wait counts from the last move, or from when records began to wait
+        seen.next_offset, seen.end_offset = next_offset, end_offset
+        stalled = now - seen.moved_at >= self.stalled_after
+        if stalled and not seen.stalled:
+            log.error("%s stage: no progress on input partition %d for %.0f s (next offset %d, end offset %d)",
+                      stage, partition, now - seen.moved_at, next_offset, end_offset)
+        elif seen.stalled and not stalled:
+            log.warning("%s stage: input partition %d is moving again", stage, partition)
+        seen.stalled = stalled
+
+    def lost(self, stage: str, detail: str) -> None:
+        """Data the stage had read is gone from the broker (found by the probe: a topic vanished)."""
+        if detail != self.lost_detail:
+            self.data_lost[stage] += 1
+            self.lost_detail = detail
+            log.error("%s; restart every worker of the group on a fresh app id or replay the sources", detail)
+
+    def answered(self, ok: bool) -> None:
+        """The broker answered the probe, or did not."""
+        now = self.clock()
+        if ok:
+            if self.unanswered_since is not None:
+                log.warning("the broker answers again after %.0f s", now - self.unanswered_since)
+            self.unanswered_since = None
+        elif self.unanswered_since is None:
+            self.unanswered_since = now
+            log.warning("the broker does not answer")
+
+    def unanswered_seconds(self) -> float:
+        return 0.0 if self.unanswered_since is None else self.clock() - self.unanswered_since
+
+    def retain(self, stage: str, partitions: set[int]) -> None:
+        """Forget the partitions a stage no longer owns (after a rebalance)."""
+        for key in [k for k in self.partitions if k[0] == stage and k[1] not in partitions]:
+            del self.partitions[key]
+
+    def stalled(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {stage: [] for stage in STAGES}
+        for (stage, partition), seen in sorted(self.partitions.items()):
+            if seen.stalled:
+                out[stage].append(partition)
+        return out
+
+    def problems(self) -> list[str]:
+        """What /healthz reports; empty when healthy."""
+        out = [f"{stage} stage: no progress for {self.stalled_after:.0f} s or more on input partition(s) "
+               f"{', '.join(map(str, partitions))} with records waiting"
+               for stage, partitions in self.stalled().items() if partitions]
+        if self.lost_detail:
+            out.append(self.lost_detail)
+        if self.unanswered_seconds() >= self.stalled_after:
+            out.append(f"the broker has not answered for {self.unanswered_seconds():.0f} s: the numbers are not live")
+        return out
+
+
+class ProgressCollector(Collector):
+    def __init__(self, watch: ProgressWatch):
+        self.watch = watch
+
+    def collect(self):
+        stalled = GaugeMetricFamily(
+            "callcenter_pipeline_stalled_partitions",
+            f"Input partitions of the stage this worker owns with records waiting and no progress for "
+            f"{self.watch.stalled_after:.0f} s or more (0 when healthy).", labels=["stage"])
+        for stage, partitions in self.watch.stalled().items():
+            stalled.add_metric([stage], len(partitions))
+        yield stalled
+        lost = CounterMetricFamily(
+            "callcenter_broker_data_lost",
+            "Times an input partition's end offset went backwards (the broker lost records, e.g. an "
+            "embedded broker restarted): numbers built before are not backed by the log any more.", labels=["stage"])
+        for stage, n in self.watch.data_lost.items():
+            lost.add_metric([stage], n)
+        yield lost
+        yield GaugeMetricFamily(
+            "callcenter_broker_unanswered_seconds",
+            "Seconds since the broker stopped answering this worker's probe (every 5 s: topic list and "
+            "end offsets); 0 while it answers.", value=self.watch.unanswered_seconds())

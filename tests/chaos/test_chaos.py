@@ -1,0 +1,21 @@
+"""The chaos run in its CI size: 1,000 events/s through 3 workers, 20 SIGKILLs with restarts and a
+scale 3 -> 1 -> 3 within about 2 minutes, then exact totals, windows and interval records.
+The long mode is `make chaos` (tests/chaos/chaos.py)."""
+
+import os
+
+import pytest
+from chaos import run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_twenty_kills_and_a_scale_down_lose_nothing_and_count_nothing_twice(capsys):
+    result = run(kills=20, seconds=120.0, rate=1000.0, workers=3, partitions=6, queues=40,
+                 seed=int(os.environ.get("CHAOS_SEED", "1")), settle_timeout=180.0, log=lambda line: None)
+    with capsys.disabled():  # the figures belong in the CI log whether the test passes or not
+        print("\nchaos run (tests/chaos/test_chaos.py):\n" + result.report())
+    assert result.kills >= 20 and result.events_sent >= 100_000
+    assert (result.lost, result.twice) == (0, 0), result.report()
+    assert not result.problems, "\n".join(result.problems)
+    assert result.intervals_compared > 0

@@ -1,0 +1,70 @@
+"""ProgressWatch: when a stage counts as stalled, and when the broker lost data."""
+
+from callpulse.progress import ProgressCollector, ProgressWatch
+from prometheus_client import CollectorRegistry, generate_latest
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_records_waiting_without_progress_for_30_s_is_stalled_and_progress_clears_it():
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    watch.observe("aggregate", 2, 964, 1998)
+    clock.now = 29.9
+    watch.observe("aggregate", 2, 964, 2010)  # more records arrive, the position stays
+    assert watch.stalled() == {"route": [], "aggregate": []}
+    clock.now = 30.0
+    watch.observe("aggregate", 2, 964, 2020)
+    assert watch.stalled() == {"route": [], "aggregate": [2]}
+    assert watch.problems() == ["aggregate stage: no progress for 30 s or more on input partition(s) 2 with records waiting"]
+    clock.now = 31.0
+    watch.observe("aggregate", 2, 965, 2020)  # one record further
+    assert watch.stalled()["aggregate"] == [] and watch.problems() == []
+
+
+def test_a_caught_up_partition_is_never_stalled_however_long_it_is_quiet():
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    for t in range(0, 600, 10):
+        clock.now = float(t)
+        watch.observe("route", 0, 500, 500)
+    assert watch.stalled()["route"] == []
+    # records arrive after a quiet hour: the 30 s count from when they are waiting, not from the last move
+    clock.now = 600.0
+    watch.observe("route", 0, 500, 510)
+    clock.now = 629.0
+    watch.observe("route", 0, 500, 510)
+    assert watch.stalled()["route"] == []
+
+
+def test_partitions_no_longer_owned_are_forgotten():
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    watch.observe("route", 0, 1, 9)
+    watch.observe("route", 1, 1, 9)
+    clock.now = 40.0
+    watch.observe("route", 0, 1, 9)
+    watch.observe("route", 1, 1, 9)
+    watch.retain("route", {1})
+    assert watch.stalled()["route"] == [1]
+
+
+def test_end_offset_going_back_is_data_lost_and_is_exported():
+    clock = Clock()
+    watch = ProgressWatch(clock=clock)
+    watch.observe("route", 3, 1200, 1200)
+    watch.observe("route", 3, 1200, 40)  # a broker without storage restarted
+    assert watch.data_lost == {"route": 1, "aggregate": 0}
+    assert watch.problems() == [("route: the end offset of input partition 3 went back from 1200 to 40: the broker lost "
+                                 "records; numbers built from them are not in the log any more")]
+    registry = CollectorRegistry()
+    registry.register(ProgressCollector(watch))
+    text = generate_latest(registry).decode()
+    assert 'callcenter_broker_data_lost_total{stage="route"} 1.0' in text
+    assert 'callcenter_pipeline_stalled_partitions{stage="aggregate"} 0.0' in text

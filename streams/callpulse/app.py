@@ -258,7 +258,7 @@ def create_app(config: Config) -> SimpleNamespace:
         """Every topic the worker needs must exist with the planned partition count: the batches
         topic and the changelog must be partitioned alike, or a queue's state lands in a partition
         its owner never reads."""
-        from .cli import topic_plan
+        from .cli import partition_mismatches, topic_plan
 
         plan = {name: n for name, n in topic_plan(config).items() if "__assignor" not in name}  # Faust makes that one
         admin = AIOKafkaAdminClient(**kafka.client_kwargs())
@@ -266,11 +266,10 @@ def create_app(config: Config) -> SimpleNamespace:
         try:
             existing = set(await admin.list_topics())
             problems = [f"topic {name!r} does not exist" for name in plan if name not in existing]
-            for desc in await admin.describe_topics([name for name in plan if name in existing]):
-                have, want = len(desc.get("partitions", [])), plan[desc["topic"]]
-                if have != want:
-                    setting = " (kafka.partitions)" if want == kafka.partitions else ""
-                    problems.append(f"topic {desc['topic']!r} has {have} partitions, the config says {want}{setting}")
+            present = {name: n for name, n in plan.items() if name in existing}
+            for topic, have, want in await partition_mismatches(admin, present):
+                setting = " (kafka.partitions)" if want == kafka.partitions else ""
+                problems.append(f"topic {topic!r} has {have} partitions, the config says {want}{setting}")
         finally:
             await admin.close()
         return problems

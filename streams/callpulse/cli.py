@@ -44,6 +44,16 @@ def topic_plan(config) -> dict[str, int]:
     }
 
 
+async def partition_mismatches(admin, plan: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(topic, partitions it has, partitions planned) of each existing planned topic that differs."""
+    out = []
+    for desc in await admin.describe_topics(list(plan)):
+        have = len(desc.get("partitions", []))
+        if have != plan[desc["topic"]]:
+            out.append((desc["topic"], have, plan[desc["topic"]]))
+    return out
+
+
 async def create_topics(config) -> list[str]:
     """Create the app's topics explicitly; existing ones must have the planned partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -69,11 +79,8 @@ async def create_topics(config) -> list[str]:
         ]
         if missing:
             await admin.create_topics(missing)
-        problems = []
-        for desc in await admin.describe_topics(list(plan)):
-            have = len(desc.get("partitions", []))
-            if have != plan[desc["topic"]]:
-                problems.append(f"{desc['topic']}: has {have} partitions, expected {plan[desc['topic']]}")
+        problems = [f"{topic}: has {have} partitions, expected {want}"
+                    for topic, have, want in await partition_mismatches(admin, plan)]
         if problems:
             raise SystemExit("topic partition counts do not match the config (callpulse needs one count for all its topics):\n  " + "\n  ".join(problems))
         return [t.name for t in missing]

@@ -448,6 +448,13 @@ def create_app(config: Config) -> SimpleNamespace:
         next_offset[partition] = message.offset + 1
         return True
 
+    def store(key: bytes, value: bytes | None) -> None:
+        """Set or delete (None) a key in the table's store, without a changelog write."""
+        if value is None:
+            state_table.data.pop(key, None)
+        else:
+            state_table.data[key] = value
+
     async def apply(message, pending: list) -> None:
         """Apply one batch message; its writes' delivery futures go to `pending`."""
         handled[message.partition] = message.offset + 1
@@ -457,10 +464,7 @@ def create_app(config: Config) -> SimpleNamespace:
             return
         for key, value in states.changelog_writes(result):
             # what `state_table[key] = value` does, keeping the delivery future
-            if value is None:
-                state_table.data.pop(key, None)
-            else:
-                state_table.data[key] = value
+            store(key, value)
             pending.append(state_table.send_changelog(message.partition, key, value))
         health.count_batch(result)
         pending += await dead_letter(result.rejected, "aggregate")
@@ -619,10 +623,7 @@ def create_app(config: Config) -> SimpleNamespace:
                         partition, last_acknowledged, newest)
             records = await read_changelog(partition, last_acknowledged)
             for key, value in records.items():
-                if value is None:
-                    state_table.data.pop(key, None)
-                else:
-                    state_table.data[key] = value
+                store(key, value)
             states.rebuild_partition(partition, records.items())
             if states.newest_batch(partition) < last_acknowledged:
                 log.error("partition %d: the changelog holds no record of batch %d after %d s; its queues may miss "

@@ -6,7 +6,7 @@ from dataclasses import replace
 import orjson
 import pytest
 from callpulse.config import load_config
-from callpulse.model import APPLIED, DUPLICATE, LATE, TOO_LATE, QueueModel
+from callpulse.model import APPLIED, DUPLICATE, LATE, TOO_LATE, WINDOWS, QueueModel
 from helpers import call, epoch, event
 
 T0 = epoch("2026-11-23T09:00:00Z")
@@ -206,6 +206,26 @@ def test_occupancy_of_long_states_is_cut_at_the_window_edge():
     # available 801..1000 = 199 s, on_call 1000..1100 = 100 s, wrap-up still open: 0.5 s
     assert w["occupancy"] == pytest.approx(100.5 / 299.5)
     assert m.read(T0 + 1100.5)["windows"]["1h"]["occupancy"] == pytest.approx(100.5 / 1100.5)
+
+
+def test_agent_seconds_stay_bounded_in_a_queue_nobody_reads():
+    # The soak (bench/soak.py --no-scrape) grew by 141 MB in a simulated day: the per-second
+    # agent-state data was trimmed only when the queue was read.
+    unread, read = make_model(), make_model()
+    states = ["available", "on_call", "wrap_up"]
+    evs = [event("agent.state_changed", T0 + 7 * i, agent_id=f"a{i % 5}", queues=["sales"], state=states[i % 3])
+           for i in range(4 * 3600 // 7)]  # four hours, a state change every 7 s
+    for n, e in enumerate(evs):
+        unread.apply(e, epoch(e["time"]))
+        read.apply(e, epoch(e["time"]))
+        if n % 50 == 0:
+            read.read(epoch(e["time"]))
+    kept = unread.agent_seconds
+    longest = max(span for _, span in WINDOWS)
+    assert min([*kept.steps, *kept.fractions]) >= epoch(evs[-1]["time"]) - longest - 1
+    assert len(kept.steps) + len(kept.fractions) <= 2 * longest
+    end = epoch(evs[-1]["time"]) + 0.5
+    assert unread.read(end)["windows"] == read.read(end)["windows"]
 
 
 def test_an_id_sent_again_with_another_time_is_still_a_duplicate():

@@ -210,7 +210,7 @@ class AgentSeconds:
         A step of +k agents at second s adds k for every second from s on, so in a window it
         adds k * (now_second - max(s, low) + 1): no loop over the seconds themselves.
         """
-        self._forget_before(min(lows))
+        self.forget_before(min(lows))
         sums = []
         for low in lows:
             length = now_second - low + 1
@@ -227,14 +227,18 @@ class AgentSeconds:
             sums.append((staffed, busy))
         return sums
 
-    def _forget_before(self, second: int) -> None:
+    def forget_before(self, second: int) -> None:
+        """Fold the steps before `second` into `base` and drop its older fractions: no window
+        reaches back that far any more."""
         if self.oldest is not None and second <= self.oldest:
             return
-        for old in [s for s in self.steps if s < second]:
+        # Nothing is kept before `oldest`, so only [oldest, second) needs looking at.
+        start = self.oldest if self.oldest is not None else min([*self.steps, *self.fractions, second])
+        for old in _seconds_present(self.steps, start, second):
             step = self.steps.pop(old)
             self.base[0] += step[0]
             self.base[1] += step[1]
-        for old in [s for s in self.fractions if s < second]:
+        for old in _seconds_present(self.fractions, start, second):
             del self.fractions[old]
         self.oldest = second
 
@@ -550,6 +554,8 @@ class QueueModel:
                 for second in _seconds_present(self.buckets, old_low, new_low):
                     del self.buckets[second]
             self.window_low[w] = new_low
+        # Also here, not only when read: a queue nobody reads must not keep every second of the day.
+        self.agent_seconds.forget_before(self.window_low[-1])
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -76,6 +76,27 @@ def test_handle_time_hold_and_wrapup():
     assert m.read(T0 + 150)["windows"]["15m"]["average_handle_seconds"] == pytest.approx(140)
 
 
+def test_a_conversation_end_before_its_answer_still_counts():
+    # Found by the 48 h soak (its events spread over every partition): an answer and an end in the
+    # same millisecond came out of stage 1's merge end first; the call was never handled.
+    m = make_model()
+    offered, answered, ended = call("sales", "c1", T0, "answered", T0 + 8) + [
+        event("call.ended", T0 + 8, queue="sales", call_id="c1", agent_id="a1")]
+    far = [event("call.ended", T0 + 30, queue="sales", call_id="other", agent_id="a1")]  # answered elsewhere
+    for e in (offered, ended, answered, *far):
+        m.apply(e, epoch(e["time"]))
+    totals = m.read(T0 + 40)["totals"]
+    assert (totals["handled"], totals["talk_seconds"]) == (1, 0)
+    # an end older than the answer belongs to an earlier conversation: it does not end this one
+    m.apply(event("call.ended", T0 + 50, queue="sales", call_id="c2", agent_id="a1"), T0 + 50)
+    m.apply(event("call.offered", T0 + 55, queue="sales", call_id="c2"), T0 + 55)
+    m.apply(event("call.answered", T0 + 60, queue="sales", call_id="c2", agent_id="a1"), T0 + 60)
+    assert m.read(T0 + 61)["totals"]["handled"] == 1
+    # ends never matched are forgotten after the lateness
+    m.apply(event("call.offered", T0 + 200, queue="sales", call_id="c3"), T0 + 200)
+    assert "other" not in m.ended_early and "c2" not in m.ended_early
+
+
 def test_agent_states_and_occupancy():
     m = make_model()
     s = lambda t, state, **kw: event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state, **kw)

@@ -60,11 +60,54 @@ def test_end_offset_going_back_is_data_lost_and_is_exported():
     watch = ProgressWatch(clock=clock)
     watch.observe("route", 3, 1200, 1200)
     watch.observe("route", 3, 1200, 40)  # a broker without storage restarted
+    assert watch.data_lost == {"route": 0, "aggregate": 0}  # not yet: it may be a leader change
+    clock.now = 9.0
+    watch.observe("route", 3, 1200, 45)
+    assert watch.data_lost == {"route": 0, "aggregate": 0}
+    clock.now = 10.0
+    watch.observe("route", 3, 1200, 46)
     assert watch.data_lost == {"route": 1, "aggregate": 0}
-    assert watch.problems() == [("route: the end offset of input partition 3 went back from 1200 to 40: the broker lost "
+    assert watch.problems() == [("route: the end offset of input partition 3 went back from 1200 to 46: the broker lost "
                                  "records; numbers built from them are not in the log any more")]
     registry = CollectorRegistry()
     registry.register(ProgressCollector(watch))
     text = generate_latest(registry).decode()
     assert 'callcenter_broker_data_lost_total{stage="route"} 1.0' in text
     assert 'callcenter_pipeline_stalled_partitions{stage="aggregate"} 0.0' in text
+
+
+def test_a_new_leaders_lagging_end_offset_is_not_data_lost():
+    # After a leader change in a Kafka cluster the new leader's high watermark can lag the old one's
+    # for a moment: the end offset read goes back and comes back. Not a loss: no page.
+    clock = Clock()
+    watch = ProgressWatch(clock=clock)
+    watch.observe("aggregate", 0, 500, 500)
+    watch.probed("aggregate", 0, 500)
+    clock.now = 1.0
+    watch.observe("aggregate", 0, 480, 480)
+    watch.probed("aggregate", 0, 480)
+    clock.now = 6.0
+    watch.observe("aggregate", 0, 500, 505)
+    watch.probed("aggregate", 0, 505)
+    clock.now = 60.0
+    watch.observe("aggregate", 0, 505, 505)
+    watch.probed("aggregate", 0, 505)
+    assert watch.data_lost == {"route": 0, "aggregate": 0} and watch.problems() == []
+
+
+def test_a_stage_that_stops_reporting_is_stalled_by_the_clock_and_the_probe():
+    # A stage stuck inside a call does not observe itself: the probe's end offsets and the clock
+    # must still make it stalled.
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    watch.observe("route", 1, 700, 700)  # its last own report: caught up
+    clock.now = 100.0
+    watch.probed("route", 1, 760)  # records arrive; the stage never reports again
+    clock.now = 129.0
+    assert watch.stalled()["route"] == []
+    clock.now = 130.0
+    assert watch.stalled()["route"] == [1]
+    assert watch.problems() == ["route stage: no progress for 30 s or more on input partition(s) 1 with records waiting"]
+    # a partition the stage does not own is not the probe's to add
+    watch.probed("route", 5, 999)
+    assert watch.stalled()["route"] == [1]

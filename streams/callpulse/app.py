@@ -262,8 +262,8 @@ def create_app(config: Config) -> SimpleNamespace:
 
         plan = {name: n for name, n in topic_plan(config).items() if "__assignor" not in name}  # Faust makes that one
         admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             problems = [f"topic {name!r} does not exist" for name in plan if name not in existing]
             present = {name: n for name, n in plan.items() if name in existing}
@@ -491,7 +491,7 @@ def create_app(config: Config) -> SimpleNamespace:
                       {tp.partition: v[:3] for tp, v in consumer._acked.items()},
                       {tp.partition: v for tp, v in consumer._committed_offset.items()})
 
-    probe_state: dict = {"clients": None, "ends": {}}
+    probe_state: dict = {"clients": None}
 
     async def probe_clients() -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if probe_state["clients"] is None:
@@ -502,6 +502,15 @@ def create_app(config: Config) -> SimpleNamespace:
             await admin.start()
             await consumer.start()
         return probe_state["clients"]
+
+    @app.on_before_shutdown.connect
+    async def close_probe_clients(sender=None, **kwargs) -> None:
+        clients, probe_state["clients"] = probe_state["clients"], None
+        for client in clients or ():
+            try:
+                await asyncio.wait_for(client.close() if hasattr(client, "close") else client.stop(), 2)
+            except Exception:  # noqa: BLE001 - closing a client of a broker that does not answer
+                pass
 
     @app.timer(interval=BROKER_PROBE_SECONDS)
     async def probe_broker() -> None:
@@ -515,12 +524,7 @@ def create_app(config: Config) -> SimpleNamespace:
             tps = [TopicPartition(t, p) for t in topics.values() if t in existing for p in range(kafka.partitions)]
             ends = await asyncio.wait_for(consumer.end_offsets(tps), BROKER_PROBE_SECONDS) if tps else {}
         except Exception as exc:  # unreachable, timed out, or not ready: new clients next time
-            clients, probe_state["clients"] = probe_state["clients"], None
-            for client in clients or ():
-                try:
-                    await asyncio.wait_for(client.close() if hasattr(client, "close") else client.stop(), 2)
-                except Exception:  # noqa: BLE001 - closing a client of a broker that does not answer
-                    pass
+            await close_probe_clients()
             watch.answered(False)
             log.debug("broker probe failed: %r", exc)
             return
@@ -529,14 +533,8 @@ def create_app(config: Config) -> SimpleNamespace:
             if topic not in existing:
                 watch.lost(stage, f"{stage}: topic {topic!r} no longer exists on the broker: the records read from "
                                   f"it are lost; numbers built from them are not in the log any more")
-        seen = probe_state["ends"]
         for tp, end in ends.items():
-            stage = "route" if tp.topic == kafka.topic_events else "aggregate"
-            if end < seen.get(tp, 0):
-                watch.lost(stage, f"{stage}: the end offset of {tp.topic} partition {tp.partition} went back from "
-                                  f"{seen[tp]} to {end}: the broker lost records; numbers built from them "
-                                  f"are not in the log any more")
-            seen[tp] = max(seen.get(tp, 0), end)
+            watch.probed("route" if tp.topic == kafka.topic_events else "aggregate", tp.partition, end)
 
     @app.timer(interval=1.0)
     async def publish_due_intervals() -> None:

@@ -295,6 +295,7 @@ class QueueModel:
         self.pending: dict[str, tuple[float, dict, bytes]] = {}  # wait outcome seen before its offer
         self.talking: dict[str, list] = {}  # call_id -> [answered_at, hold_started_at | None, hold_seconds]
         self.ended: dict[str, float] = {}  # call_id -> conversation end, until its wrap-up ends
+        self.ended_early: dict[str, float] = {}  # call_id -> conversation end seen before its answer
         self.agents: dict[str, tuple[str, float, str | None]] = {}  # agent_id -> (state, since, reason)
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
@@ -398,6 +399,9 @@ class QueueModel:
             inc += [(i, 1.0) for i, limit in zip(self._answered_within, self.thresholds) if wait <= limit]
             self.answer_waits.observe(wait)
             self.talking[event["call_id"]] = [t, None, 0.0]
+            ended_at = self.ended_early.pop(event["call_id"], None)
+            if ended_at is not None and ended_at >= t:  # its end came first (out of order): settle it now
+                self._on_conversation_ended(event, ended_at, b"")
         elif kind == "call.abandoned":
             inc = [(ix["abandoned"], 1.0), (ix["abandon_wait_seconds"], wait)]
             inc += [(i, 1.0) for i, limit in zip(self._abandoned_within, self.thresholds) if wait <= limit]
@@ -424,7 +428,9 @@ class QueueModel:
     def _on_wait_ended(self, event: dict, t: float, raw: bytes) -> None:
         call_id = event["call_id"]
         entered = self.waiting.pop(call_id, None)
-        if entered is None:
+        if entered is None and call_id in self.pending:
+            self.unmatched.append((event, raw))  # a second outcome: as if it came after the offer and the first
+        elif entered is None:
             self.pending[call_id] = (t, event, raw)  # wait for the offer, up to the lateness
         else:
             self._end_wait(event["type"], event, t, entered)
@@ -442,7 +448,8 @@ class QueueModel:
 
     def _on_conversation_ended(self, event: dict, t: float, raw: bytes) -> None:
         call = self.talking.pop(event["call_id"], None)
-        if call is None:
+        if call is None:  # not answered here, or its answer is still to come: wait up to the lateness
+            self.ended_early.setdefault(event["call_id"], t)
             return
         answered_at, hold_started, hold = call
         if hold_started is not None:
@@ -504,14 +511,17 @@ class QueueModel:
         horizon = self.watermark - self.lateness
         cutoff = math.floor(self.watermark - self.dedup_horizon)
         # Ids are only ever added at seconds >= the watermark minus the lateness, never below the
-        # cutoff, so pruning can resume where it stopped last time.
+        # cutoff, so pruning can resume where it stopped last time (the cutoff, not the first id
+        # seen: a late event may add ids below that).
         start = self._seen_floor if self._seen_floor is not None else min(self.seen, default=cutoff)
         for second in _seconds_present(self.seen, start, cutoff):
             self.seen_ids.difference_update(self.seen.pop(second))
-        self._seen_floor = max(start, cutoff)
+        self._seen_floor = cutoff
         for call_id in [c for c, (t, _, _) in self.pending.items() if t < horizon]:
             _, event, raw = self.pending.pop(call_id)
             self.unmatched.append((event, raw))
+        for call_id in [c for c, t in self.ended_early.items() if t < horizon]:
+            del self.ended_early[call_id]  # a call not answered in this queue (or its answer too late)
         if self._watermark_second % 60 == 0:
             self._forget_stale()
         # Keep the rolling windows current with event time too, so buckets are freed even when
@@ -796,6 +806,7 @@ class QueueModel:
             "pending": [[c, t, e, raw.decode("utf-8", "replace")] for c, (t, e, raw) in self.pending.items()],
             "talking": self.talking,
             "ended": self.ended,
+            "ended_early": self.ended_early,
             "agents": self.agents,
             "seen": [[s, sorted(ids)] for s, ids in self.seen.items()],
             "watermark": self.watermark if self.watermark > -math.inf else None,
@@ -831,6 +842,7 @@ class QueueModel:
         self.pending = {c: (t, e, raw.encode()) for c, t, e, raw in state["pending"]}
         self.talking = {c: list(v) for c, v in state["talking"].items()}
         self.ended = dict(state["ended"])
+        self.ended_early = dict(state.get("ended_early", {}))  # snapshots from before it have none
         self.agents = {a: tuple(v) for a, v in state["agents"].items()}  # type: ignore[misc]
         self.seen = {int(s): set(ids) for s, ids in state["seen"]}
         self.seen_ids = set().union(*self.seen.values())

@@ -5,9 +5,11 @@ worker that is gone, a consumer stuck in a rebalance, a broker that lost its dat
 plausible numbers frozen in time. So instead of guessing causes, each stage reports, for every input
 partition it owns, the next offset it will process and the broker's end offset: a partition with
 records waiting (end > next) whose next offset has not moved for `stalled_after` seconds is
-*stalled*. A partition whose end offset went backwards lost data on the broker (an embedded broker
-restarted, a topic deleted and created again): the numbers built from it are no longer backed by
-the log.
+*stalled*, judged on the clock at every read (a stage stuck inside a call cannot report itself;
+the broker probe keeps the end offsets current). A partition whose end offset went backwards and
+stayed below for `confirm_after` seconds lost data on the broker (an embedded broker restarted, a
+topic deleted and created again): the numbers built from it are no longer backed by the log. The
+wait is for a cluster's leader change: the new leader's high watermark can briefly lag the old one's.
 
 /healthz answers 503 while anything is stalled or data was lost, and the exporter publishes
 `callcenter_pipeline_stalled_partitions{stage}` and `callcenter_broker_data_lost_total{stage}`.
@@ -28,14 +30,24 @@ STAGES = ("route", "aggregate")
 # A partition with records waiting and no progress for this long is stalled. Longer than a group
 # rebalance with recovery (about 10 s here), short enough to page before a wallboard misleads.
 STALLED_AFTER_SECONDS = 30.0
+# An end offset below one seen before counts as data lost once it stays below for this long.
+DATA_LOST_CONFIRM_SECONDS = 10.0
 
 
 @dataclass
 class _Partition:
     next_offset: int
     end_offset: int
-    moved_at: float  # when next_offset last changed, or records last stopped waiting
-    stalled: bool = False
+    moved_at: float  # when next_offset last changed, or records last began to wait
+    logged_stalled: bool = False
+
+
+@dataclass
+class _EndOffset:
+    """The highest end offset seen in a partition, and since when readings have been below it."""
+
+    highest: int
+    below_since: float | None = None
 
 
 @dataclass
@@ -43,8 +55,10 @@ class ProgressWatch:
     """Progress of each stage's owned input partitions (offsets as the stage sees them)."""
 
     stalled_after: float = STALLED_AFTER_SECONDS
+    confirm_after: float = DATA_LOST_CONFIRM_SECONDS
     clock: Callable[[], float] = time.monotonic  # a builtin: not bound as a method
     partitions: dict[tuple[str, int], _Partition] = field(default_factory=dict)
+    ends: dict[tuple[str, str, int], _EndOffset] = field(default_factory=dict)  # (stage, topic, partition)
     data_lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     lost_detail: str | None = None  # the latest loss, for /healthz
     unanswered_since: float | None = None  # when the broker stopped answering the probe (see app.py)
@@ -52,30 +66,52 @@ class ProgressWatch:
     def observe(self, stage: str, partition: int, next_offset: int, end_offset: int) -> None:
         """One reading: the next offset the stage will process in a partition, and the end offset."""
         now = self.clock()
+        self.end_offset(stage, "input", partition, end_offset)
         seen = self.partitions.get((stage, partition))
         if seen is None:
             self.partitions[(stage, partition)] = _Partition(next_offset, end_offset, now)
             return
-        if end_offset < seen.end_offset:
-            self.data_lost[stage] += 1
-            self.lost_detail = (f"{stage}: the end offset of input partition {partition} went back from "
-                                f"{seen.end_offset} to {end_offset}: the broker lost records; numbers built "
-                                f"from them are not in the log any more")
-            log.error("%s; restart every worker of the group on a fresh app id or replay the sources", self.lost_detail)
         was_caught_up = seen.next_offset >= seen.end_offset
         if next_offset != seen.next_offset or next_offset >= end_offset or was_caught_up:
             seen.moved_at = now  # the wait counts from the last move, or from when records began to wait
         seen.next_offset, seen.end_offset = next_offset, end_offset
-        stalled = now - seen.moved_at >= self.stalled_after
-        if stalled and not seen.stalled:
+        stalled = self._stalled(seen, now)
+        if stalled and not seen.logged_stalled:
             log.error("%s stage: no progress on input partition %d for %.0f s (next offset %d, end offset %d)",
                       stage, partition, now - seen.moved_at, next_offset, end_offset)
-        elif seen.stalled and not stalled:
+        elif seen.logged_stalled and not stalled:
             log.warning("%s stage: input partition %d is moving again", stage, partition)
-        seen.stalled = stalled
+        seen.logged_stalled = stalled
+
+    def probed(self, stage: str, partition: int, end_offset: int) -> None:
+        """An end offset of a stage's input partition read by the broker probe: records waiting count
+        even while the stage itself does not report (it observes only between its own steps)."""
+        self.end_offset(stage, "probe", partition, end_offset)
+        seen = self.partitions.get((stage, partition))
+        if seen is not None and end_offset > seen.end_offset:
+            if seen.next_offset >= seen.end_offset:
+                seen.moved_at = self.clock()  # records begin to wait
+            seen.end_offset = end_offset
+
+    def end_offset(self, stage: str, source: str, partition: int, end_offset: int) -> None:
+        """Data-loss check of one reader's end offsets (`source`: the stage's consumer or the probe)."""
+        now = self.clock()
+        seen = self.ends.setdefault((stage, source, partition), _EndOffset(end_offset))
+        if end_offset >= seen.highest:
+            if seen.below_since is not None:
+                log.warning("%s: the end offset of input partition %d is back at %d: a leader change, no loss",
+                            stage, partition, end_offset)
+            seen.highest, seen.below_since = end_offset, None
+        elif seen.below_since is None:
+            seen.below_since = now
+        elif now - seen.below_since >= self.confirm_after:
+            self.lost(stage, f"{stage}: the end offset of input partition {partition} went back from "
+                             f"{seen.highest} to {end_offset}: the broker lost records; numbers built "
+                             f"from them are not in the log any more")
+            seen.highest, seen.below_since = end_offset, None
 
     def lost(self, stage: str, detail: str) -> None:
-        """Data the stage had read is gone from the broker (found by the probe: a topic vanished)."""
+        """Data the stage had read is gone from the broker (a topic vanished, an end offset went back)."""
         if detail != self.lost_detail:
             self.data_lost[stage] += 1
             self.lost_detail = detail
@@ -99,11 +135,17 @@ class ProgressWatch:
         """Forget the partitions a stage no longer owns (after a rebalance)."""
         for key in [k for k in self.partitions if k[0] == stage and k[1] not in partitions]:
             del self.partitions[key]
+        for key in [k for k in self.ends if k[0] == stage and k[1] == "input" and k[2] not in partitions]:
+            del self.ends[key]  # a new owner's consumer starts its own readings
+
+    def _stalled(self, seen: _Partition, now: float) -> bool:
+        return seen.next_offset < seen.end_offset and now - seen.moved_at >= self.stalled_after
 
     def stalled(self) -> dict[str, list[int]]:
+        now = self.clock()
         out: dict[str, list[int]] = {stage: [] for stage in STAGES}
         for (stage, partition), seen in sorted(self.partitions.items()):
-            if seen.stalled:
+            if self._stalled(seen, now):
                 out[stage].append(partition)
         return out
 

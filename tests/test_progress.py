@@ -111,3 +111,28 @@ def test_a_stage_that_stops_reporting_is_stalled_by_the_clock_and_the_probe():
     # a partition the stage does not own is not the probe's to add
     watch.probed("route", 5, 999)
     assert watch.stalled()["route"] == [1]
+
+
+def test_a_held_partition_whose_consumer_sees_no_new_records_is_stalled_by_the_probe():
+    # A paused partition is not fetched: its consumer's end offset stays where it was when it was
+    # caught up, and every reading of the stage says "caught up". The probe's end offsets say otherwise.
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    for t in range(0, 121):
+        clock.now = float(t)
+        watch.observe("route", 0, 700, 700)  # the stage's own (stale) view
+        if t % 5 == 0:
+            watch.probed("route", 0, 700 + 10 * t)
+    assert watch.stalled()["route"] == [0]
+
+
+def test_one_loss_seen_by_the_stage_and_the_probe_counts_once():
+    clock = Clock()
+    watch = ProgressWatch(clock=clock)
+    watch.observe("route", 2, 900, 900)
+    watch.probed("route", 2, 900)
+    for t in (1.0, 6.0, 11.0, 16.0):
+        clock.now = t
+        watch.observe("route", 2, 0, 40 + int(t))
+        watch.probed("route", 2, 41 + int(t))
+    assert watch.data_lost == {"route": 1, "aggregate": 0}

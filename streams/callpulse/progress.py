@@ -9,7 +9,8 @@ records waiting (end > next) whose next offset has not moved for `stalled_after`
 the broker probe keeps the end offsets current). A partition whose end offset went backwards and
 stayed below for `confirm_after` seconds lost data on the broker (an embedded broker restarted, a
 topic deleted and created again): the numbers built from it are no longer backed by the log. The
-wait is for a cluster's leader change: the new leader's high watermark can briefly lag the old one's.
+wait is for a cluster's leader change: the new leader's high watermark can briefly lag the old one's
+(so a loss that new records refill within those seconds goes unseen here; a vanished topic does not).
 
 /healthz answers 503 while anything is stalled or data was lost, and the exporter publishes
 `callcenter_pipeline_stalled_partitions{stage}` and `callcenter_broker_data_lost_total{stage}`.
@@ -39,6 +40,7 @@ class _Partition:
     next_offset: int
     end_offset: int
     moved_at: float  # when next_offset last changed, or records last began to wait
+    probe_end: int | None = None  # the broker probe's latest end offset (see probed)
     logged_stalled: bool = False
 
 
@@ -58,7 +60,7 @@ class ProgressWatch:
     confirm_after: float = DATA_LOST_CONFIRM_SECONDS
     clock: Callable[[], float] = time.monotonic  # a builtin: not bound as a method
     partitions: dict[tuple[str, int], _Partition] = field(default_factory=dict)
-    ends: dict[tuple[str, str, int], _EndOffset] = field(default_factory=dict)  # (stage, topic, partition)
+    ends: dict[tuple[str, str, int], _EndOffset] = field(default_factory=dict)  # (stage, source, partition)
     data_lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     lost_detail: str | None = None  # the latest loss, for /healthz
     unanswered_since: float | None = None  # when the broker stopped answering the probe (see app.py)
@@ -71,27 +73,39 @@ class ProgressWatch:
         if seen is None:
             self.partitions[(stage, partition)] = _Partition(next_offset, end_offset, now)
             return
+        # A paused partition is not fetched, so its consumer's end offset stands still: the probe's
+        # may be newer (a partition held for good must show as stalled).
+        if seen.probe_end is not None:
+            end_offset = max(end_offset, seen.probe_end)
         was_caught_up = seen.next_offset >= seen.end_offset
         if next_offset != seen.next_offset or next_offset >= end_offset or was_caught_up:
             seen.moved_at = now  # the wait counts from the last move, or from when records began to wait
         seen.next_offset, seen.end_offset = next_offset, end_offset
-        stalled = self._stalled(seen, now)
-        if stalled and not seen.logged_stalled:
-            log.error("%s stage: no progress on input partition %d for %.0f s (next offset %d, end offset %d)",
-                      stage, partition, now - seen.moved_at, next_offset, end_offset)
-        elif seen.logged_stalled and not stalled:
-            log.warning("%s stage: input partition %d is moving again", stage, partition)
-        seen.logged_stalled = stalled
+        self._judge(stage, partition, seen, now)
 
     def probed(self, stage: str, partition: int, end_offset: int) -> None:
         """An end offset of a stage's input partition read by the broker probe: records waiting count
         even while the stage itself does not report (it observes only between its own steps)."""
         self.end_offset(stage, "probe", partition, end_offset)
         seen = self.partitions.get((stage, partition))
-        if seen is not None and end_offset > seen.end_offset:
+        if seen is None:
+            return  # not owned here
+        seen.probe_end = end_offset
+        if end_offset > seen.end_offset:
             if seen.next_offset >= seen.end_offset:
                 seen.moved_at = self.clock()  # records begin to wait
             seen.end_offset = end_offset
+
+    def _judge(self, stage: str, partition: int, seen: _Partition, now: float) -> bool:
+        """Whether the partition is stalled now; logs when that changes."""
+        stalled = seen.next_offset < seen.end_offset and now - seen.moved_at >= self.stalled_after
+        if stalled and not seen.logged_stalled:
+            log.error("%s stage: no progress on input partition %d for %.0f s (next offset %d, end offset %d)",
+                      stage, partition, now - seen.moved_at, seen.next_offset, seen.end_offset)
+        elif seen.logged_stalled and not stalled:
+            log.warning("%s stage: input partition %d is moving again", stage, partition)
+        seen.logged_stalled = stalled
+        return stalled
 
     def end_offset(self, stage: str, source: str, partition: int, end_offset: int) -> None:
         """Data-loss check of one reader's end offsets (`source`: the stage's consumer or the probe)."""
@@ -108,7 +122,10 @@ class ProgressWatch:
             self.lost(stage, f"{stage}: the end offset of input partition {partition} went back from "
                              f"{seen.highest} to {end_offset}: the broker lost records; numbers built "
                              f"from them are not in the log any more")
-            seen.highest, seen.below_since = end_offset, None
+            for other in ("input", "probe"):  # one loss, however many readers saw it
+                reading = self.ends.get((stage, other, partition))
+                if reading is not None:
+                    reading.highest, reading.below_since = min(reading.highest, end_offset), None
 
     def lost(self, stage: str, detail: str) -> None:
         """Data the stage had read is gone from the broker (a topic vanished, an end offset went back)."""
@@ -138,14 +155,11 @@ class ProgressWatch:
         for key in [k for k in self.ends if k[0] == stage and k[1] == "input" and k[2] not in partitions]:
             del self.ends[key]  # a new owner's consumer starts its own readings
 
-    def _stalled(self, seen: _Partition, now: float) -> bool:
-        return seen.next_offset < seen.end_offset and now - seen.moved_at >= self.stalled_after
-
     def stalled(self) -> dict[str, list[int]]:
         now = self.clock()
         out: dict[str, list[int]] = {stage: [] for stage in STAGES}
         for (stage, partition), seen in sorted(self.partitions.items()):
-            if self._stalled(seen, now):
+            if self._judge(stage, partition, seen, now):
                 out[stage].append(partition)
         return out
 

@@ -13,6 +13,7 @@ import pytest
 from callpulse import events as ev
 from callpulse.app import create_app
 from callpulse.config import load_config
+from faust.types import TP
 from helpers import call, event
 
 
@@ -179,6 +180,42 @@ async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_gap(
         await agent.put(batch(3), key=b"sales", partition=0)  # 3: 2 is missing
     assert crash.await_count == 1 and "arrived while 2 was expected" in str(crash.await_args.args[0])
     assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 2
+
+
+async def test_aggregate_applies_nothing_until_faust_sought_the_assignment(pipeline, monkeypatch):
+    """Between an assignment and the end of its recovery (Faust's seek to the committed offsets)
+    messages fetched before may still arrive: they wait, and are applied in order afterwards."""
+    class Everything:
+        def __contains__(self, tp):
+            return True
+
+    monkeypatch.setattr(pipeline.app.consumer, "_committed_offset", {})
+    monkeypatch.setattr(pipeline.app.consumer, "assignment", Everything)  # still assigned
+    now = time.time()
+    pipeline.app.rebalancing = True
+    async with pipeline.aggregate.test_context() as agent:
+        put = asyncio.ensure_future(agent.put(
+            ev.pack(orjson.dumps(e) for e in call("sales", "c1", now - 20, "answered", now - 12)), key=b"sales", partition=0))
+        await asyncio.sleep(0.3)
+        assert "sales" not in pipeline.states.models  # waiting for the recovery to end
+        pipeline.app.rebalancing = False
+        await asyncio.wait_for(put, 5)
+        for _ in range(50):
+            if "sales" in pipeline.states.models:
+                break
+            await asyncio.sleep(0.1)
+    assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 1
+
+
+async def test_a_recovery_completed_after_the_next_assignment_is_ignored(pipeline, monkeypatch):
+    """Faust 0.15.3 can finish an assignment's recovery (and run the table callbacks) after the next
+    assignment arrived; those callbacks must not mark partitions ready while the next recovery reads."""
+    pipeline.accepting.clear()
+    monkeypatch.setattr(pipeline.app.assignor, "assigned_actives", lambda: {TP(pipeline.config.kafka.topic_batches, 0)})
+    pipeline.app.tables.recovery.signal_recovery_start.set()  # the next assignment waits for its recovery
+    crash = pipeline.app.crash = AsyncMock()
+    await asyncio.wait_for(pipeline.resume_models(), 5)  # at once: no broker asked (there is none here)
+    assert pipeline.accepting == set() and crash.await_count == 0
 
 
 async def test_aggregate_does_not_acknowledge_a_batch_whose_changelog_write_failed(pipeline, monkeypatch):

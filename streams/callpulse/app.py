@@ -435,6 +435,8 @@ def create_app(config: Config) -> SimpleNamespace:
             if message.tp not in app.consumer.assignment():
                 return False  # revoked: its owner reads it again from the committed offset
             await asyncio.sleep(0.05)
+        if message.generation_id is not None and message.generation_id != app.consumer_generation_id:
+            return False  # fetched under an earlier assignment (waited here meanwhile): read again after the seek
         expected = next_offset.get(partition)
         if expected is None:  # the first message since the recovery: start where Faust sought
             expected = app.consumer._committed_offset.get(message.tp) or message.offset
@@ -702,7 +704,7 @@ def create_app(config: Config) -> SimpleNamespace:
         app=app, config=config, states=states, health=health, registry=registry, router=router,
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
-        complete_recovery=complete_recovery, watch=watch, accepting=accepting,
+        complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
     )
 
 

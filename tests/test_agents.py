@@ -207,6 +207,39 @@ async def test_aggregate_applies_nothing_until_faust_sought_the_assignment(pipel
     assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 1
 
 
+async def test_a_message_that_waited_through_a_rebalance_is_read_again_not_taken_for_a_gap(pipeline, monkeypatch):
+    """Fetched under one assignment, waiting in the agent while the next one's recovery ran: after
+    the seek its partition is read again from the committed offset, so this copy is dropped; taken
+    for a gap, it stopped the worker (60-kill chaos run)."""
+
+    class Everything:
+        def __contains__(self, tp):
+            return True
+
+    crash = pipeline.app.crash = AsyncMock()
+    monkeypatch.setattr(pipeline.app.consumer, "_committed_offset", {})
+    monkeypatch.setattr(pipeline.app.consumer, "assignment", Everything)
+    now = time.time()
+
+    def batch(n):
+        return ev.pack(orjson.dumps(e) for e in call("sales", f"c{n}", now - 20, "answered", now - 12))
+
+    async with pipeline.aggregate.test_context() as agent:
+        await agent.put(batch(0), key=b"sales", partition=0)  # offset 0, applied
+        pipeline.app.rebalancing = True
+        agent.sent_offset = 5
+        stale = asyncio.ensure_future(agent.put(batch(5), key=b"sales", partition=0))  # prefetched far ahead
+        await asyncio.sleep(0.3)
+        pipeline.app.consumer_generation_id += 1  # the next assignment; Faust seeks back to offset 1
+        pipeline.app.rebalancing = False
+        await asyncio.wait_for(stale, 5)
+        await asyncio.sleep(0.3)
+        agent.sent_offset = 1
+        await agent.put(batch(1), key=b"sales", partition=0)  # read again from the committed offset
+    assert crash.await_count == 0
+    assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 2
+
+
 async def test_a_recovery_completed_after_the_next_assignment_is_ignored(pipeline, monkeypatch):
     """Faust 0.15.3 can finish an assignment's recovery (and run the table callbacks) after the next
     assignment arrived; those callbacks must not mark partitions ready while the next recovery reads."""

@@ -157,11 +157,15 @@ async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pip
     assert list(pipeline.states.models) == ["sales"] and acked == [(0, 1)]
 
 
-async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_gap(pipeline, monkeypatch):
-    """Messages from before the recovery's seek are skipped; one beyond the next expected offset
-    (messages lost on the way) is not applied and stops the worker, whose successor reads the
-    partition again from the committed offset. Applied out of order, the later batch would make
-    the model skip the earlier one for good."""
+async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_lasting_gap(pipeline, monkeypatch):
+    """Messages from before the recovery's seek are skipped, behind the expected offset or ahead
+    of it (the seek delivers them again, in order). If the expected one does not come within
+    AHEAD_OF_SEEK_TIMEOUT_SECONDS, messages were lost on the way: the worker stops, and its
+    successor reads the partition again from the committed offset. Applied out of order, a later
+    batch would make the model skip the earlier one for good."""
+    import callpulse.app
+
+    monkeypatch.setattr(callpulse.app, "AHEAD_OF_SEEK_TIMEOUT_SECONDS", 0.5)
     crash = pipeline.app.crash = AsyncMock()
     monkeypatch.setattr(pipeline.app.consumer, "_committed_offset", {})
     now = time.time()
@@ -175,11 +179,19 @@ async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_gap(
         await agent.put(batch(1), key=b"sales", partition=0)  # offset 1
         agent.sent_offset = 1
         await agent.put(batch(1), key=b"sales", partition=0)  # 1 again: skipped
-        assert crash.await_count == 0
         agent.sent_offset = 3
-        await agent.put(batch(3), key=b"sales", partition=0)  # 3: 2 is missing
-    assert crash.await_count == 1 and "arrived while 2 was expected" in str(crash.await_args.args[0])
-    assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 2
+        await agent.put(batch(3), key=b"sales", partition=0)  # 3 before 2: left to be read again
+        agent.sent_offset = 2
+        await agent.put(batch(2), key=b"sales", partition=0)  # 2
+        await agent.put(batch(3), key=b"sales", partition=0)  # 3 again, in order now
+        assert crash.await_count == 0
+        agent.sent_offset = 5
+        await agent.put(batch(5), key=b"sales", partition=0)  # 5: 4 is missing
+        await asyncio.sleep(0.6)
+        agent.sent_offset = 6
+        await agent.put(batch(6), key=b"sales", partition=0)  # 4 still missing
+    assert crash.await_count == 1 and "batch message 4 of partition 0 did not arrive" in str(crash.await_args.args[0])
+    assert pipeline.states.models["sales"].read(now)["totals"]["offered"] == 4
 
 
 async def test_aggregate_applies_nothing_until_faust_sought_the_assignment(pipeline, monkeypatch):

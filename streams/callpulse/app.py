@@ -53,6 +53,9 @@ CHANGELOG_TAIL_TIMEOUT_SECONDS = 60
 DELIVERY_TIMEOUT_SECONDS = 120.0
 # How often the worker checks that the broker answers and still holds what was read (see probe_broker).
 BROKER_PROBE_SECONDS = 5.0
+# Batch messages beyond the next expected one are fetched before the recovery's seek and dropped
+# (the seek reads them again); still no expected one after this long, the worker stops.
+AHEAD_OF_SEEK_TIMEOUT_SECONDS = 30.0
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
@@ -167,6 +170,7 @@ def create_app(config: Config) -> SimpleNamespace:
     # committed offset by whoever owns the partition once its recovery is complete.
     accepting: set[int] = set()
     next_offset: dict[int, int] = {}  # per accepting partition: the batch message to apply next
+    ahead_since: dict[int, float] = {}  # per partition: since when only messages beyond next_offset came
     rebalances = [0]  # revocations so far: a recovery callback that outlived its rebalance stops
 
     # Every send below returns its delivery future. Offsets are committed (first stage) and batch
@@ -425,8 +429,9 @@ def create_app(config: Config) -> SimpleNamespace:
         offset order from where Faust's recovery sought it (its committed offset): a model skips a
         batch offset it has passed, so one applied out of order would hide the ones before it for
         good. A message that arrives while its partition's recovery is still running waits for
-        it; one of a revoked partition, or from before the seek, is left to be read again. A
-        message beyond the expected one means messages were lost on the way: the worker stops
+        it; one of a revoked partition, or from before the seek, is left to be read again. So is
+        one beyond the expected one, fetched before the seek; if the expected one still has not
+        come after AHEAD_OF_SEEK_TIMEOUT_SECONDS, messages were lost on the way: the worker stops
         (its successor reads from the committed offset) rather than seek inside Faust, whose
         gap bookkeeping would then commit past batches not applied yet."""
         partition = message.partition
@@ -443,11 +448,19 @@ def create_app(config: Config) -> SimpleNamespace:
         if message.offset < expected:
             return False  # from before the seek: read again, or already applied
         if message.offset > expected:
-            reason = (f"second stage: batch message {message.offset} of partition {partition} arrived while "
-                      f"{expected} was expected; stopping so that the partition is read again from its committed offset")
+            # Fetched before the seek (it set the position back, not what was already fetched):
+            # the seek delivers it again after the expected ones. Not acknowledged: Faust would
+            # commit past the expected ones once they are.
+            since = ahead_since.setdefault(partition, time.monotonic())
+            if time.monotonic() - since < AHEAD_OF_SEEK_TIMEOUT_SECONDS:
+                return False
+            reason = (f"second stage: batch message {expected} of partition {partition} did not arrive in "
+                      f"{AHEAD_OF_SEEK_TIMEOUT_SECONDS:.0f} s, only later ones (now {message.offset}); stopping so "
+                      f"that the partition is read again from its committed offset")
             log.critical(reason)
             await app.crash(RuntimeError(reason))
             return False
+        ahead_since.pop(partition, None)
         next_offset[partition] = message.offset + 1
         return True
 
@@ -593,6 +606,7 @@ def create_app(config: Config) -> SimpleNamespace:
         for partition, offset in committed.items():
             handled[partition] = offset
             next_offset.pop(partition, None)  # taken from Faust's seek at the first message
+            ahead_since.pop(partition, None)
         accepting.update(owned)
         log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s",
                  len(states.models), sorted(owned), ", ".join(rebuilt) or "none")

@@ -98,6 +98,28 @@ def test_a_model_made_while_the_assignment_changed_is_rebuilt_not_kept():
     assert _plain(states.models["support"].read(T0 + 500)) == _plain(full.models["support"].read(T0 + 500))
 
 
+def test_a_partition_given_away_by_an_assignment_never_resumed_here_is_rebuilt_not_kept():
+    """Rebalance A gives partition 3 to another worker, which applies batches; before this worker's
+    recovery of A completes, rebalance B gives partition 3 back. The model from before A must not be
+    kept: it lacks what the other worker applied (Faust can overtake a recovery like that)."""
+    wall = FakeWall(T0 + 1000)
+    items = batches(20, "support")
+    states, table = make_states(wall), {}
+    states.resume({3}, [])
+    run(states, table, "support", 3, items[:3])
+    states.park()  # rebalance A
+    states.assigned({1})  # ... gives partition 3 away; its recovery here is overtaken
+    other = make_states(wall)
+    other.resume({3}, table.items())
+    run(other, table, "support", 3, items[3:6], first_offset=3)  # the other worker applies three more
+    states.park()  # rebalance B
+    states.assigned({1, 3})
+    assert states.resume({1, 3}, table.items()) == ["support"]
+    full = make_states(wall)
+    run(full, {}, "support", 3, items[:6])
+    assert _plain(states.models["support"].read(T0 + 500)) == _plain(full.models["support"].read(T0 + 500))
+
+
 def test_stream_clock_follows_event_time_and_runs_with_the_wall():
     wall = FakeWall(1000.0)
     clock = StreamClock(wall)

@@ -574,6 +574,16 @@ def create_app(config: Config) -> SimpleNamespace:
 
     owned_before: set[int] = set()
 
+    @app.on_partitions_assigned.connect
+    async def note_assignment(sender, assigned, **kwargs) -> None:
+        """Every assignment counts, also one whose recovery is overtaken before it completes here
+        (resume_models then never runs for it): a partition it did not give to this worker may
+        have been worked on elsewhere meanwhile, so its model is not kept nor its tail trusted."""
+        nonlocal owned_before
+        partitions = {tp.partition for tp in assigned if tp.topic == kafka.topic_batches}
+        owned_before &= partitions
+        states.assigned(partitions)
+
     @state_table.on_recover
     async def resume_models() -> None:
         """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""

@@ -214,6 +214,13 @@ class QueueStates:
                 self._owned_before = self.owned
             self.owned = set()
 
+    def assigned(self, partitions: set[int]) -> None:
+        """An assignment arrived; its recovery may never complete here (a newer one overtakes it).
+        A model is kept at the next resume() only if every assignment since the last resume()
+        gave its partition to this worker: in between, another worker may have applied batches."""
+        if self._owned_before is not None:
+            self._owned_before &= partitions
+
     def resume(self, owned_partitions: set[int], records: Iterable[tuple[bytes, bytes | None]]) -> list[str]:
         """The new assignment is known and the table recovered: keep the models of partitions this
         worker owned before and still owns, rebuild those of the other owned partitions from the

@@ -428,9 +428,7 @@ class QueueModel:
     def _on_wait_ended(self, event: dict, t: float, raw: bytes) -> None:
         call_id = event["call_id"]
         entered = self.waiting.pop(call_id, None)
-        if entered is None and call_id in self.pending:
-            self.unmatched.append((event, raw))  # a second outcome: as if it came after the offer and the first
-        elif entered is None:
+        if entered is None:
             self.pending[call_id] = (t, event, raw)  # wait for the offer, up to the lateness
         else:
             self._end_wait(event["type"], event, t, entered)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import orjson
-
 from callpulse.config import load_config
 from callpulse.state import QueueStates, StreamClock
-
 from helpers import call, epoch, event
 
 T0 = epoch("2026-11-23T09:00:00Z")
@@ -78,6 +76,23 @@ def test_resume_keeps_owned_models_and_forgets_lost_partitions():
     assert states.resume({1}, table.items()) == []  # sales kept in memory, support's partition lost
     assert states.models == {"sales": kept}
     assert states.resume({1, 3}, table.items()) == ["support"]  # support's partition came back
+
+
+def test_only_queues_of_partitions_whose_recovery_completed_are_exported_or_publish_intervals():
+    """Between resume() and the end of the recovery check a rebuilt model may lack the changelog's
+    tail: exported, its counters would go back for a scrape; its preliminary interval records
+    would land after the final ones the previous owner sent."""
+    wall = FakeWall(T0 + 1000)
+    states, table = make_states(wall), {}
+    run(states, table, "sales", 1, batches(10, "sales"))
+    run(states, table, "support", 3, batches(10, "support"))
+    wall.t = T0 + 7200  # both queues quiet for long: their last intervals are due as preliminary records
+    states.ready = {1}
+    assert sorted(states.read_all()[1]) == ["sales"]
+    assert {r["queue"] for r in states.due_interval_records()} == {"sales"}
+    states.ready.add(3)  # the recovery of partition 3 completed
+    assert sorted(states.read_all()[1]) == ["sales", "support"]
+    assert {r["queue"] for r in states.due_interval_records()} == {"support"}  # sales' were sent already
 
 
 def test_a_model_made_while_the_assignment_changed_is_rebuilt_not_kept():
@@ -205,7 +220,7 @@ def test_a_recovery_that_missed_the_newest_records_is_detected_and_rebuilt_again
 
     recovered = make_states(wall)
     assert recovered.resume({1}, missed.items()) == ["sales", "support"]
-    assert recovered.newest_batch(1) == 10 < 11  # short of the last acknowledged batch: detected
+    assert recovered.newest_batch(1) == 10  # short of batch 11, the last acknowledged: detected
     assert recovered.newest_batch(2) == -1  # nothing on a partition without queues
     assert recovered.rebuild_partition(1, table.items()) == ["sales", "support"]
     assert recovered.newest_batch(1) == 11

@@ -91,6 +91,34 @@ def _patch_fetch_max_wait() -> None:
 _patch_fetch_max_wait()
 
 
+def _patch_seek_uncommitted_to_beginning() -> None:
+    """After a rebalance Faust resumes the stream partitions, then seeks them to their committed
+    offsets, then resumes the flow; what is fetched in between is skipped, and the seek reads it
+    again. But a partition with no committed offset is not sought at all (aiokafka seeks only to
+    an offset above 0), so what was skipped is never read: the chaos run lost a partition's first
+    50 batch messages that way. This seeks such a partition of a stream topic (acknowledged
+    messages: not a changelog) to its beginning, which is where its reading starts anyway."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
+    if getattr(seek_to_committed, "callpulse_patched", False):
+        return
+
+    async def seek_to_committed_or_beginning(self):
+        committed = await seek_to_committed(self)
+        uncommitted = [tp for tp, offset in committed.items()
+                       if (offset is None or offset <= 0) and self.app.topics.acks_enabled_for(tp.topic)]
+        if uncommitted:
+            await self.call_thread(self._ensure_consumer().seek_to_beginning, *uncommitted)
+        return committed
+
+    seek_to_committed_or_beginning.callpulse_patched = True
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed_or_beginning
+
+
+_patch_seek_uncommitted_to_beginning()
+
+
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
     """Faust credentials for the configured security protocol (None for PLAINTEXT).
 
@@ -169,6 +197,7 @@ def create_app(config: Config) -> SimpleNamespace:
     # acknowledged: they were delivered before or during a rebalance, and are read again from the
     # committed offset by whoever owns the partition once its recovery is complete.
     accepting: set[int] = set()
+    states.ready = accepting  # only these partitions' queues are exported
     next_offset: dict[int, int] = {}  # per accepting partition: the batch message to apply next
     ahead_since: dict[int, float] = {}  # per partition: since when only messages beyond next_offset came
     rebalances = [0]  # revocations so far: a recovery callback that outlived its rebalance stops
@@ -426,7 +455,8 @@ def create_app(config: Config) -> SimpleNamespace:
 
     async def in_order(message) -> bool:
         """Whether to apply this batch message now. A partition's messages are applied strictly in
-        offset order from where Faust's recovery sought it (its committed offset): a model skips a
+        offset order from where the recovery found its reading starts (the committed offset, or the
+        log's start; never the first message that happens to come, see start_offsets): a model skips a
         batch offset it has passed, so one applied out of order would hide the ones before it for
         good. A message that arrives while its partition's recovery is still running waits for
         it; one of a revoked partition, or from before the seek, is left to be read again. So is
@@ -442,9 +472,7 @@ def create_app(config: Config) -> SimpleNamespace:
             await asyncio.sleep(0.05)
         if message.generation_id is not None and message.generation_id != app.consumer_generation_id:
             return False  # fetched under an earlier assignment (waited here meanwhile): read again after the seek
-        expected = next_offset.get(partition)
-        if expected is None:  # the first message since the recovery: start where Faust sought
-            expected = app.consumer._committed_offset.get(message.tp) or message.offset
+        expected = next_offset[partition]  # set by the recovery: the committed offset, or the log's start
         if message.offset < expected:
             return False  # from before the seek: read again, or already applied
         if message.offset > expected:
@@ -527,8 +555,8 @@ def create_app(config: Config) -> SimpleNamespace:
         for client in clients or ():
             try:
                 await asyncio.wait_for(client.close() if hasattr(client, "close") else client.stop(), 2)
-            except Exception:  # noqa: BLE001 - closing a client of a broker that does not answer
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing a client of a broker that does not answer
+                log.debug("closing a broker probe client: %r", exc)
 
     @app.timer(interval=BROKER_PROBE_SECONDS)
     async def probe_broker() -> None:
@@ -541,7 +569,7 @@ def create_app(config: Config) -> SimpleNamespace:
             existing = set(await asyncio.wait_for(admin.list_topics(), BROKER_PROBE_SECONDS))
             tps = [TopicPartition(t, p) for t in topics.values() if t in existing for p in range(kafka.partitions)]
             ends = await asyncio.wait_for(consumer.end_offsets(tps), BROKER_PROBE_SECONDS) if tps else {}
-        except Exception as exc:  # unreachable, timed out, or not ready: new clients next time
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out, or not ready: new clients next time
             await close_probe_clients()
             watch.answered(False)
             log.debug("broker probe failed: %r", exc)
@@ -602,8 +630,10 @@ def create_app(config: Config) -> SimpleNamespace:
         # callback overtaken by a rebalance must not mark its (stale) partitions as complete.
         try:
             committed = await asyncio.wait_for(committed_batch_offsets(owned), 30)
-            await complete_recovery(owned - owned_before, committed)
-        except Exception as exc:
+            start = await asyncio.wait_for(start_offsets(committed), 30)
+            kept = owned & owned_before
+            await complete_recovery(owned, committed, kept)
+        except Exception as exc:  # noqa: BLE001 - any error: see above
             if rebalance != rebalances[0]:
                 return  # overtaken: the next recovery starts afresh
             log.critical("second stage: recovery of partitions %s failed (%r); stopping this worker", sorted(owned), exc)
@@ -613,13 +643,15 @@ def create_app(config: Config) -> SimpleNamespace:
             log.warning("second stage: a rebalance started during the recovery of partitions %s", sorted(owned))
             return
         owned_before = owned
-        for partition, offset in committed.items():
-            handled[partition] = offset
-            next_offset.pop(partition, None)  # taken from Faust's seek at the first message
+        for partition, offset in start.items():
+            handled[partition] = next_offset[partition] = offset
             ahead_since.pop(partition, None)
         accepting.update(owned)
-        log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s",
-                 len(states.models), sorted(owned), ", ".join(rebuilt) or "none")
+        log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s; per partition (batch to "
+                 "apply first, newest applied, model kept or new): %s", len(states.models), sorted(owned),
+                 ", ".join(rebuilt) or "none", ", ".join(
+                     f"p{p} ({start[p]}, {states.newest_batch(p)}, {'kept' if p in kept else 'new'})"
+                     for p in sorted(owned)))
 
     def stale_recovery() -> bool:
         """Whether a newer assignment waits for its recovery. Faust (0.15.3) can complete the
@@ -642,15 +674,33 @@ def create_app(config: Config) -> SimpleNamespace:
             await admin.close()
         return {tp.partition: max(meta.offset, 0) for tp, meta in committed.items()}
 
-    async def complete_recovery(partitions: set[int], committed: dict[int, int] | None = None) -> None:
-        """Check that the rebuilt state of newly owned partitions reaches as far as the previous
-        owner acknowledged, and read the changelog records that Faust's recovery missed if not.
+    async def start_offsets(committed: dict[int, int]) -> dict[int, int]:
+        """Where each batches partition's reading starts: its committed offset, or the log's start
+        where that is later (none committed, or retention deleted past it), as the consumer resets."""
+        if not committed:
+            return {}
+        tps = [TopicPartition(kafka.topic_batches, p) for p in sorted(committed)]
+        consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.client_kwargs())
+        try:
+            await consumer.start()
+            earliest = await consumer.beginning_offsets(tps)
+        finally:
+            await consumer.stop()
+        return {tp.partition: max(committed[tp.partition], earliest[tp]) for tp in tps}
 
-        Faust recovers a table up to the end offset the broker reports when recovery starts. Some
-        Kafka-protocol brokers under-report it (Tansu 0.6.0 reports the base offset of the last
-        record batch plus one), and then the newest records are silently left out. Every batch
-        message applied writes a record and is acknowledged only after that record is flushed, so
-        the committed offset of the batches partition says which record must be there.
+    async def complete_recovery(partitions: set[int], committed: dict[int, int] | None = None,
+                                kept: set[int] = frozenset()) -> None:
+        """Check that the state of every owned partition reaches as far as its batches partition
+        was acknowledged, and read its changelog again when it does not.
+
+        A partition rebuilt from the table can fall short: Faust recovers a table up to the end
+        offset the broker reports when recovery starts, and some Kafka-protocol brokers under-report
+        it (Tansu 0.6.0 reports the base offset of the last record batch plus one), so the newest
+        records are silently left out. A model kept from the previous assignment (`kept`) could fall
+        short too, if another worker applied batches of its partition in an assignment this worker
+        never received (a member dropped from the group while it rejoins; not seen so far). Every
+        batch message applied writes a record and is acknowledged only after that record is
+        flushed, so the committed offset says which record must be there.
         """
         if committed is None:
             committed = await committed_batch_offsets(partitions)
@@ -659,9 +709,14 @@ def create_app(config: Config) -> SimpleNamespace:
             newest = states.newest_batch(partition)
             if newest >= last_acknowledged:
                 continue
-            log.warning("changelog recovery of partition %d ended before batch %d, which the previous owner "
-                        "acknowledged (newest found: %d); reading the changelog again",
-                        partition, last_acknowledged, newest)
+            if partition in kept:
+                log.warning("partition %d: the model kept here applied batches up to %d, but batch %d was "
+                            "acknowledged (by another worker meanwhile); rebuilding it from the changelog",
+                            partition, newest, last_acknowledged)
+            else:
+                log.warning("changelog recovery of partition %d ended before batch %d, which the previous owner "
+                            "acknowledged (newest found: %d); reading the changelog again",
+                            partition, last_acknowledged, newest)
             records = await read_changelog(partition, last_acknowledged)
             for key, value in records.items():
                 store(key, value)
@@ -729,6 +784,7 @@ def create_app(config: Config) -> SimpleNamespace:
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
         complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
+        next_offset=next_offset,
     )
 
 

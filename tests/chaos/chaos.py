@@ -64,9 +64,11 @@ class Expected:
     """What was produced, per queue: totals, talk seconds, and counts per interval start."""
     totals: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     intervals: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    last_event_time: dict = field(default_factory=lambda: defaultdict(float))
 
     def count(self, queue: str, name: str, t: float, amount: float = 1.0) -> None:
         self.totals[queue][name] += amount
+        self.last_event_time[queue] = max(self.last_event_time[queue], t)
         start = t // (INTERVAL_MINUTES * 60) * INTERVAL_MINUTES * 60  # UTC intervals
         self.intervals[(queue, start)][name] += amount
 
@@ -81,7 +83,6 @@ class Traffic:
         self.random = random.Random(seed)
         self.expected = Expected()
         self.sent = 0
-        self.last_event_time = 0.0
         self._due: list[tuple[float, int, dict]] = []
         self._ids = itertools.count()
         self._run = f"chaos-{seed}-{int(time.time())}"
@@ -159,13 +160,12 @@ class Traffic:
                 elif not self._due:
                     break  # every call offered has ended
                 while self._due and self._due[0][0] <= now:
-                    t, _, e = heapq.heappop(self._due)
+                    _, _, e = heapq.heappop(self._due)
                     await producer.send(self.config.kafka.topic_events, orjson.dumps(e), key=event_key(e))
                     self.sent += 1
-                    self.last_event_time = max(self.last_event_time, t)
                 await asyncio.sleep(0.01)
             await producer.flush()
-        except Exception as exc:  # reported by join()
+        except Exception as exc:  # noqa: BLE001 - any failure of the thread is re-raised by join()
             self.error = exc
         finally:
             await producer.stop()
@@ -276,9 +276,10 @@ def lost_and_twice(expected: Expected, numbers: dict) -> tuple[int, int]:
     return lost, twice
 
 
-def interval_differences(pipeline: Pipeline, expected: Expected, final_before: float) -> tuple[int, list[str]]:
-    """Compare the final interval records of every interval that ended before `final_before`
-    with the counts produced in it. Returns (records compared, differences)."""
+def interval_differences(pipeline: Pipeline, expected: Expected, lateness: float) -> tuple[int, list[str]]:
+    """Compare the final interval records of every interval its queue's watermark closed (it ended
+    a lateness before the queue's last event: each queue's own, the tail of a run is sparse) with
+    the counts produced in it. Returns (records compared, differences)."""
     from callpulse.report import read_records
 
     latest = {}
@@ -286,7 +287,8 @@ def interval_differences(pipeline: Pipeline, expected: Expected, final_before: f
         latest[(record["queue"], record["start_epoch"])] = record
     out, compared = [], 0
     for (queue, start), want in sorted(expected.intervals.items()):
-        if start + INTERVAL_MINUTES * 60 > final_before:
+        # the watermark closes intervals when it enters a new second: a second's margin
+        if start + INTERVAL_MINUTES * 60 > expected.last_event_time[queue] - lateness - 1.0:
             continue
         record = latest.get((queue, start))
         if record is None or not record["final"]:
@@ -413,6 +415,17 @@ class Result:
     intervals_compared: int = 0
     problems: list[str] = field(default_factory=list)
     slowest_sigterm_seconds: float = 0.0
+    worker_logs: list[Path] = field(default_factory=list)
+
+    def log_excerpts(self, lines: int = 12) -> str:
+        """The last warnings and errors of every worker log: a CI clone's logs are gone after the run."""
+        out = []
+        for path in self.worker_logs:
+            text = path.read_text(errors="replace").splitlines() if path.exists() else []
+            marked = [line for line in text if re.search(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b", line)]
+            out.append(f"--- {path.name}: last {min(lines, len(marked))} of {len(marked)} warning/error lines")
+            out += [line[:300] for line in marked[-lines:]]
+        return "\n".join(out)
 
     def report(self) -> str:
         return "\n".join([
@@ -508,9 +521,8 @@ def run(*, kills: int = 20, seconds: float = 150.0, rate: float = 1000.0, worker
             result.problems += asyncio.run(_group_lag(pipeline.config))
             result.problems += problems[:20] + ([f"... {len(problems) - 20} more"] if len(problems) > 20 else [])
         else:
-            # intervals closed by the watermark: those ending a lateness before the last event
-            final_before = traffic.last_event_time - pipeline.config.stream.lateness_seconds
-            result.intervals_compared, bad = interval_differences(pipeline, traffic.expected, final_before)
+            result.intervals_compared, bad = interval_differences(
+                pipeline, traffic.expected, pipeline.config.stream.lateness_seconds)
             result.problems += bad[:20]
         dead = [w.number for w in pool if not w.alive]
         if dead:
@@ -519,6 +531,7 @@ def run(*, kills: int = 20, seconds: float = 150.0, rate: float = 1000.0, worker
         if unhealthy:
             result.problems.append(f"worker(s) {unhealthy} do not answer ok on /healthz at the end")
         result.rebalances = rebalances(pool)
+        result.worker_logs = [w.log for w in pool]
     finally:
         traffic.stop_offering()
         for w in pool:
@@ -557,6 +570,8 @@ def main() -> int:
     print(result.report())
     for problem in result.problems:
         print("PROBLEM:", problem)
+    if result.problems or result.lost or result.twice:
+        print(result.log_excerpts())
     return 1 if result.problems or result.lost or result.twice else 0
 
 

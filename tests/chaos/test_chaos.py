@@ -13,8 +13,11 @@ pytestmark = pytest.mark.e2e
 def test_twenty_kills_and_a_scale_down_lose_nothing_and_count_nothing_twice(capsys):
     result = run(kills=20, seconds=120.0, rate=1000.0, workers=3, partitions=6, queues=40,
                  seed=int(os.environ.get("CHAOS_SEED", "1")), settle_timeout=180.0, log=lambda line: None)
+    failed = bool(result.lost or result.twice or result.problems or not result.intervals_compared)
     with capsys.disabled():  # the figures belong in the CI log whether the test passes or not
         print("\nchaos run (tests/chaos/test_chaos.py):\n" + result.report())
+        if failed:  # the diagnostics too: the clone CI ran in, with the worker logs, is gone afterwards
+            print("\n".join(["problems:", *result.problems, result.log_excerpts()]))
     assert result.kills >= 20 and result.events_sent >= 100_000
     assert (result.lost, result.twice) == (0, 0), result.report()
     assert not result.problems, "\n".join(result.problems)

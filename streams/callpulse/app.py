@@ -92,12 +92,12 @@ _patch_fetch_max_wait()
 
 
 def _patch_seek_uncommitted_to_beginning() -> None:
-    """After a rebalance Faust resumes the stream partitions, then seeks them to their committed
-    offsets, then resumes the flow; what is fetched in between is skipped, and the seek reads it
-    again. But a partition with no committed offset is not sought at all (aiokafka seeks only to
-    an offset above 0), so what was skipped is never read: the chaos run lost a partition's first
-    50 batch messages that way. This seeks such a partition of a stream topic (acknowledged
-    messages: not a changelog) to its beginning, which is where its reading starts anyway."""
+    """Messages Faust skips around a rebalance (its flow stopped, or fetched under an earlier
+    assignment) are read again only because it then seeks each partition to its committed offset.
+    A partition with nothing committed is not sought at all (aiokafka seeks only to an offset above
+    0), so what was skipped there was never read: the chaos run lost a partition's first 50 batch
+    messages. This seeks such a partition of a stream topic (acknowledged messages: not a
+    changelog) to its beginning, which is where its reading starts anyway."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
@@ -117,6 +117,33 @@ def _patch_seek_uncommitted_to_beginning() -> None:
 
 
 _patch_seek_uncommitted_to_beginning()
+
+
+def _patch_ack_guard() -> None:
+    """Faust acknowledges a message its stream skips (flow stopped for a rebalance, or fetched
+    under an earlier assignment), "otherwise the lag would increase", and with nothing committed on
+    its partition it then commits past it: batches no one applied. An app can set
+    `callpulse_ack_guard`, a function of the message that says whether its acknowledgement counts;
+    one that does not is dropped (the message is read again after the seek, or by the next owner)."""
+    from faust.transport.consumer import Consumer
+
+    ack = Consumer.ack
+    if getattr(ack, "callpulse_patched", False):
+        return
+
+    def guarded_ack(self, message) -> bool:
+        guard = getattr(self.app, "callpulse_ack_guard", None)
+        if guard is not None and not guard(message):
+            message.acked = True  # as Faust marks a message it has dealt with; nothing recorded
+            self._unacked_messages.discard(message)
+            return False
+        return ack(self, message)
+
+    guarded_ack.callpulse_patched = True
+    Consumer.ack = guarded_ack
+
+
+_patch_ack_guard()
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
@@ -426,6 +453,11 @@ def create_app(config: Config) -> SimpleNamespace:
             await consumer.stop()
             await reports.stop()
 
+    # Only batch messages this agent applied are acknowledged (see _patch_ack_guard): not the ones
+    # Faust skips itself.
+    applied_acks: set[int] = set()  # ids of the messages being acknowledged by `aggregate`
+    app.callpulse_ack_guard = lambda message: message.topic != kafka.topic_batches or id(message) in applied_acks
+
     @app.agent(batches_topic)
     async def aggregate(stream_):
         """Second stage: apply each queue batch to its model, write its changelog record.
@@ -450,8 +482,13 @@ def create_app(config: Config) -> SimpleNamespace:
                 await delivered(pending, "second stage")
                 for done in unacked:
                     if done.message.partition in accepting:  # else revoked meanwhile: the new owner reads it again
-                        await manual.ack(done)
+                        applied_acks.add(id(done.message))
+                        try:
+                            await manual.ack(done)
+                        finally:
+                            applied_acks.discard(id(done.message))
                 unacked.clear()
+
 
     async def in_order(message) -> bool:
         """Whether to apply this batch message now. A partition's messages are applied strictly in

@@ -122,9 +122,9 @@ class QueueStates:
         self.owned: set[int] | None = None
         self._owned_before: set[int] | None = None
         # Partitions whose recovery is complete (app.py shares its set); only their queues are
-        # exported and publish interval records. None: every partition (no rebalances, as in the
-        # unit tests). Between resume() and the end of the recovery check a model can still lack
-        # the changelog's tail: shown, it made a counter go back for a scrape.
+        # exported and publish preliminary interval records. None: every partition (as in the unit
+        # tests, no rebalances). Between resume() and the end of the recovery check a model can
+        # still lack the changelog's tail: shown, a counter could go back for a scrape.
         self.ready: set[int] | None = None
         self.republish: list[dict] = []  # interval records to publish again after a rebuild
         self._published: dict[tuple[str, int, float], bytes] = {}  # digest of the last interval record sent per key

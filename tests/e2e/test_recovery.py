@@ -119,7 +119,7 @@ async def test_a_complete_recovery_is_left_alone(pipeline):
 async def test_a_kept_model_behind_what_another_worker_acknowledged_is_rebuilt(pipeline, monkeypatch):
     """A model is kept through assignments that all gave its partition to this worker, but a worker
     dropped from the group while it rejoins never receives the assignment that gave the partition
-    to another (seen in the chaos run). The committed offset shows it: batches this worker never
+    to another (not seen so far). The committed offset shows it: batches this worker never
     applied were acknowledged. Before this check the kept model went on without them, for good."""
     now = time.time()
     worker = create_app(pipeline.config)

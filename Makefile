@@ -19,7 +19,7 @@ demo: install
 
 ## The whole test suite: unit tests, then end to end on a real broker with real workers and promtool.
 test: install tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep CI within its budget
 
 unit: install
 	$(BIN)/python -m pytest -q --ignore=tests/e2e

@@ -168,34 +168,6 @@ async def test_aggregate_acknowledges_batches_only_after_flushing_their_changelo
     assert order == ["flush", ("ack", 0), "flush", ("ack", 1), "flush", ("ack", 2)]
 
 
-async def test_only_batch_messages_the_agent_applied_count_as_acknowledged(pipeline, monkeypatch):
-    """Faust acknowledges a message its stream skips (flow stopped for a rebalance), and with
-    nothing committed it would then commit past it (see _patch_ack_guard in app.py). Such an
-    acknowledgement is dropped; the one the agent gives after applying the batch is recorded."""
-    import faust
-    from faust.types import Message
-
-    batches = pipeline.batches_topic.get_topic_name()
-    pipeline.app.topics.add(pipeline.batches_topic)  # what the worker's agent subscribes to
-    await pipeline.app.topics._update_indices()
-    consumer = pipeline.app.consumer
-    skipped = Message(batches, 0, 3, 0.0, 0, [], b"sales", b"", None)
-    assert consumer.ack(skipped) is False and list(consumer._acked[TP(batches, 0)]) == []
-
-    ack, recorded = faust.Stream.ack, []
-
-    async def recording_ack(self, event):  # what reaches the consumer when the agent acknowledges
-        recorded.append((event.message.offset, consumer.ack(event.message)))
-        return await ack(self, event)
-
-    monkeypatch.setattr(faust.Stream, "ack", recording_ack)
-    now = time.time()
-    async with pipeline.aggregate.test_context() as agent:
-        await agent.put(ev.pack(orjson.dumps(e) for e in call("sales", "c1", now - 20, "answered", now - 12)),
-                        key=b"sales", partition=0)
-    assert recorded == [(0, True)] and list(consumer._acked[TP(batches, 0)]) == [0]
-
-
 async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pipeline, monkeypatch):
     """A batch message of a partition whose recovery has not completed (or that was revoked) is
     neither applied nor acknowledged: the owner reads it again from the committed offset."""

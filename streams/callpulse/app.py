@@ -119,33 +119,6 @@ def _patch_seek_uncommitted_to_beginning() -> None:
 _patch_seek_uncommitted_to_beginning()
 
 
-def _patch_ack_guard() -> None:
-    """Faust acknowledges a message its stream skips (flow stopped for a rebalance, or fetched
-    under an earlier assignment), "otherwise the lag would increase", and with nothing committed on
-    its partition it then commits past it: batches no one applied. An app can set
-    `callpulse_ack_guard`, a function of the message that says whether its acknowledgement counts;
-    one that does not is dropped (the message is read again after the seek, or by the next owner)."""
-    from faust.transport.consumer import Consumer
-
-    ack = Consumer.ack
-    if getattr(ack, "callpulse_patched", False):
-        return
-
-    def guarded_ack(self, message) -> bool:
-        guard = getattr(self.app, "callpulse_ack_guard", None)
-        if guard is not None and not guard(message):
-            message.acked = True  # as Faust marks a message it has dealt with; nothing recorded
-            self._unacked_messages.discard(message)
-            return False
-        return ack(self, message)
-
-    guarded_ack.callpulse_patched = True
-    Consumer.ack = guarded_ack
-
-
-_patch_ack_guard()
-
-
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
     """Faust credentials for the configured security protocol (None for PLAINTEXT).
 
@@ -453,11 +426,6 @@ def create_app(config: Config) -> SimpleNamespace:
             await consumer.stop()
             await reports.stop()
 
-    # Only batch messages this agent applied are acknowledged (see _patch_ack_guard): not the ones
-    # Faust skips itself.
-    applied_acks: set[int] = set()  # ids of the messages being acknowledged by `aggregate`
-    app.callpulse_ack_guard = lambda message: message.topic != kafka.topic_batches or id(message) in applied_acks
-
     @app.agent(batches_topic)
     async def aggregate(stream_):
         """Second stage: apply each queue batch to its model, write its changelog record.
@@ -482,13 +450,8 @@ def create_app(config: Config) -> SimpleNamespace:
                 await delivered(pending, "second stage")
                 for done in unacked:
                     if done.message.partition in accepting:  # else revoked meanwhile: the new owner reads it again
-                        applied_acks.add(id(done.message))
-                        try:
-                            await manual.ack(done)
-                        finally:
-                            applied_acks.discard(id(done.message))
+                        await manual.ack(done)
                 unacked.clear()
-
 
     async def in_order(message) -> bool:
         """Whether to apply this batch message now. A partition's messages are applied strictly in

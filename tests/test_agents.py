@@ -168,6 +168,20 @@ async def test_aggregate_acknowledges_batches_only_after_flushing_their_changelo
     assert order == ["flush", ("ack", 0), "flush", ("ack", 1), "flush", ("ack", 2)]
 
 
+async def test_a_stalled_second_stage_is_logged_once_with_what_its_agent_is_doing(pipeline, monkeypatch, caplog):
+    """The broker probe can judge a partition stalled between two progress checks: the
+    diagnostics are logged once for each newly stalled partition, whoever judged it first."""
+    batches_tp = TP(pipeline.batches_topic.get_topic_name(), 0)
+    monkeypatch.setattr(pipeline.app.consumer, "assignment", lambda: {batches_tp})
+    monkeypatch.setattr(pipeline.app.consumer, "highwater", lambda tp: 9)
+    monkeypatch.setattr(pipeline.watch, "stalled", lambda: {"route": [], "aggregate": [0]})
+    with caplog.at_level("ERROR", logger="callpulse"):
+        await pipeline.check_aggregate_progress()
+        await pipeline.check_aggregate_progress()
+    logged = [r.getMessage() for r in caplog.records if "second stage stalled" in r.getMessage()]
+    assert len(logged) == 1 and "on partition(s) [0]: agent not started" in logged[0], logged
+
+
 async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pipeline, monkeypatch):
     """A batch message of a partition whose recovery has not completed (or that was revoked) is
     neither applied nor acknowledged: the owner reads it again from the committed offset."""

@@ -192,6 +192,8 @@ def create_app(config: Config) -> SimpleNamespace:
     # Second stage: the offset after the newest batch message handled, per owned batches partition.
     handled: dict[int, int] = {}
     agent_queue: list = []  # the second stage's input queue, for diagnostics
+    agent_step = ["not started"]  # what the second stage's agent is doing, for diagnostics
+    stall_logged: set[int] = set()  # stalled second-stage partitions already logged
     # Batches partitions whose models are complete: from the end of each recovery (resume_models)
     # to the next revocation. Batch messages of other partitions are neither applied nor
     # acknowledged: they were delivered before or during a rebalance, and are read again from the
@@ -443,15 +445,20 @@ def create_app(config: Config) -> SimpleNamespace:
         pending: list[asyncio.Future] = []  # delivery futures of the unacknowledged messages' writes
         async for event in manual.events():
             message = event.message
+            agent_step[0] = f"ordering batch {message.offset} of partition {message.partition}"
             if await in_order(message):
+                agent_step[0] = f"applying batch {message.offset} of partition {message.partition}"
                 await apply(message, pending)
                 unacked.append(event)
             if unacked and (len(unacked) >= AGGREGATE_ACK_EVERY or waiting.empty()):
+                agent_step[0] = f"waiting for {len(pending)} write(s) to reach the broker"
                 await delivered(pending, "second stage")
+                agent_step[0] = f"acknowledging {len(unacked)} batch message(s)"
                 for done in unacked:
                     if done.message.partition in accepting:  # else revoked meanwhile: the new owner reads it again
                         await manual.ack(done)
                 unacked.clear()
+            agent_step[0] = "waiting for the next batch message"
 
     async def in_order(message) -> bool:
         """Whether to apply this batch message now. A partition's messages are applied strictly in
@@ -516,10 +523,12 @@ def create_app(config: Config) -> SimpleNamespace:
 
     @app.timer(interval=1.0)
     async def watch_aggregate() -> None:
+        await check_aggregate_progress()
+
+    async def check_aggregate_progress() -> None:
         """Second stage progress, read beside the agent (a stuck agent cannot report itself)."""
         owned = {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == kafka.topic_batches}
         watch.retain("aggregate", set(owned))
-        was = set(watch.stalled()["aggregate"])
         for partition, tp in owned.items():
             try:
                 end = app.consumer.highwater(tp)
@@ -527,13 +536,18 @@ def create_app(config: Config) -> SimpleNamespace:
                 return
             if end is not None and partition in handled:
                 watch.observe("aggregate", partition, handled[partition], end)
-        if set(watch.stalled()["aggregate"]) - was:
+        stalled = set(watch.stalled()["aggregate"])  # also judged by the broker probe between ticks
+        if stalled - stall_logged:
             consumer = app.consumer
-            log.error("second stage stalled: flow active %s, paused %s, agent queue %d, unacked %d, handled %s, "
-                      "acked %s, committed %s", consumer.flow_active, sorted(tp.partition for tp in consumer._paused_partitions),
+            log.error("second stage stalled on partition(s) %s: agent %s; flow active %s, rebalancing %s, accepting "
+                      "%s, paused %s, agent queue %d, unacked %d, handled %s, next %s, acked %s, committed %s",
+                      sorted(stalled), agent_step[0], consumer.flow_active, app.rebalancing, sorted(accepting),
+                      sorted(tp.partition for tp in consumer._paused_partitions),
                       agent_queue[0].qsize() if agent_queue else -1, len(consumer._unacked_messages), handled,
-                      {tp.partition: v[:3] for tp, v in consumer._acked.items()},
+                      next_offset, {tp.partition: v[:3] for tp, v in consumer._acked.items()},
                       {tp.partition: v for tp, v in consumer._committed_offset.items()})
+        stall_logged.clear()
+        stall_logged.update(stalled)
 
     probe_state: dict = {"clients": None}
 
@@ -784,7 +798,7 @@ def create_app(config: Config) -> SimpleNamespace:
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
         complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
-        next_offset=next_offset,
+        next_offset=next_offset, check_aggregate_progress=check_aggregate_progress,
     )
 
 

@@ -24,7 +24,7 @@ from callpulse.erlang import (
     erlang_c,
     heads,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -432,6 +432,7 @@ def test_fuzz_erlang_b_is_a_probability_falling_with_agents_and_rising_with_load
 
 @FUZZ
 @given(rate=RATES, aht=AHTS, agents=AGENTS, threshold=THRESHOLDS, patience=PATIENCES)
+@example(rate=0.00035813023895105373, aht=1.0, agents=1, threshold=2.2250738585e-313, patience=481668410.0)
 def test_fuzz_erlang_a_and_c_never_raise_and_stay_in_range(rate, aht, agents, threshold, patience):
     """Erlang A (and C, through patience None or infinite, where it has a steady state) at any
     input: finite numbers in their ranges, service level rising with the threshold and with the
@@ -462,3 +463,12 @@ def test_fuzz_agents_required_is_a_count_that_meets_the_target_and_one_fewer_doe
     if p.agents > 1 and (p.agents - 1 > rate * aht or (patience is not None and not math.isinf(patience))):
         fewer = erlang_a(rate, aht, p.agents - 1, threshold, patience)
         assert fewer.service_level < target
+
+
+def test_a_threshold_a_few_subnormals_long_is_integrated_not_a_math_domain_error():
+    """Found by the fuzz test in a CI run: the integral over [0, 4.6e-322] was summed in panels whose
+    halves underflowed to zero, and log(0) raised. Such a threshold answers like a zero threshold."""
+    tiny = erlang_a(0.00035813023895105373, 1.0, 1, 2.2250738585e-313, 481668410.0)
+    zero = erlang_a(0.00035813023895105373, 1.0, 1, 0.0, 481668410.0)
+    assert tiny.service_level == pytest.approx(zero.service_level, rel=1e-12)
+    assert 0.0 < tiny.service_level < 1.0

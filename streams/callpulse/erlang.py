@@ -210,9 +210,11 @@ def _log_integral(q: Callable[[float], float], lo: float, hi: float, x0: float, 
             q1 = q(m1)
     best = max(best, q1, q2)
 
-    def panel(u: float, v: float) -> float:
+    span = b - a
+
+    def panel(u: float, v: float) -> float:  # in units of span: a span of a few subnormals would underflow
         half, mid = (v - u) / 2.0, (u + v) / 2.0
-        return half * sum(w * _exp(q(mid + half * t) - best) for t, w in _GL)
+        return (v - u) / span / 2.0 * sum(w * _exp(q(mid + half * t) - best) for t, w in _GL)
 
     width = (b - a) / 16.0
     pieces = [(a + i * width, b if i == 15 else a + (i + 1) * width) for i in range(16)]
@@ -229,15 +231,18 @@ def _log_integral(q: Callable[[float], float], lo: float, hi: float, x0: float, 
     while stack:
         u, v, value = stack.pop()
         mid = (u + v) / 2.0
+        if mid in (u, v):  # a panel one subnormal wide: it cannot be halved
+            total += value
+            continue
         left_value, right_value = panel(u, mid), panel(mid, v)
         change = abs(left_value + right_value - value)
         splits += 1
         if (splits > _MAX_SPLITS or change <= 1e-15 * estimate * max((v - u) / (b - a), 1e-3)
-                or change <= noise * value or mid in (u, v)):
+                or change <= noise * value):
             total += left_value + right_value
         else:
             stack += [(u, mid, left_value), (mid, v, right_value)]
-    return best + math.log(total)
+    return best + math.log(total) + math.log(span)
 
 
 def _check(name: str, value: float) -> None:

@@ -15,6 +15,7 @@ from callpulse.app import create_app
 from callpulse.config import load_config
 from faust.types import TP
 from helpers import call, event
+from prometheus_client import generate_latest
 
 
 def delivery(error: Exception | None = None) -> asyncio.Future:
@@ -180,6 +181,44 @@ async def test_a_stalled_second_stage_is_logged_once_with_what_its_agent_is_doin
         await pipeline.check_aggregate_progress()
     logged = [r.getMessage() for r in caplog.records if "second stage stalled" in r.getMessage()]
     assert len(logged) == 1 and "on partition(s) [0]: agent not started" in logged[0], logged
+
+
+async def test_a_partition_whose_messages_stopped_reaching_the_idle_agent_has_its_fetch_restarted(
+        pipeline, monkeypatch, caplog):
+    """Seen twice in 60-kill chaos runs: after a rebalance during recovery, no batch message of a
+    partition reached the idle agent although the broker had more, and the worker stayed frozen.
+    The partition is resumed in Faust and sought to the next batch to apply, at most once a
+    minute; not while the agent is busy elsewhere, in a rebalance, or for a partition whose
+    recovery is not complete."""
+    from callpulse.app import AGENT_IDLE
+
+    batches_tp = TP(pipeline.batches_topic.get_topic_name(), 0)
+    other_tp = TP(pipeline.batches_topic.get_topic_name(), 1)
+    consumer = pipeline.app.consumer
+    monkeypatch.setattr(consumer, "assignment", lambda: {batches_tp, other_tp})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 9)
+    monkeypatch.setattr(pipeline.watch, "stalled", lambda: {"route": [], "aggregate": [0, 1]})
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append((tp.partition, offset))
+
+    monkeypatch.setattr(consumer, "seek", seek)
+    consumer.pause_partitions({batches_tp, other_tp})  # one way messages stop coming
+    pipeline.next_offset[0] = 4
+    pipeline.agent_step[0] = "waiting for 2 write(s) to reach the broker"
+    await pipeline.check_aggregate_progress()
+    assert sought == [], "a busy agent is not idle for want of messages"
+    pipeline.agent_step[0] = AGENT_IDLE
+    with caplog.at_level("ERROR", logger="callpulse"):
+        await pipeline.check_aggregate_progress()
+        await pipeline.check_aggregate_progress()  # within the minute: not again
+    assert sought == [(0, 4)], "partition 1's recovery is not complete: left alone"
+    assert batches_tp not in consumer._paused_partitions and other_tp in consumer._paused_partitions
+    assert pipeline.health.fetch_restarts == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("restarting the fetch of partition 0 at batch 4" in m for m in logged), logged
+    assert b"callcenter_batch_fetch_restarts_total 1.0" in generate_latest(pipeline.registry)
 
 
 async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pipeline, monkeypatch):

@@ -56,6 +56,9 @@ BROKER_PROBE_SECONDS = 5.0
 # Batch messages beyond the next expected one are fetched before the recovery's seek and dropped
 # (the seek reads them again); still no expected one after this long, the worker stops.
 AHEAD_OF_SEEK_TIMEOUT_SECONDS = 30.0
+# A stalled partition's fetch is restarted at most this often (restart_idle_fetch).
+FETCH_RESTART_SECONDS = 60.0
+AGENT_IDLE = "waiting for the next batch message"
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
@@ -194,6 +197,7 @@ def create_app(config: Config) -> SimpleNamespace:
     agent_queue: list = []  # the second stage's input queue, for diagnostics
     agent_step = ["not started"]  # what the second stage's agent is doing, for diagnostics
     stall_logged: set[int] = set()  # stalled second-stage partitions already logged
+    fetch_restarted: dict[int, float] = {}  # partition -> monotonic time its fetch was last restarted
     # Batches partitions whose models are complete: from the end of each recovery (resume_models)
     # to the next revocation. Batch messages of other partitions are neither applied nor
     # acknowledged: they were delivered before or during a rebalance, and are read again from the
@@ -458,7 +462,7 @@ def create_app(config: Config) -> SimpleNamespace:
                     if done.message.partition in accepting:  # else revoked meanwhile: the new owner reads it again
                         await manual.ack(done)
                 unacked.clear()
-            agent_step[0] = "waiting for the next batch message"
+            agent_step[0] = AGENT_IDLE
 
     async def in_order(message) -> bool:
         """Whether to apply this batch message now. A partition's messages are applied strictly in
@@ -538,16 +542,56 @@ def create_app(config: Config) -> SimpleNamespace:
                 watch.observe("aggregate", partition, handled[partition], end)
         stalled = set(watch.stalled()["aggregate"])  # also judged by the broker probe between ticks
         if stalled - stall_logged:
-            consumer = app.consumer
-            log.error("second stage stalled on partition(s) %s: agent %s; flow active %s, rebalancing %s, accepting "
-                      "%s, paused %s, agent queue %d, unacked %d, handled %s, next %s, acked %s, committed %s",
-                      sorted(stalled), agent_step[0], consumer.flow_active, app.rebalancing, sorted(accepting),
-                      sorted(tp.partition for tp in consumer._paused_partitions),
-                      agent_queue[0].qsize() if agent_queue else -1, len(consumer._unacked_messages), handled,
-                      next_offset, {tp.partition: v[:3] for tp, v in consumer._acked.items()},
-                      {tp.partition: v for tp, v in consumer._committed_offset.items()})
+            log.error("second stage stalled on partition(s) %s: %s", sorted(stalled), fetch_diagnostics(owned, stalled))
         stall_logged.clear()
         stall_logged.update(stalled)
+        await restart_idle_fetch(owned, stalled)
+
+    def fetch_diagnostics(owned: dict, partitions: set[int]) -> str:
+        """What the agent does and what Faust and aiokafka hold about these batches partitions."""
+        consumer = app.consumer
+        kafka_consumer = getattr(getattr(consumer, "_thread", None), "_consumer", None)
+        states_ = getattr(getattr(kafka_consumer, "_subscription", None), "subscription", None)
+        assignment = getattr(states_, "assignment", None)
+        parts = []
+        for partition in sorted(partitions):
+            tp = owned.get(partition)
+            if tp is None:
+                parts.append(f"p{partition} not assigned")
+                continue
+            where = [name for name, held in (("active", consumer._active_partitions or ()),
+                                             ("paused", consumer._paused_partitions),
+                                             ("buffered", consumer._buffered_partitions)) if tp in held]
+            state = assignment.state_value(tp) if assignment is not None else None
+            kafka_side = ("no aiokafka state" if state is None else
+                          f"aiokafka position {getattr(state, '_position', '?')} ({getattr(state, '_status', '?')}), "
+                          f"paused {getattr(state, 'paused', '?')}, fetched and not yet taken "
+                          f"{tp in getattr(getattr(kafka_consumer, '_fetcher', None), '_records', ())}")
+            parts.append(f"p{partition}: faust {'/'.join(where) or 'neither active nor paused'}, read offset "
+                         f"{consumer._read_offset.get(tp)}, committed {consumer._committed_offset.get(tp)}, "
+                         f"{kafka_side}, handled {handled.get(partition)}, next {next_offset.get(partition)}")
+        return (f"agent {agent_step[0]}; flow active {consumer.flow_active}, rebalancing {app.rebalancing}, "
+                f"accepting {sorted(accepting)}, agent queue {agent_queue[0].qsize() if agent_queue else -1}, "
+                f"unacked {len(consumer._unacked_messages)}; " + "; ".join(parts))
+
+    async def restart_idle_fetch(owned: dict, stalled: set[int]) -> None:
+        """A partition whose messages stopped reaching an idle agent outside any rebalance, though
+        the broker has more (seen twice in 60-kill chaos runs after a rebalance during recovery):
+        resume it in Faust and seek it to the next batch to apply. Safe whatever the cause: the
+        agent applies a partition strictly from `next_offset` on and drops what it has seen."""
+        if not stalled or agent_step[0] != AGENT_IDLE or app.rebalancing or not app.consumer.flow_active:
+            return
+        now = time.monotonic()
+        for partition in sorted(stalled):
+            tp = owned.get(partition)
+            if tp is None or partition not in accepting or now - fetch_restarted.get(partition, -math.inf) < FETCH_RESTART_SECONDS:
+                continue
+            fetch_restarted[partition] = now
+            offset = next_offset[partition]
+            log.error("second stage: restarting the fetch of partition %d at batch %d", partition, offset)
+            app.consumer.resume_partitions({tp})
+            await app.consumer.seek(tp, offset)
+            health.fetch_restarts += 1
 
     probe_state: dict = {"clients": None}
 
@@ -798,7 +842,7 @@ def create_app(config: Config) -> SimpleNamespace:
         batches_topic=batches_topic, dead_letter_topic=dead_letter_topic, intervals_topic=intervals_topic, aligner=aligner,
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
         complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
-        next_offset=next_offset, check_aggregate_progress=check_aggregate_progress,
+        next_offset=next_offset, check_aggregate_progress=check_aggregate_progress, agent_step=agent_step,
     )
 
 

@@ -15,7 +15,6 @@ from callpulse.app import create_app
 from callpulse.config import load_config
 from faust.types import TP
 from helpers import call, event
-from prometheus_client import generate_latest
 
 
 def delivery(error: Exception | None = None) -> asyncio.Future:
@@ -183,42 +182,48 @@ async def test_a_stalled_second_stage_is_logged_once_with_what_its_agent_is_doin
     assert len(logged) == 1 and "on partition(s) [0]: agent not started" in logged[0], logged
 
 
-async def test_a_partition_whose_messages_stopped_reaching_the_idle_agent_has_its_fetch_restarted(
+async def test_a_worker_whose_idle_agent_gets_no_message_of_a_stalled_partition_for_a_minute_stops(
         pipeline, monkeypatch, caplog):
     """Seen twice in 60-kill chaos runs: after a rebalance during recovery, no batch message of a
     partition reached the idle agent although the broker had more, and the worker stayed frozen.
-    The partition is resumed in Faust and sought to the next batch to apply, at most once a
-    minute; not while the agent is busy elsewhere, in a rebalance, or for a partition whose
-    recovery is not complete."""
+    After FETCH_FROZEN_SECONDS of that (outside a rebalance, the broker answering, the partition
+    recovered) the worker stops, naming the partitions and what Faust and aiokafka held, so that
+    the partition is read again from its committed offset. Not within the minute (the agent notes
+    every message it gets of each partition, applied or dropped), nor while the agent is busy, nor
+    during a broker outage, nor for a partition whose recovery is not complete."""
+    import callpulse.app
     from callpulse.app import AGENT_IDLE
 
+    crash = pipeline.app.crash = AsyncMock()
+    clock = [1000.0]
+    monkeypatch.setattr(callpulse.app.time, "monotonic", lambda: clock[0])
     batches_tp = TP(pipeline.batches_topic.get_topic_name(), 0)
     other_tp = TP(pipeline.batches_topic.get_topic_name(), 1)
     consumer = pipeline.app.consumer
     monkeypatch.setattr(consumer, "assignment", lambda: {batches_tp, other_tp})
     monkeypatch.setattr(consumer, "highwater", lambda tp: 9)
     monkeypatch.setattr(pipeline.watch, "stalled", lambda: {"route": [], "aggregate": [0, 1]})
-    sought = []
-
-    async def seek(tp, offset):
-        sought.append((tp.partition, offset))
-
-    monkeypatch.setattr(consumer, "seek", seek)
-    consumer.pause_partitions({batches_tp, other_tp})  # one way messages stop coming
-    pipeline.next_offset[0] = 4
+    pipeline.last_delivery[0] = clock[0]  # as resume_models sets it: partition 0 accepting from now on
+    assert 1 not in pipeline.accepting  # partition 1's recovery is not complete: never judged
+    pipeline.agent_step[0] = AGENT_IDLE
+    clock[0] += 59
+    await pipeline.check_aggregate_progress()
+    assert not crash.called, "within the minute"
+    clock[0] += 2
     pipeline.agent_step[0] = "waiting for 2 write(s) to reach the broker"
     await pipeline.check_aggregate_progress()
-    assert sought == [], "a busy agent is not idle for want of messages"
+    assert not crash.called, "a busy agent is not idle for want of messages"
     pipeline.agent_step[0] = AGENT_IDLE
-    with caplog.at_level("ERROR", logger="callpulse"):
+    pipeline.watch.unanswered_since = clock[0] - 10
+    await pipeline.check_aggregate_progress()
+    assert not crash.called, "the broker does not answer: an outage, reported as such"
+    pipeline.watch.unanswered_since = None
+    with caplog.at_level("CRITICAL", logger="callpulse"):
         await pipeline.check_aggregate_progress()
-        await pipeline.check_aggregate_progress()  # within the minute: not again
-    assert sought == [(0, 4)], "partition 1's recovery is not complete: left alone"
-    assert batches_tp not in consumer._paused_partitions and other_tp in consumer._paused_partitions
-    assert pipeline.health.fetch_restarts == 1
-    logged = [r.getMessage() for r in caplog.records]
-    assert any("restarting the fetch of partition 0 at batch 4" in m for m in logged), logged
-    assert b"callcenter_batch_fetch_restarts_total 1.0" in generate_latest(pipeline.registry)
+    assert crash.call_count == 1
+    stopped = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(stopped) == 1 and "no batch message of partition(s) [0] reached the agent for 60 s" in stopped[0]
+    assert "p0: faust" in stopped[0] and "read offset" in stopped[0], stopped
 
 
 async def test_aggregate_leaves_batches_of_partitions_still_recovering_alone(pipeline, monkeypatch):

@@ -56,7 +56,6 @@ class PipelineHealth:
         self.late = 0
         self.lag = Histogram(LAG_BUCKETS)
         self.partitions_held = 0  # input partitions the first stage has paused (align.py)
-        self.fetch_restarts = 0  # stalled second-stage partitions whose fetch was restarted (app.py)
 
     def count_valid(self, valid: Iterable[ev.Valid]) -> None:
         for e in valid:
@@ -395,6 +394,4 @@ class QueueCollector(Collector):
         _histogram(lag, [], h.lag)
         held = _gauge("input_partitions_held", "Partitions of the events topic this worker's first stage has paused because their events are more than half the lateness ahead, in event time, of the slowest partition with unread records (see the README, 'Replays and backlogs').", [])
         held.add_metric([], h.partitions_held)
-        restarts = _counter("batch_fetch_restarts", "Times this worker's second stage restarted the fetch of a batches partition (resumed it and sought it to the next batch to apply) because no message reached its idle agent for 30 s outside a rebalance while the broker held more. Each restart is also logged as an error with what Faust and aiokafka held for the partition.", [])
-        restarts.add_metric([], h.fetch_restarts)
-        yield from (events, rejected, applied, duplicates, late, last, lag, held, restarts)
+        yield from (events, rejected, applied, duplicates, late, last, lag, held)

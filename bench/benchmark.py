@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "streams")]
 
-from callpulse.broker import EmbeddedBroker, free_port  # noqa: E402
-from callpulse.cli import create_topics  # noqa: E402
+from callpulse.tools.broker import EmbeddedBroker, free_port  # noqa: E402
+from callpulse.pipeline.topics import create_topics  # noqa: E402
 from callpulse.config import load_config  # noqa: E402
-from callpulse.simulator import event_time, simulate  # noqa: E402
+from callpulse.tools.simulator import event_time, simulate  # noqa: E402
 
 LOGS = ROOT / "var" / "bench"
 
@@ -62,7 +62,7 @@ async def produce(bootstrap: str, topic: str, values) -> int:
     await producer.start()
     n = 0
     try:
-        for n, (key, value) in enumerate(values, 1):
+        for n, (key, value) in enumerate(values, 1):  # noqa: B007 (n: the count, returned)
             await producer.send(topic, value, key=key)
         await producer.flush()
     finally:
@@ -109,7 +109,7 @@ def throughput_run(broker: EmbeddedBroker, n_events: int, run: int) -> dict:
     start = time.time() - 3600
     for _ in range(10):
         last = None
-        for last in generate(start):
+        for last in generate(start):  # noqa: B007 (last: the final event)
             pass
         overshoot = event_time(last) - (time.time() - 60)
         if overshoot <= 0:

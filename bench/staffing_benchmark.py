@@ -26,14 +26,14 @@ sys.path[:0] = [str(ROOT / "streams")]
 import orjson  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from callpulse import model as model_module  # noqa: E402
-from callpulse import state as state_module  # noqa: E402
+from callpulse.kpi import model as model_module  # noqa: E402
+from callpulse.pipeline import state as state_module  # noqa: E402
 from callpulse.config import load_config  # noqa: E402
-from callpulse.erlang import agents_required  # noqa: E402
-from callpulse.exporter import PipelineHealth, QueueCollector  # noqa: E402
+from callpulse.kpi.erlang import agents_required  # noqa: E402
+from callpulse.export.metrics import PipelineHealth, QueueCollector  # noqa: E402
 from callpulse.events import format_time  # noqa: E402
-from callpulse.staffing import _model_numbers, staffing_view  # noqa: E402
-from callpulse.state import QueueStates, StreamClock  # noqa: E402
+from callpulse.kpi.staffing import _model_numbers, staffing_view  # noqa: E402
+from callpulse.pipeline.state import QueueStates, StreamClock  # noqa: E402
 
 LOADS = (2.0, 18.0, 100.0, 360.0, 1600.0)  # Erlangs
 AHT, PATIENCE = 180.0, 120.0
@@ -66,8 +66,8 @@ def bench_erlang(repeat: int) -> None:
     print("1. agents_required (target 80 % in 20 s), median per call")
     for erlangs in LOADS:
         rate = erlangs / AHT
-        c = median_seconds(lambda: agents_required(rate, AHT, 20, 0.8), repeat, 50)
-        a = median_seconds(lambda: agents_required(rate, AHT, 20, 0.8, patience=PATIENCE), repeat, 50)
+        c = median_seconds(lambda rate=rate: agents_required(rate, AHT, 20, 0.8), repeat, 50)
+        a = median_seconds(lambda rate=rate: agents_required(rate, AHT, 20, 0.8, patience=PATIENCE), repeat, 50)
         n = agents_required(rate, AHT, 20, 0.8).agents
         print(f"   {erlangs:7.0f} Erlangs ({n:5d} agents): Erlang C {c * 1e6:8.1f} µs, Erlang A {a * 1e6:8.1f} µs")
 
@@ -78,7 +78,7 @@ def bench_view(repeat: int) -> None:
         windows = windows_for(erlangs)
         staffed = round(erlangs) + 2
         agents = {"available": 2, "on_call": staffed - 2, "wrap_up": 0}
-        t = median_seconds(lambda: (_model_numbers.cache_clear(), staffing_view(windows, agents, {"10": 0.7, "20": 0.8})),
+        t = median_seconds(lambda windows=windows, agents=agents: (_model_numbers.cache_clear(), staffing_view(windows, agents, {"10": 0.7, "20": 0.8})),
                            repeat, 20)  # not from the cache: new inputs every time
         print(f"   {erlangs:7.0f} Erlangs: {t * 1e3:6.2f} ms; 1,000 such queues: {t * 1e3:6.2f} s per evaluation")
 

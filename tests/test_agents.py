@@ -11,7 +11,7 @@ from unittest.mock import AsyncMock
 import orjson
 import pytest
 from callpulse import events as ev
-from callpulse.app import create_app
+from callpulse.pipeline.app import create_app
 from callpulse.config import load_config
 from faust.types import TP
 from helpers import call, event
@@ -89,7 +89,7 @@ async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pip
 
 async def test_the_fetch_wait_patch_still_applies():
     """Faust hard-codes fetch_max_wait_ms=1500; app.py patches the consumer factory (see there)."""
-    from callpulse.app import FETCH_MAX_WAIT_MS
+    from callpulse.pipeline.app import FETCH_MAX_WAIT_MS
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     assert getattr(AIOKafkaConsumerThread._create_worker_consumer, "callpulse_patched", False)
@@ -191,12 +191,12 @@ async def test_a_worker_whose_idle_agent_gets_no_message_of_a_stalled_partition_
     the partition is read again from its committed offset. Not within the minute (the agent notes
     every message it gets of each partition, applied or dropped), nor while the agent is busy, nor
     during a broker outage, nor for a partition whose recovery is not complete."""
-    import callpulse.app
-    from callpulse.app import AGENT_IDLE
+    import callpulse.pipeline.app
+    from callpulse.pipeline.app import AGENT_IDLE
 
     crash = pipeline.app.crash = AsyncMock()
     clock = [1000.0]
-    monkeypatch.setattr(callpulse.app.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(callpulse.pipeline.app.time, "monotonic", lambda: clock[0])
     batches_tp = TP(pipeline.batches_topic.get_topic_name(), 0)
     other_tp = TP(pipeline.batches_topic.get_topic_name(), 1)
     consumer = pipeline.app.consumer
@@ -255,9 +255,9 @@ async def test_aggregate_applies_a_partition_in_offset_order_and_stops_on_a_last
     AHEAD_OF_SEEK_TIMEOUT_SECONDS, messages were lost on the way: the worker stops, and its
     successor reads the partition again from the committed offset. Applied out of order, a later
     batch would make the model skip the earlier one for good."""
-    import callpulse.app
+    import callpulse.pipeline.app
 
-    monkeypatch.setattr(callpulse.app, "AHEAD_OF_SEEK_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(callpulse.pipeline.app, "AHEAD_OF_SEEK_TIMEOUT_SECONDS", 0.5)
     crash = pipeline.app.crash = AsyncMock()
     now = time.time()
 

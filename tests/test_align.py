@@ -2,7 +2,7 @@
 
 import math
 
-from callpulse.align import EventTimeAligner, SharedProgress, encode_report
+from callpulse.pipeline.align import EventTimeAligner, SharedProgress, encode_report
 from callpulse.events import Valid
 
 

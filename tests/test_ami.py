@@ -14,7 +14,7 @@ from ami_server import (Call, Drop, Member, ScriptedAmi, abandon, agent_called, 
                         join, leave, member_event, ring_no_answer, varset)
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time, queues_of
-from callpulse.model import QueueModel
+from callpulse.kpi.model import QueueModel
 from callpulse.sources import Skips
 from callpulse.sources.ami import (AmiAuthError, AmiMapper, AmiParser, AmiSource, AmiStream, backoff_delay,
                                    parse_capture)
@@ -351,7 +351,8 @@ async def test_a_call_already_waiting_at_login_comes_from_queue_status_with_its_
     async with ami_server([join(T0 - 30, "IT", C0)] + tail, members=members, clock=T0 - 31,
                           paused={("IT", "bob"): "training"}) as server:
         live = await run(ami_source(server), reached(70))
-    call_ids = lambda events: {e["type"]: e["event_id"] for e in events if e.get("call_id") == C0.uniqueid}
+    def call_ids(events):
+        return {e["type"]: e["event_id"] for e in events if e.get("call_id") == C0.uniqueid}
     assert call_ids(synced) == call_ids(live)
     assert set(call_ids(live)) == {"call.offered", "call.ringing", "call.answered", "call.ended"}
 
@@ -396,7 +397,8 @@ async def test_a_call_that_joined_while_disconnected_comes_from_the_snapshot_wit
         resynced = await run(ami_source(server), reached(60))
     assert_valid(resynced)
     assert [e["event_id"] for e in resynced] == [e["event_id"] for e in live]
-    offered = lambda events: next(e for e in events if e["type"] == "call.offered" and e["call_id"] == C2.uniqueid)
+    def offered(events):
+        return next(e for e in events if e["type"] == "call.offered" and e["call_id"] == C2.uniqueid)
     # At the reconnect the server clock says 5.5 s and Wait (whole seconds) is 2: offered at 3.5 s.
     assert parse_time(offered(live)["time"]) == T0 + 3
     assert parse_time(offered(resynced)["time"]) == T0 + 3.5

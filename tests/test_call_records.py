@@ -20,7 +20,7 @@ import pytest
 
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time
-from callpulse.model import QueueModel
+from callpulse.kpi.model import QueueModel
 from callpulse.sources.call_records import (
     IVR_OUT_OF_ORDER,
     UNKNOWN_AGENT,

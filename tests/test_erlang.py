@@ -13,8 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from callpulse import erlang as erlang_module
-from callpulse.erlang import (
+from callpulse.kpi import erlang as erlang_module
+from callpulse.kpi.erlang import (
     MAX_AGENTS,
     NoStaffing,
     Projection,

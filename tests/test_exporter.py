@@ -3,10 +3,10 @@ containment of one queue's failing part (issue 13)."""
 
 from dataclasses import replace
 
-import callpulse.model as model_module
+import callpulse.kpi.model as model_module
 from callpulse.config import load_config
-from callpulse.exporter import PipelineHealth, QueueCollector
-from callpulse.model import QueueModel
+from callpulse.export.metrics import PipelineHealth, QueueCollector
+from callpulse.kpi.model import QueueModel
 from helpers import call, epoch, event
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,7 +45,8 @@ def registry_for(now: float, **overrides) -> CollectorRegistry:
 
 def test_config_gauges_at_their_defaults():
     r = registry_for(T0 + 10)
-    get = lambda name, **labels: r.get_sample_value(f"callcenter_{name}", {"queue": "sales", **labels})
+    def get(name, **labels):
+        return r.get_sample_value(f"callcenter_{name}", {"queue": "sales", **labels})
     assert get("queue_open") == 1.0
     assert get("calls_waiting_limit") == 10.0
     assert get("oldest_call_wait_limit_seconds") == 120.0
@@ -74,14 +75,15 @@ def test_closed_queue_reports_zero_and_a_limit_of_zero_is_not_exported():
 
 def test_not_ready_agents_by_reason():
     r = registry_for(T0 + 10)
-    get = lambda reason: r.get_sample_value("callcenter_agents_not_ready", {"queue": "sales", "reason": reason})
+    def get(reason):
+        return r.get_sample_value("callcenter_agents_not_ready", {"queue": "sales", "reason": reason})
     assert get("lunch") == 2.0
     assert get("login") == 1.0  # logged in, not yet ready
     assert r.get_sample_value("callcenter_agents", {"queue": "sales", "state": "not_ready"}) == 3.0
 
 
 def test_not_ready_reasons_are_capped():
-    from callpulse.model import MAX_NOT_READY_REASONS, _top_reasons
+    from callpulse.kpi.model import MAX_NOT_READY_REASONS, _top_reasons
 
     counts = {f"r{i:02d}": i + 1 for i in range(30)}  # r29 has 30 agents, r00 one
     top = _top_reasons(counts)

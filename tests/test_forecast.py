@@ -12,10 +12,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.config import load_config
-from callpulse.exporter import PipelineHealth, QueueCollector
-from callpulse.forecast import MIN_TO_DATE_CALLS, ForecastError, ForecastFile, compare, parse_forecast, read_forecast
-from callpulse.model import QueueModel
-from callpulse.state import QueueStates, StreamClock
+from callpulse.export.metrics import PipelineHealth, QueueCollector
+from callpulse.kpi.forecast import MIN_TO_DATE_CALLS, ForecastError, ForecastFile, compare, parse_forecast, read_forecast
+from callpulse.kpi.model import QueueModel
+from callpulse.pipeline.state import QueueStates, StreamClock
 
 from helpers import call, epoch, event
 

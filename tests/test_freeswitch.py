@@ -16,7 +16,7 @@ import pytest
 
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time
-from callpulse.model import QueueModel
+from callpulse.kpi.model import QueueModel
 from callpulse.sources import Skips
 from callpulse.sources.freeswitch import (
     CallcenterMapper,

@@ -23,8 +23,8 @@ import orjson
 import pytest
 from callpulse import events as ev
 from callpulse.config import load_config
-from callpulse.model import APPLIED, DUPLICATE
-from callpulse.state import QueueStates
+from callpulse.kpi.model import APPLIED, DUPLICATE
+from callpulse.pipeline.state import QueueStates
 from helpers import event, raw
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

@@ -1,4 +1,4 @@
-"""Business hours (callpulse.hours) and their config keys: local time, overnight spans, holidays."""
+"""Business hours (callpulse.kpi.hours) and their config keys: local time, overnight spans, holidays."""
 
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callpulse.config import ConfigError, load_config
-from callpulse.hours import ALWAYS_OPEN, is_open, opened_at, parse_open_hours
+from callpulse.kpi.hours import ALWAYS_OPEN, is_open, opened_at, parse_open_hours
 
 
 def at(text: str, zone: str) -> float:

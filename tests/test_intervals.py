@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from callpulse.config import ConfigError, load_config
-from callpulse.intervals import MAX_QUIET_SECONDS, interval_bounds, local_iso
-from callpulse.model import QueueModel
+from callpulse.kpi.intervals import MAX_QUIET_SECONDS, interval_bounds, local_iso
+from callpulse.kpi.model import QueueModel
 
 from helpers import call, epoch, event
 

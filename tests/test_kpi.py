@@ -2,7 +2,7 @@
 
 import pytest
 
-from callpulse import kpi
+from callpulse.kpi import formulas as kpi
 
 ICMI = dict(answered=1000, answered_within=860, abandoned=60, abandoned_within=20, short_abandoned=10, flowed_out=0)
 # The KPI reference quotes the ICMI example to one decimal of a percent.

@@ -6,7 +6,7 @@ from dataclasses import replace
 import orjson
 import pytest
 from callpulse.config import load_config
-from callpulse.model import APPLIED, DUPLICATE, LATE, TOO_LATE, WINDOWS, QueueModel
+from callpulse.kpi.model import APPLIED, DUPLICATE, LATE, TOO_LATE, WINDOWS, QueueModel
 from helpers import call, epoch, event
 
 T0 = epoch("2026-11-23T09:00:00Z")
@@ -99,7 +99,8 @@ def test_a_conversation_end_before_its_answer_still_counts():
 
 def test_agent_states_and_occupancy():
     m = make_model()
-    s = lambda t, state, **kw: event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state, **kw)
+    def s(t, state, **kw):
+        return event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state, **kw)
     feed(m, [event("agent.logged_in", T0 - 10, agent_id="a1", queues=["sales"]),
              s(T0, "available"), s(T0 + 8, "on_call"), s(T0 + 128, "wrap_up"), s(T0 + 148, "available"),
              event("agent.logged_in", T0, agent_id="a2", queues=["sales"]),
@@ -221,7 +222,8 @@ def _comparable(view):
 
 def test_occupancy_of_long_states_is_cut_at_the_window_edge():
     m = make_model()
-    s = lambda t, state: event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state)
+    def s(t, state):
+        return event("agent.state_changed", t, agent_id="a1", queues=["sales"], state=state)
     feed(m, [s(T0, "available"), s(T0 + 1000, "on_call"), s(T0 + 1100, "wrap_up")])
     w = m.read(T0 + 1100.5)["windows"]["5m"]  # seconds T0+801 .. T0+1100
     # available 801..1000 = 199 s, on_call 1000..1100 = 100 s, wrap-up still open: 0.5 s
@@ -274,7 +276,7 @@ def staffed_model(name: str) -> QueueModel:
 
 
 def test_a_failing_staffing_leaves_it_out_of_the_read_and_the_rest_in(monkeypatch, caplog):
-    import callpulse.model as model_module
+    import callpulse.kpi.model as model_module
 
     m = staffed_model("read-staffing")
     before = m.read(T0 + 600)
@@ -298,7 +300,7 @@ def test_a_failing_staffing_leaves_it_out_of_the_read_and_the_rest_in(monkeypatc
 
 
 def test_failing_windows_leave_out_windows_and_staffing_only(monkeypatch):
-    import callpulse.model as model_module
+    import callpulse.kpi.model as model_module
 
     m = staffed_model("read-windows")
     counted = dict(model_module.EXPORT_ERRORS.counts)
@@ -316,8 +318,8 @@ def test_failing_windows_leave_out_windows_and_staffing_only(monkeypatch):
 
 def test_read_all_gives_every_queue_when_one_queues_staffing_fails(monkeypatch):
     """QueueStates.read_all() is what /api/queues and the wallboard read."""
-    import callpulse.model as model_module
-    from callpulse.state import QueueStates
+    import callpulse.kpi.model as model_module
+    from callpulse.pipeline.state import QueueStates
 
     states = QueueStates(load_config(None, {}))
     for p, name in enumerate(("api-broken", "api-fine")):

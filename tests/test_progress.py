@@ -1,6 +1,6 @@
 """ProgressWatch: when a stage counts as stalled, and when the broker lost data."""
 
-from callpulse.progress import ProgressCollector, ProgressWatch
+from callpulse.pipeline.progress import ProgressCollector, ProgressWatch
 from prometheus_client import CollectorRegistry, generate_latest
 
 

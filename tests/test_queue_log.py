@@ -18,7 +18,7 @@ import pytest
 
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time, queues_of
-from callpulse.model import TOO_LATE, QueueModel
+from callpulse.kpi.model import TOO_LATE, QueueModel
 from callpulse.sources import event_id
 from callpulse.sources.queue_log import (
     MalformedLine,

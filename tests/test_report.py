@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from callpulse.config import load_config
-from callpulse.model import QueueModel
-from callpulse.replay import Progress, detect_format, schedule
-from callpulse.report import csv_columns, csv_row, select, write_csv
+from callpulse.kpi.model import QueueModel
+from callpulse.tools.replay import Progress, detect_format, schedule
+from callpulse.tools.report import csv_columns, csv_row, select, write_csv
 
 from helpers import call, epoch, event
 
@@ -104,7 +104,7 @@ def test_schedule_paces_at_n_times_real_time():
 
 
 def test_a_late_preliminary_record_never_replaces_the_final_one():
-    from callpulse.report import _keep
+    from callpulse.tools.report import _keep
 
     latest: dict = {}
     _keep(latest, b"k", b'{"final": false, "offered": 1}')

@@ -1,4 +1,4 @@
-"""Tests for callpulse.simulator: contract conformance, determinism, ordering, call and agent
+"""Tests for callpulse.tools.simulator: contract conformance, determinism, ordering, call and agent
 lifecycles, and the service-level behaviour of the scenarios."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    from callpulse import simulator as sim
+    from callpulse.tools import simulator as sim
 except ModuleNotFoundError:  # not pip-installed: use the source tree
     sys.path.insert(0, str(ROOT / "streams"))
-    from callpulse import simulator as sim
+    from callpulse.tools import simulator as sim
 
 SCHEMA_PATH = ROOT / "schemas" / "event-v1.schema.json"
 START = sim.DEFAULT_START  # 2026-11-23 09:00 UTC
@@ -597,8 +597,9 @@ def test_surge_can_be_moved_for_a_drill():
     start = sim.DEFAULT_START
     moved = list(sim.simulate("surge", seed=3, start=start, duration_seconds=900, surge_start=120, surge_duration=180))
     default = list(sim.simulate("surge", seed=3, start=start, duration_seconds=900))
-    offered = lambda evs, lo, hi: sum(1 for e in evs if e["type"] == "call.offered" and e["queue"] == "support"
-                                      and lo <= sim.event_time(e) - start < hi)
+    def offered(evs, lo, hi):
+        return sum(1 for e in evs if e["type"] == "call.offered" and e["queue"] == "support"
+                   and lo <= sim.event_time(e) - start < hi)
     # The moved surge triples support's arrivals in [120, 300); the default one starts at 600.
     assert offered(moved, 120, 300) > 2 * offered(default, 120, 300)
     assert offered(moved, 600, 900) < offered(default, 600, 900)
@@ -673,7 +674,7 @@ def test_steady_events_follow_the_contract_and_the_lifecycle():
 
 
 def test_steady_is_the_m_m_c_m_queue_of_its_inputs():
-    from callpulse.erlang import erlang_a
+    from callpulse.kpi.erlang import erlang_a
 
     events = steady_run(2, 20 * HOUR)
     rate, aht, agents, patience = 5040 / 3600, 6.0, 9, 12.0
@@ -744,7 +745,7 @@ def test_steady_options():
 
 
 def test_steady_defaults_are_described_right():
-    from callpulse.erlang import agents_required
+    from callpulse.kpi.erlang import agents_required
 
     p = sim.SCENARIO_PARAMS["steady"]
     rate = p.calls_per_hour / 3600
@@ -772,8 +773,8 @@ def test_the_planning_forecast_is_what_the_simulator_sends():
     from collections import Counter
 
     from callpulse.config import load_config
-    from callpulse.forecast import parse_forecast
-    from callpulse.simulator import QUEUES, planning_forecast, simulate
+    from callpulse.kpi.forecast import parse_forecast
+    from callpulse.tools.simulator import QUEUES, planning_forecast, simulate
 
     day = float(calendar.timegm((2026, 11, 23, 0, 0, 0)))
     forecast = parse_forecast(planning_forecast(day), load_config(None, {}))

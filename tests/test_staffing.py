@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 from callpulse.config import load_config
-from callpulse.model import QueueModel
-from callpulse.staffing import MIN_ABANDONED, live_inputs
+from callpulse.kpi.model import QueueModel
+from callpulse.kpi.staffing import MIN_ABANDONED, live_inputs
 from helpers import call, epoch, event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,8 +48,8 @@ def test_too_few_observations_are_unknown_not_made_up():
 
 
 def test_staffing_view_is_the_erlang_answer_for_the_live_inputs_and_staffing():
-    from callpulse.erlang import agents_required, erlang_a, erlang_c
-    from callpulse.staffing import staffing_view
+    from callpulse.kpi.erlang import agents_required, erlang_a, erlang_c
+    from callpulse.kpi.staffing import staffing_view
 
     windows = {
         "15m": {"offered": 90, "handled": 0, "abandoned": 0, "seconds": {}},
@@ -76,8 +76,8 @@ def test_staffing_view_is_the_erlang_answer_for_the_live_inputs_and_staffing():
 
 
 def test_exported_as_gauges_with_a_model_label():
-    from callpulse.exporter import PipelineHealth, QueueCollector
-    from callpulse.state import QueueStates
+    from callpulse.export.metrics import PipelineHealth, QueueCollector
+    from callpulse.pipeline.state import QueueStates
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
@@ -109,7 +109,7 @@ def test_exported_as_gauges_with_a_model_label():
 
 
 def test_agents_short_is_the_binding_threshold_by_erlang_a_when_known():
-    from callpulse.staffing import agents_short
+    from callpulse.kpi.staffing import agents_short
 
     models = {"erlang_c": {"gap": {"10": 3, "20": 1}}, "erlang_a": {"gap": {"10": 2, "20": -1}}}
     assert agents_short(models) == (2, "erlang_a")
@@ -120,7 +120,7 @@ def test_agents_short_is_the_binding_threshold_by_erlang_a_when_known():
 
 
 def test_understaffed_since_starts_lasts_and_ends():
-    from callpulse.staffing import understaffed_since
+    from callpulse.kpi.staffing import understaffed_since
 
     assert understaffed_since(None, 3, 2, 100.0) == 100.0  # a run starts
     assert understaffed_since(100.0, 2, 2, 160.0) == 100.0  # at the limit: still short
@@ -181,7 +181,7 @@ def test_understaffed_seconds_count_only_while_open():
 
 
 def test_a_target_of_one_and_zero_second_inputs_leave_the_numbers_unknown_not_the_scrape_broken():
-    from callpulse.staffing import staffing_view
+    from callpulse.kpi.staffing import staffing_view
 
     windows = {
         "15m": {"offered": 90, "handled": 0, "abandoned": 0, "seconds": {}},
@@ -219,7 +219,7 @@ SECONDS = st.one_of(st.just(0.0), st.floats(0, 1e3), st.floats(1e3, 1e12), st.sa
                                st.one_of(st.floats(0.01, 0.999), st.just(1.0)), min_size=1, max_size=3))
 def test_fuzz_staffing_view_never_raises_and_its_numbers_are_in_range(offered, handled, abandoned, seconds, agents,
                                                                       targets):
-    from callpulse.staffing import staffing_view
+    from callpulse.kpi.staffing import staffing_view
 
     windows = {"15m": {"offered": offered, "handled": 0, "abandoned": 0, "seconds": {}},
                "1h": {"offered": offered, "handled": handled, "abandoned": abandoned, "seconds": seconds}}
@@ -240,7 +240,7 @@ def test_fuzz_staffing_view_never_raises_and_its_numbers_are_in_range(offered, h
 
 def test_many_agents_at_a_small_load_staff_one_and_project_no_wait():
     """Issue 13 in the staffing view: 200 agents for 5 calls in 15 minutes of 10 s each."""
-    from callpulse.staffing import staffing_view
+    from callpulse.kpi.staffing import staffing_view
 
     windows = {"15m": {"offered": 5, "handled": 0, "abandoned": 0, "seconds": {}},
                "1h": {"offered": 5, "handled": 5, "abandoned": 5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from callpulse.config import load_config
-from callpulse.state import QueueStates, StreamClock
+from callpulse.pipeline.state import QueueStates, StreamClock
 from helpers import call, epoch, event
 
 T0 = epoch("2026-11-23T09:00:00Z")
@@ -165,7 +165,7 @@ def test_agent_event_and_unmatched_outcome_in_a_batch():
 
 
 def test_a_busy_queue_is_snapshotted_by_event_count_too(monkeypatch):
-    import callpulse.state as state_module
+    import callpulse.pipeline.state as state_module
 
     monkeypatch.setattr(state_module, "SNAPSHOT_EVERY_EVENTS", 20)
     wall = FakeWall(T0 + 2000)  # the wall clock never moves: only the event count can trigger
@@ -179,7 +179,7 @@ def test_a_busy_queue_is_snapshotted_by_event_count_too(monkeypatch):
 
 
 def test_obsolete_batch_records_are_deleted_a_few_per_batch(monkeypatch):
-    import callpulse.state as state_module
+    import callpulse.pipeline.state as state_module
 
     monkeypatch.setattr(state_module, "DELETIONS_PER_BATCH", 2)
     wall = FakeWall(T0 + 2000)
@@ -208,7 +208,7 @@ def test_obsolete_batch_records_are_deleted_a_few_per_batch(monkeypatch):
 def test_a_recovery_that_missed_the_newest_records_is_detected_and_rebuilt_again():
     """What `complete_recovery` relies on: the newest batch offset of a partition tells whether
     the table holds the last acknowledged batch, and a fuller set of records replaces the queues."""
-    from callpulse.state import record_offset
+    from callpulse.pipeline.state import record_offset
 
     wall = FakeWall(T0 + 1000)
     live, table = make_states(wall), {}
@@ -230,7 +230,7 @@ def test_a_recovery_that_missed_the_newest_records_is_detected_and_rebuilt_again
 
 
 def test_record_offset_of_a_snapshot_is_the_batch_it_covers():
-    from callpulse.state import record_offset
+    from callpulse.pipeline.state import record_offset
 
     wall = FakeWall(T0 + 1000)
     states, table = make_states(wall), {}

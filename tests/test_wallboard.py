@@ -1,4 +1,4 @@
-"""Tests for the terminal wallboard (callpulse.wallboard) with hand-made snapshots."""
+"""Tests for the terminal wallboard (callpulse.tools.wallboard) with hand-made snapshots."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "streams"))
 
-from callpulse import wallboard
-from callpulse.wallboard import fetch, render, run
+from callpulse.tools import wallboard
+from callpulse.tools.wallboard import fetch, render, run
 
 CLOCK = 1763890000.1
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

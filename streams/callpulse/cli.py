@@ -12,13 +12,14 @@ from pathlib import Path
 import orjson
 
 from .config import ConfigError, load_config
+from .kpi.forecast import ForecastError
 
 
 # ---- worker ------------------------------------------------------------------------------------
 
 def cmd_worker(args) -> int:
     """Run a Faust worker (two stages, web server with /metrics) against the configured Kafka."""
-    from .app import app
+    from .pipeline.app import app
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", args.loglevel]
     app.main()
@@ -27,68 +28,9 @@ def cmd_worker(args) -> int:
 
 # ---- topics ------------------------------------------------------------------------------------
 
-def topic_plan(config) -> dict[str, int]:
-    """Every topic the app uses, with its partition count (one count for all data topics)."""
-    from .app import changelog_topic_name, progress_topic_name
-
-    n = config.kafka.partitions
-    app_id = config.stream.app_id
-    return {
-        config.kafka.topic_events: n,
-        config.kafka.topic_batches: n,
-        config.kafka.topic_dead_letter: n,
-        config.kafka.topic_intervals: n,
-        changelog_topic_name(app_id): n,
-        f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
-        progress_topic_name(app_id): 1,  # the first stage's shared progress (align.py)
-    }
-
-
-async def partition_mismatches(admin, plan: dict[str, int]) -> list[tuple[str, int, int]]:
-    """(topic, partitions it has, partitions planned) of each existing planned topic that differs."""
-    out = []
-    for desc in await admin.describe_topics(list(plan)):
-        have = len(desc.get("partitions", []))
-        if have != plan[desc["topic"]]:
-            out.append((desc["topic"], have, plan[desc["topic"]]))
-    return out
-
-
-async def create_topics(config) -> list[str]:
-    """Create the app's topics explicitly; existing ones must have the planned partition count."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    from .app import changelog_topic_name, progress_topic_name
-
-    admin = AIOKafkaAdminClient(**config.kafka.client_kwargs())
-    await admin.start()
-    try:
-        plan = topic_plan(config)
-        existing = set(await admin.list_topics())
-        special = {
-            # the state table keeps the latest value per key
-            changelog_topic_name(config.stream.app_id): {"cleanup.policy": "compact"},
-            # an interval's latest record is the one that counts (it is re-sent after a takeover)
-            config.kafka.topic_intervals: {"cleanup.policy": "compact"},
-            # progress reports are useless after seconds (align.py): keep a minute of them
-            progress_topic_name(config.stream.app_id): {"retention.ms": "60000", "segment.ms": "60000"},
-        }
-        missing = [
-            NewTopic(name, n, config.kafka.replication_factor, topic_configs=special.get(name, {}))
-            for name, n in plan.items() if name not in existing
-        ]
-        if missing:
-            await admin.create_topics(missing)
-        problems = [f"{topic}: has {have} partitions, expected {want}"
-                    for topic, have, want in await partition_mismatches(admin, plan)]
-        if problems:
-            raise SystemExit("topic partition counts do not match the config (callpulse needs one count for all its topics):\n  " + "\n  ".join(problems))
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
-
-
 def cmd_topics(args) -> int:
+    from .pipeline.topics import create_topics, topic_plan
+
     config = load_config(args.config)
     created = asyncio.run(create_topics(config))
     for name, n in topic_plan(config).items():
@@ -101,15 +43,15 @@ def cmd_topics(args) -> int:
 async def publish(config, events, live: bool) -> int:
     """Send events to the events topic. Live: each event is sent when the wall clock reaches its
     time (events already in the past go at once); otherwise as fast as possible."""
-    from .publish import publish as send
-    from .simulator import event_time
+    from .pipeline.publish import publish as send
+    from .tools.simulator import event_time
 
     return await send(config, events, send_at=event_time if live else None)
 
 
 def shift_times(events, seconds: float):
     """The events with `time` moved by `seconds` (a whole number of milliseconds)."""
-    from .simulator import event_time, format_time
+    from .tools.simulator import event_time, format_time
 
     for event in events:
         event["time"] = format_time(event_time(event) + seconds)
@@ -117,7 +59,7 @@ def shift_times(events, seconds: float):
 
 
 def cmd_simulate(args) -> int:
-    from .simulator import simulate
+    from .tools.simulator import simulate
 
     config = load_config(args.config)
     now = time.time()
@@ -192,7 +134,7 @@ def cmd_validate(args) -> int:
 def cmd_replay(args) -> int:
     from aiokafka.errors import KafkaError
 
-    from .replay import replay
+    from .tools.replay import replay
 
     if args.speed is not None and args.speed <= 0:
         print("callpulse replay: --speed must be > 0 (leave it out for as fast as possible)", file=sys.stderr)
@@ -214,7 +156,7 @@ def cmd_report(args) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from .report import ReportError, run
+    from .tools.report import ReportError, run
 
     try:
         since = date.fromisoformat(args.since) if args.since else None
@@ -248,7 +190,7 @@ def run_live(config, source, what: str) -> int:
     import logging
     import signal
 
-    from .publish import publish_live
+    from .pipeline.publish import publish_live
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("callpulse")
@@ -289,7 +231,7 @@ def _secret_from_env(name: str, what: str) -> str:
 
 
 def cmd_follow(args) -> int:
-    from .replay import DEFAULT_SOURCE
+    from .tools.replay import DEFAULT_SOURCE
     from .sources.follow import QueueLogFollower
 
     config = load_config(args.config)
@@ -309,7 +251,7 @@ def _alias(text: str) -> tuple[str, str]:
 
 
 def cmd_ami(args) -> int:
-    from .replay import DEFAULT_SOURCE
+    from .tools.replay import DEFAULT_SOURCE
     from .sources.ami import AmiAuthError, AmiSource
 
     config = load_config(args.config)
@@ -324,7 +266,7 @@ def cmd_ami(args) -> int:
 
 
 def cmd_freeswitch(args) -> int:
-    from .replay import DEFAULT_SOURCE
+    from .tools.replay import DEFAULT_SOURCE
     from .sources.freeswitch import FreeswitchApiError, FreeswitchAuthError, FreeswitchSource
 
     config = load_config(args.config)
@@ -341,21 +283,21 @@ def cmd_freeswitch(args) -> int:
 # ---- wallboard and demo ------------------------------------------------------------------------
 
 def cmd_wallboard(args) -> int:
-    from .wallboard import run
+    from .tools.wallboard import run
 
     run(args.urls, window=args.window, interval=args.interval)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .replay import DEFAULT_SOURCE, FORMATS
-    from .simulator import SCENARIOS
+    from .tools.replay import DEFAULT_SOURCE, FORMATS
+    from .tools.simulator import SCENARIOS
 
     parser = argparse.ArgumentParser(prog="callpulse", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $CALLPULSE_CONFIG, else built-in defaults)")
@@ -475,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_config(args.config)  # fail early, naming the key
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, ForecastError) as exc:
         print(f"callpulse: config error: {exc}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from . import hours
+from .kpi import hours
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -634,7 +634,7 @@ class StreamConfig:
     data_dir: str = "var/callpulse"
     """Directory for local state; relative paths are relative to the working directory."""
     forecast_file: str | None = None
-    """Optional WFM forecast CSV (forecast.py) compared with the actual calls; reloaded when it
+    """Optional WFM forecast CSV (kpi/forecast.py) compared with the actual calls; reloaded when it
     changes. Relative paths are relative to the working directory."""
     dead_letter_mask_callers: bool = False
     """Mask caller numbers in the dead letters' original and detail (events.mask_callers_in);

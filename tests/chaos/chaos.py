@@ -37,10 +37,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
 
-from callpulse.broker import EmbeddedBroker, free_port
+from callpulse.tools.broker import EmbeddedBroker, free_port
 from callpulse.events import parse_time, unpack
-from callpulse.procs import spawn
-from callpulse.publish import event_key
+from callpulse.tools.procs import spawn
+from callpulse.pipeline.publish import event_key
 from harness import LOGS, Pipeline
 from helpers import iso
 
@@ -144,7 +144,7 @@ class Traffic:
             exp.count(queue, "talk_seconds", times[2], times[2] - times[1])
 
     async def _main(self) -> None:
-        from callpulse.publish import producer_for
+        from callpulse.pipeline.publish import producer_for
 
         producer = producer_for(self.config)
         await producer.start()
@@ -280,7 +280,7 @@ def interval_differences(pipeline: Pipeline, expected: Expected, lateness: float
     """Compare the final interval records of every interval its queue's watermark closed (it ended
     a lateness before the queue's last event: each queue's own, the tail of a run is sparse) with
     the counts produced in it. Returns (records compared, differences)."""
-    from callpulse.report import read_records
+    from callpulse.tools.report import read_records
 
     latest = {}
     for record in asyncio.run(read_records(pipeline.config)):

@@ -1,6 +1,6 @@
 """End-to-end fixtures: one Tansu broker per session, one isolated pipeline per test.
 
-Nothing these fixtures start outlives pytest: the processes are started with callpulse.procs.spawn
+Nothing these fixtures start outlives pytest: the processes are started with callpulse.tools.procs.spawn
 (killed by the kernel when pytest dies, even by SIGKILL, on Linux), and SIGTERM makes pytest stop
 like on Ctrl-C, so the teardowns below stop the workers and then the broker (SIGTERM, up to 10 s,
 then SIGKILL).
@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from callpulse.broker import EmbeddedBroker
-from callpulse.procs import terminate_as_interrupt
+from callpulse.tools.broker import EmbeddedBroker
+from callpulse.tools.procs import terminate_as_interrupt
 from harness import LOGS, Pipeline
 
 _names = itertools.count(1)

@@ -3,7 +3,7 @@
 One broker serves the whole session; every test gets its own app id (consumer group) and topics,
 so tests never see each other's data.
 
-Every process is started with callpulse.procs.spawn from pytest's main thread: in its own session,
+Every process is started with callpulse.tools.procs.spawn from pytest's main thread: in its own session,
 and on Linux killed by the kernel when pytest dies, even by SIGKILL. On SIGTERM pytest stops like on
 Ctrl-C (conftest.py), and the fixtures' teardown stops the workers, then the broker.
 """
@@ -22,10 +22,10 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from callpulse.broker import EmbeddedBroker, free_port
-from callpulse.cli import create_topics
+from callpulse.tools.broker import EmbeddedBroker, free_port
+from callpulse.pipeline.topics import create_topics
 from callpulse.config import load_config
-from callpulse.procs import spawn, stop_all
+from callpulse.tools.procs import spawn, stop_all
 
 LOGS = Path(__file__).resolve().parents[2] / "var" / "test-logs"
 
@@ -80,7 +80,7 @@ class Pipeline:
     def interval_records(self, predicate, timeout: float = 120.0) -> dict[tuple, dict]:
         """The latest interval record per (queue, minutes, start epoch), read with the report
         command's reader until `predicate(records)` holds (workers publish them as intervals close)."""
-        from callpulse.report import read_records
+        from callpulse.tools.report import read_records
 
         found: dict[tuple, dict] = {}
 
@@ -118,8 +118,8 @@ class Pipeline:
         import zlib
 
         from callpulse import events as ev
-        from callpulse.app import changelog_topic_name
-        from callpulse.state import SNAPSHOT, _split_record, split_key
+        from callpulse.pipeline.topics import changelog_topic_name
+        from callpulse.pipeline.state import SNAPSHOT, _split_record, split_key
 
         topic = changelog_topic_name(self.config.stream.app_id)
         latest = dict(asyncio.run(self._read(topic, expected=float("inf"), timeout=3.0)))

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from callpulse.broker import free_port, tansu_binary, wait_for_port
+from callpulse.tools.broker import free_port, tansu_binary, wait_for_port
 
 try:  # children the kernel ends when the test session dies, even by SIGKILL (Linux)
-    from callpulse.procs import spawn
-except ImportError:  # an older tree without callpulse.procs
+    from callpulse.tools.procs import spawn
+except ImportError:  # an older tree without callpulse.tools.procs
     spawn = subprocess.Popen
 
 

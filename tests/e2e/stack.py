@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from callpulse import simulator
-from callpulse.broker import free_port
-from callpulse.procs import spawn, stop
+from callpulse.tools import simulator
+from callpulse.tools.broker import free_port
+from callpulse.tools.procs import spawn, stop
 from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

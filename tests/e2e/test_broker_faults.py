@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from callpulse.broker import EmbeddedBroker, free_port
-from callpulse.procs import spawn
+from callpulse.tools.broker import EmbeddedBroker, free_port
+from callpulse.tools.procs import spawn
 from harness import LOGS, Pipeline, value, wait_for
 from helpers import call
 

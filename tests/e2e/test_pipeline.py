@@ -182,8 +182,8 @@ def test_sigkill_and_restart_loses_nothing_and_counts_nothing_twice(pipeline):
     worker.kill(signal.SIGKILL)  # mid-stream: some batches applied, offsets not yet committed
     pipeline.produce(events[half:])
     restarted = pipeline.start_worker()
-    got = wait_for(lambda: (s := restarted.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
-                   timeout=90, message="exact totals after the restart")
+    wait_for(lambda: (s := restarted.samples()) and all(totals(s, q) == expected[q] for q in queues) and s,
+             timeout=90, message="exact totals after the restart")
     time.sleep(3)  # and they stay exact (no late double counting)
     s = restarted.samples()
     assert {q: totals(s, q) for q in queues} == expected

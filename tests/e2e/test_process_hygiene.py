@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from callpulse.broker import free_port
+from callpulse.tools.broker import free_port
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux only")]
@@ -239,7 +239,7 @@ def test_a_killed_pytest_session_leaves_no_broker_or_worker_behind(tmp_path, sig
 def test_a_child_spawned_from_a_short_lived_thread_outlives_the_thread():
     """PDEATHSIG follows the forking *thread*: spawn from another thread forks in a long-lived one,
     so the child lives on after its caller's thread has ended (and still dies with the process)."""
-    from callpulse.procs import spawn, stop
+    from callpulse.tools.procs import spawn, stop
 
     result = []
     thread = threading.Thread(target=lambda: result.append(spawn(["sleep", "30"])))

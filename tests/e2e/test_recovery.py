@@ -14,8 +14,9 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from callpulse.app import changelog_topic_name, create_app
-from callpulse.state import QueueStates
+from callpulse.pipeline.topics import changelog_topic_name
+from callpulse.pipeline.app import create_app
+from callpulse.pipeline.state import QueueStates
 from faust.types import TP
 from helpers import call
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from callpulse.broker import free_port
+from callpulse.tools.broker import free_port
 from harness import LOGS, Pipeline, value, wait_for
 from helpers import call, event
 from secure_broker import SecureBroker, make_pki, require, spawn
@@ -253,7 +253,7 @@ def test_the_endpoints_enforce_what_the_tests_rely_on(brokers, pki):
     with pytest.raises(KafkaConnectionError):
         asyncio.run(list_topics(brokers["sasl"].bootstrap))
     # ... and `tansu user create` is refused, so credentials cannot be given to it.
-    from callpulse.broker import tansu_binary
+    from callpulse.tools.broker import tansu_binary
     created = subprocess.run([tansu_binary(), "user", "create", "--broker", f"tcp://{brokers['sasl'].bootstrap}",
                               "callpulse", PASSWORD, "--mechanism", "scram512"], capture_output=True, timeout=30,
                              check=False)
@@ -270,7 +270,7 @@ def test_sasl_settings_reach_aiokafka_unchanged(monkeypatch, pki, protocol, mech
     verification with the configured CA for SASL_SSL."""
     import ssl
 
-    import callpulse.app as app_module
+    import callpulse.pipeline.app as app_module
     import callpulse.config as config_module
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 

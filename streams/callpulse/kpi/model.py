@@ -25,12 +25,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from . import kpi
+from . import formulas
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
 from .staffing import staffing_view, understaffed_since
+from .windows import WINDOW_NAMES, WINDOWS
 
-WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("30m", 1800), ("1h", 3600))
-WINDOW_NAMES = tuple(name for name, _ in WINDOWS) + ("today",)
 FLOW_OUT_REASONS = ("timeout", "exit_key", "overflow", "callback", "transfer", "queue_full", "no_agents", "other")
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
 BUSY_STATES = frozenset(("on_call", "wrap_up"))
@@ -43,8 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Parts of a queue's exported numbers that are computed, and contained, separately: the label
 #: values of callcenter_export_errors_total{part}. model.read(): windows (rolling-window counts,
-#: service levels and rates), staffing; the collector (exporter.py): one per group of series;
-#: state.py's read_all(): forecast (the comparison with the forecast file) and read (a queue's
+#: service levels and rates), staffing; the collector (export/metrics.py): one per group of series;
+#: pipeline/state.py's read_all(): forecast (the comparison with the forecast file) and read (a queue's
 #: whole read).
 EXPORT_PARTS = ("read", "live", "totals", "windows", "config", "staffing", "forecast", "pipeline")
 
@@ -680,9 +679,9 @@ class QueueModel:
         view["answered_within"] = {threshold_key(t): c[f"answered_within:{threshold_key(t)}"] for t in self.thresholds}
         view["abandoned_within"] = {threshold_key(t): c[f"abandoned_within:{threshold_key(t)}"] for t in self.thresholds}
         by_formula = {}
-        for formula in kpi.FORMULA_TEXT:
+        for formula in formulas.FORMULA_TEXT:
             by_formula[formula] = {
-                threshold_key(t): kpi.service_level(
+                threshold_key(t): formulas.service_level(
                     formula,
                     answered=answered,
                     answered_within=view["answered_within"][threshold_key(t)],
@@ -695,14 +694,14 @@ class QueueModel:
             }
         view["service_level"] = by_formula[self.config.formula]
         view["service_level_by_formula"] = by_formula
-        view["answer_rate"] = kpi.ratio(answered, offered)
-        view["abandon_rate"] = kpi.ratio(abandoned, offered)
-        view["average_answer_wait_seconds"] = kpi.ratio(c["answer_wait_seconds"], answered)
-        view["average_abandon_wait_seconds"] = kpi.ratio(c["abandon_wait_seconds"], abandoned)
-        view["average_handle_seconds"] = kpi.average_handle_seconds(
+        view["answer_rate"] = formulas.ratio(answered, offered)
+        view["abandon_rate"] = formulas.ratio(abandoned, offered)
+        view["average_answer_wait_seconds"] = formulas.ratio(c["answer_wait_seconds"], answered)
+        view["average_abandon_wait_seconds"] = formulas.ratio(c["abandon_wait_seconds"], abandoned)
+        view["average_handle_seconds"] = formulas.average_handle_seconds(
             c["handled"], c["talk_seconds"], c["hold_seconds"], c["wrapup_seconds"]
         )
-        view["occupancy"] = kpi.occupancy(c["agent_busy_seconds"], c["agent_staffed_seconds"])
+        view["occupancy"] = formulas.occupancy(c["agent_busy_seconds"], c["agent_staffed_seconds"])
         view["seconds"] = {
             name: c[name]
             for name in ("answer_wait_seconds", "abandon_wait_seconds", "talk_seconds", "hold_seconds",

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from .config import ConfigError
 from .intervals import interval_bounds
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,9 @@ FORECAST_COLUMNS: dict[str, tuple[str, ...]] = {
 REQUIRED_COLUMNS = ("queue", "start", "offered")
 
 
-class ForecastError(ConfigError):
-    """An unusable forecast file; the message starts with `file:line`."""
+class ForecastError(ValueError):
+    """An unusable forecast file; the message starts with `file:line`. The command line reports it
+    as a configuration error (the file is named by `stream.forecast_file`)."""
 
 
 @dataclass(frozen=True)

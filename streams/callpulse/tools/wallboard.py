@@ -285,7 +285,7 @@ def render(
         cells += [_rjust(v, w) for v, (_, w) in zip(values, _FIXED_COLUMNS)]
         need, need_style = _need(queue)
         cells.append(_paint(_rjust(need, _FIXED_COLUMNS[-2][1]), need_style, color))
-        # calls offered today / forecast to date (forecast.py), when a forecast is loaded
+        # calls offered today / forecast to date (kpi/forecast.py), when a forecast is loaded
         day = _dict(_dict(queue.get("forecast")).get("day"))
         cells.append(_rjust(_fmt_pct(_pct(day.get("offered_vs_forecast"))), _FIXED_COLUMNS[-1][1]))
         lines.append(_GAP.join(cells))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .sources import Skips
+from ..sources import Skips
 
 FORMATS = ("queue_log", "anonymous_bank", "ami", "freeswitch")
 # The events' `source` when none is given. Event ids are derived from it, so the live adapter and
@@ -53,29 +53,29 @@ def load_events(path: Path, fmt: str, source: str | None = None, timezone: str |
     of those queues (agent events when they concern one of them)."""
     source = source or DEFAULT_SOURCE.get(fmt, fmt)
     if fmt == "queue_log":
-        from .sources import queue_log
+        from ..sources import queue_log
 
         reader = queue_log.read_file(path, source)
         events = list(reader)
         skips = reader.skips
     elif fmt == "anonymous_bank":
-        from .sources import call_records
+        from ..sources import call_records
 
         events, skips = call_records.import_events(path, call_records.AnonymousBank(), timezone=timezone, source=source)
     elif fmt == "ami":
-        from .sources import ami
+        from ..sources import ami
 
         skips = Skips()
         events = list(ami.parse_capture(path, source, skips=skips))
     elif fmt == "freeswitch":
-        from .sources import freeswitch
+        from ..sources import freeswitch
 
         skips = Skips()
         events = list(freeswitch.parse_capture(path, source, queues=sorted(queues) if queues else None, skips=skips))
     else:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if queues:
-        from .events import queues_of
+        from ..events import queues_of
 
         events = [e for e in events if set(queues_of(e)) & queues]
     events.sort(key=lambda e: e["time"])  # RFC 3339 UTC with milliseconds: text order is time order
@@ -150,7 +150,7 @@ class Summary:
 
 def schedule(events: list[dict], speed: float, started: float) -> Callable[[dict], float]:
     """send_at for N x real time: an event is due `(its time - first time) / speed` after start."""
-    from .events import parse_time
+    from ..events import parse_time
 
     first = parse_time(events[0]["time"]) if events else 0.0
     return lambda event: started + (parse_time(event["time"]) - first) / speed
@@ -160,7 +160,7 @@ def replay(config, path: Path, fmt: str | None = None, *, speed: float | None = 
            timezone: str | None = None, queues: set[str] | None = None, dry_run: bool = False,
            out: TextIO = sys.stderr) -> Summary:
     """Read a file and publish its events; returns the summary (also printed to `out`)."""
-    from .publish import publish
+    from ..pipeline.publish import publish
 
     fmt = fmt or detect_format(path)
     events, skips = load_events(path, fmt, source, timezone, queues)

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any, Iterator
 
-from .events import format_time
+from ..events import format_time
 
 __all__ = [
     "DEFAULT_START",
@@ -1132,7 +1132,7 @@ def simulate(
 
 def planning_forecast(day_start: float, days: int = 1, scenario: str = "normal", *, minutes: int = 15,
                       rate_scale: float = 1.0, shift_seconds: float = 0.0) -> str:
-    """The simulator's own planning forecast as a WFM-style CSV (forecast.py reads it): for each
+    """The simulator's own planning forecast as a WFM-style CSV (kpi/forecast.py reads it): for each
     queue and `minutes` interval of `days` UTC days from `day_start` (a UTC midnight), the offered
     calls its planner expects (IVR output plus transfers in, times the intraday curve), the AHT it
     plans with, and the agents it schedules (heads, shrinkage included). A surge is not in it:

@@ -41,7 +41,7 @@ from typing import Hashable, Iterable
 
 import orjson
 
-from .events import Valid
+from ..events import Valid
 
 # (position, highwater) of an assigned partition: the next offset to read and the offset after the
 # last record on the broker; highwater is None until the first fetch response for the partition.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .erlang import NoStaffing, agents_required, erlang_a
+from .windows import WINDOWS
 
 RATE_WINDOW, AHT_WINDOW, PATIENCE_WINDOW = "15m", "1h", "1h"
 MIN_OFFERED = 5  # calls offered in the rate window
@@ -74,8 +75,6 @@ def _in_range(rate: float, aht: float, patience: float | None) -> bool:
 
 def live_inputs(windows: dict[str, dict]) -> LiveInputs:
     """The inputs from a queue's read() windows (model.py)."""
-    from .model import WINDOWS  # model.py imports this module: only at call time
-
     return LiveInputs(
         rate=arrival_rate(windows[RATE_WINDOW], dict(WINDOWS)[RATE_WINDOW]),
         aht=average_handle_time(windows[AHT_WINDOW]),

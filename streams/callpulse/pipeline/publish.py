@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable, Iterable
 
 import orjson
 
-from .sources import Batch
+from ..sources import Batch
 
 
 def event_key(event: dict) -> bytes | None:

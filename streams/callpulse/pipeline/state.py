@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import events as ev
-from .forecast import ForecastFile, compare
-from .intervals import record_key
-from .model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
+from .. import events as ev
+from ..kpi.forecast import ForecastFile, compare
+from ..kpi.intervals import record_key
+from ..kpi.model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
 
 SNAPSHOT, BATCH = b"s", b"b"
 # A snapshot is also due after this many events in a queue's batch records: the in-memory table

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from .broker import EmbeddedBroker, free_port
-from .config import load_config
+from ..config import load_config
 from .procs import spawn, stop, terminate_as_interrupt
 from .simulator import SCENARIO_PARAMS, planning_forecast
 
@@ -64,7 +64,7 @@ def port_or_free(port: int) -> int:
 
 
 def run_demo(args) -> int:
-    from .cli import create_topics
+    from ..pipeline.topics import create_topics
     from .wallboard import run as run_wallboard
 
     logs = Path("var/demo")

@@ -8,7 +8,7 @@ windows, config, staffing, forecast, pipeline) are staged and added only if the 
 computed for that queue. A failure leaves that queue's series of that part out of the scrape (not
 0), counts in callcenter_export_errors_total{part} and is logged once per queue and part; the other
 queues and parts are exported as usual. Parts the model already left out (None in its read(), see
-model.py) are skipped without counting again.
+kpi/model.py) are skipped without counting again.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import events as ev
-from .kpi import FORMULA_TEXT
-from .model import (
+from .. import events as ev
+from ..kpi.formulas import FORMULA_TEXT
+from ..kpi.model import (
     EXPORT_ERRORS,
     EXPORT_PARTS,
     FLOW_OUT_REASONS,
@@ -282,7 +282,7 @@ class QueueCollector(Collector):
         yield understaffed_for
 
     def _staffing(self, views: dict):
-        """Staffing from the live windows (staffing.py, erlang.py); absent while inputs are unknown."""
+        """Staffing from the live windows (kpi/staffing.py, kpi/erlang.py); absent while inputs are unknown."""
         inputs = {
             "arrivals_per_second": _gauge("staffing_arrivals_per_second", "Arrival rate the staffing models use: calls offered in the 15m window / 900 s. Absent below 5 calls.", ["queue"]),
             "handle_seconds": _gauge("staffing_handle_seconds", "Average handle time the staffing models use: (talk + hold + wrap-up seconds) / handled calls in the 1h window. Absent below 5 calls.", ["queue"]),
@@ -324,7 +324,7 @@ class QueueCollector(Collector):
         yield from (staffed, required, gap, projected_sl, projected_asa, projected_abandon, short, short_for)
 
     def _forecast(self, views: dict):
-        """Forecast vs actual (forecast.py); absent for a queue without a forecast for its business day."""
+        """Forecast vs actual (kpi/forecast.py); absent for a queue without a forecast for its business day."""
         period_rule = " period: interval = the forecast interval the stream clock is in, day = the queue's business day."
         forecast = _gauge("forecast_offered_calls", "Calls the forecast file expects to be offered in the whole period." + period_rule, ["queue", "period"])
         to_date = _gauge("forecast_offered_to_date_calls", "Forecast offered calls up to now: each interval's forecast times the share of it that has passed, counted from the business day's start or from the queue's first event if later." + period_rule, ["queue", "period"])

@@ -28,15 +28,15 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from . import events as ev
+from .. import events as ev
 from .align import EventTimeAligner, SharedProgress, encode_report
-from .config import Config, load_config
-from .exporter import PipelineHealth, QueueCollector
+from ..config import Config, load_config
+from ..export.metrics import PipelineHealth, QueueCollector
 from .progress import ProgressCollector, ProgressWatch
 from .state import QueueStates, record_offset
+from .topics import STATE_TABLE, changelog_topic_name, partition_mismatches, progress_topic_name, topic_plan
 
 log = logging.getLogger("callpulse")
-STATE_TABLE = "queue-state"
 # Faust creates its consumer with fetch_max_wait_ms=1500 and no setting to change it. Apache Kafka
 # answers a waiting fetch as soon as data arrives, but some Kafka-protocol brokers (Tansu among
 # them) hold it for the whole wait, which adds up to 1.5 s per hop. 50 ms bounds that; the cost is
@@ -65,16 +65,6 @@ AGENT_IDLE = "waiting for the next batch message"
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
 FORECAST_CHECK_SECONDS = 5.0
-
-
-def changelog_topic_name(app_id: str) -> str:
-    """The state table's changelog topic, named as Faust names it."""
-    return f"{app_id}-{STATE_TABLE}-changelog"
-
-
-def progress_topic_name(app_id: str) -> str:
-    """The topic where first-stage workers share their input partitions' progress (align.py)."""
-    return f"{app_id}-router-progress"
 
 
 def _patch_fetch_max_wait() -> None:
@@ -133,7 +123,7 @@ def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
     error. The password is never logged."""
     if kafka.security_protocol == "PLAINTEXT":
         return None
-    from .config import check_broker_access
+    from ..config import check_broker_access
 
     checked = check_broker_access(kafka)
     if checked is None:
@@ -300,7 +290,6 @@ def create_app(config: Config) -> SimpleNamespace:
         """Every topic the worker needs must exist with the planned partition count: the batches
         topic and the changelog must be partitioned alike, or a queue's state lands in a partition
         its owner never reads."""
-        from .cli import partition_mismatches, topic_plan
 
         plan = {name: n for name, n in topic_plan(config).items() if "__assignor" not in name}  # Faust makes that one
         admin = AIOKafkaAdminClient(**kafka.client_kwargs())
@@ -864,4 +853,4 @@ def json_view(view: dict) -> dict:
 
 
 pipeline = create_app(load_config())
-app = pipeline.app  # `faust -A callpulse.app worker` finds it here
+app = pipeline.app  # `faust -A callpulse.pipeline.app worker` finds it here (`callpulse worker` runs it)

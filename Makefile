@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit e2e bench chaos soak install tools clean
+.PHONY: demo test lint unit e2e bench chaos soak install tools clean
 
 $(BIN)/callpulse: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ install: $(BIN)/callpulse
 demo: install
 	$(BIN)/callpulse demo
 
-## The whole test suite: unit tests, then end to end on a real broker with real workers and promtool.
-test: install tools
+## Lint and types (pyproject.toml names the rules): ruff on all Python files, mypy on streams/.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## The whole test suite: lint, unit tests, then end to end on a real broker with real workers and promtool.
+test: install tools lint
 	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep CI within its budget
 
 unit: install

@@ -29,9 +29,11 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "streams")]
 
-from callpulse.tools.broker import EmbeddedBroker, free_port  # noqa: E402
-from callpulse.pipeline.topics import create_topics  # noqa: E402
+from datetime import UTC
+
 from callpulse.config import load_config  # noqa: E402
+from callpulse.pipeline.topics import create_topics  # noqa: E402
+from callpulse.tools.broker import EmbeddedBroker, free_port  # noqa: E402
 from callpulse.tools.simulator import event_time, simulate  # noqa: E402
 
 LOGS = ROOT / "var" / "bench"
@@ -214,9 +216,9 @@ def _probe_count(url: str) -> float:
 
 
 def _iso(t: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def main() -> None:

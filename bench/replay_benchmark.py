@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "streams"), str(ROOT / "bench")]
 
 from benchmark import LOGS, pipeline_env, start_worker  # noqa: E402
-from callpulse.tools.broker import EmbeddedBroker  # noqa: E402
+
 from callpulse.config import load_config  # noqa: E402
 from callpulse.pipeline.publish import publish  # noqa: E402
-from callpulse.tools.report import read_records  # noqa: E402
 from callpulse.sources import call_records, queue_log  # noqa: E402
+from callpulse.tools.broker import EmbeddedBroker  # noqa: E402
+from callpulse.tools.report import read_records  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 if not DATA.exists():

@@ -70,15 +70,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "streams")]
 
 from callpulse import events as ev
-from callpulse.pipeline.topics import changelog_topic_name
-from callpulse.tools.broker import EmbeddedBroker, free_port
-from callpulse.pipeline.topics import create_topics
 from callpulse.config import load_config
 from callpulse.kpi.intervals import KEEP_FINAL_RECORDS_SECONDS
 from callpulse.kpi.model import KEEP_ACTUALS_SECONDS
+from callpulse.pipeline.state import SNAPSHOT_EVERY_EVENTS
+from callpulse.pipeline.topics import changelog_topic_name, create_topics
+from callpulse.tools.broker import EmbeddedBroker, free_port
 from callpulse.tools.procs import spawn, stop
 from callpulse.tools.simulator import QUEUES, arrival_profile, simulate
-from callpulse.pipeline.state import SNAPSHOT_EVERY_EVENTS
 
 LOGS = ROOT / "var" / "soak"
 NAME = "soak"

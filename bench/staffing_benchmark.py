@@ -26,13 +26,13 @@ sys.path[:0] = [str(ROOT / "streams")]
 import orjson  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from callpulse.kpi import model as model_module  # noqa: E402
-from callpulse.pipeline import state as state_module  # noqa: E402
 from callpulse.config import load_config  # noqa: E402
-from callpulse.kpi.erlang import agents_required  # noqa: E402
-from callpulse.export.metrics import PipelineHealth, QueueCollector  # noqa: E402
 from callpulse.events import format_time  # noqa: E402
+from callpulse.export.metrics import PipelineHealth, QueueCollector  # noqa: E402
+from callpulse.kpi import model as model_module  # noqa: E402
+from callpulse.kpi.erlang import agents_required  # noqa: E402
 from callpulse.kpi.staffing import _model_numbers, staffing_view  # noqa: E402
+from callpulse.pipeline import state as state_module  # noqa: E402
 from callpulse.pipeline.state import QueueStates, StreamClock  # noqa: E402
 
 LOADS = (2.0, 18.0, 100.0, 360.0, 1600.0)  # Erlangs

@@ -10,12 +10,17 @@ dashboard has the ``datasource`` and ``queue`` variables. Rates and increases ar
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from grafana_foundation_sdk.builders import bargauge, common as cb, dashboard as db, heatmap, prometheus as prom
-from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, heatmap, stat, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common as cm, dashboard as dm, heatmap as hm, prometheus as pm
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import heatmap as hm
+from grafana_foundation_sdk.models import prometheus as pm
 
 DATASOURCE_UID = "callpulse-prometheus"  # fixed in grafana/provisioning/datasources/prometheus.yml
 DATASOURCE_NAME = "Prometheus"

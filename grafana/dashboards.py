@@ -8,8 +8,11 @@ per-interval counts, pipeline rates and histograms use ``rate``/``increase`` ove
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import common as cb, dashboard as db, stat
-from grafana_foundation_sdk.models import common as cm, dashboard as dm
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import stat
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
 
 from . import common as c
 from .common import graph, query, steps, tile, tile_against

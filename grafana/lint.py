@@ -12,7 +12,7 @@ against a real Prometheus::
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 # What the end-to-end test substitutes for Grafana's variables (see render_query).
 DEFAULT_VARS = {"__rate_interval": "1m", "queue": ".*", "window": "15m"}

@@ -193,7 +193,7 @@ class ScriptedAmi:
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
-    async def start(self) -> "ScriptedAmi":
+    async def start(self) -> ScriptedAmi:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         return self
 

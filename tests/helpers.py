@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -14,7 +14,7 @@ _ids = itertools.count(1)
 
 def iso(t: float) -> str:
     """Epoch seconds to an RFC 3339 UTC time with milliseconds."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def epoch(text: str) -> float:

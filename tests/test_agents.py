@@ -10,10 +10,11 @@ from unittest.mock import AsyncMock
 
 import orjson
 import pytest
-from callpulse import events as ev
-from callpulse.pipeline.app import create_app
-from callpulse.config import load_config
 from faust.types import TP
+
+from callpulse import events as ev
+from callpulse.config import load_config
+from callpulse.pipeline.app import create_app
 from helpers import call, event
 
 
@@ -89,8 +90,9 @@ async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pip
 
 async def test_the_fetch_wait_patch_still_applies():
     """Faust hard-codes fetch_max_wait_ms=1500; app.py patches the consumer factory (see there)."""
-    from callpulse.pipeline.app import FETCH_MAX_WAIT_MS
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from callpulse.pipeline.app import FETCH_MAX_WAIT_MS
 
     assert getattr(AIOKafkaConsumerThread._create_worker_consumer, "callpulse_patched", False)
     import aiokafka

@@ -11,7 +11,7 @@ import json
 import subprocess
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -159,7 +159,7 @@ def alertmanager(tmp_path):
 
 
 def post_alerts(base: str, *label_sets: dict[str, str]) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     http(base + "/api/v2/alerts", [
         {"labels": labels, "annotations": {"summary": "test"},
          "startsAt": (now - timedelta(minutes=1)).isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat(),

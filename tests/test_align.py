@@ -2,8 +2,8 @@
 
 import math
 
-from callpulse.pipeline.align import EventTimeAligner, SharedProgress, encode_report
 from callpulse.events import Valid
+from callpulse.pipeline.align import EventTimeAligner, SharedProgress, encode_report
 
 
 def events(times: list[float], first_offset: int = 0) -> list[Valid]:

@@ -9,15 +9,29 @@ import contextlib
 
 import orjson
 import pytest
+from ami_server import (
+    Call,
+    Drop,
+    Member,
+    ScriptedAmi,
+    abandon,
+    agent_called,
+    agent_dump,
+    complete,
+    connect,
+    hold,
+    join,
+    leave,
+    member_event,
+    ring_no_answer,
+    varset,
+)
 
-from ami_server import (Call, Drop, Member, ScriptedAmi, abandon, agent_called, agent_dump, complete, connect, hold,
-                        join, leave, member_event, ring_no_answer, varset)
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time, queues_of
 from callpulse.kpi.model import QueueModel
 from callpulse.sources import Skips
-from callpulse.sources.ami import (AmiAuthError, AmiMapper, AmiParser, AmiSource, AmiStream, backoff_delay,
-                                   parse_capture)
+from callpulse.sources.ami import AmiAuthError, AmiMapper, AmiParser, AmiSource, AmiStream, backoff_delay, parse_capture
 
 T0 = parse_time("2026-01-05T09:00:00.000Z")
 SOURCE = "asterisk:pbx1"
@@ -56,7 +70,7 @@ async def run(source: AmiSource, until, timeout: float = 10.0) -> list[dict]:
 
     try:
         await asyncio.wait_for(consume(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"condition not met within {timeout} s; got {[short(e) for e in events]}")
     finally:
         await batches.aclose()

@@ -13,6 +13,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
 from callpulse.kpi import erlang as erlang_module
 from callpulse.kpi.erlang import (
     MAX_AGENTS,
@@ -24,8 +27,6 @@ from callpulse.kpi.erlang import (
     erlang_c,
     heads,
 )
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not DATA.exists():

@@ -3,13 +3,14 @@ containment of one queue's failing part (issue 13)."""
 
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 import callpulse.kpi.model as model_module
 from callpulse.config import load_config
 from callpulse.export.metrics import PipelineHealth, QueueCollector
 from callpulse.kpi.model import QueueModel
 from helpers import call, epoch, event
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 T0 = epoch("2026-12-01T09:00:00Z")  # a Tuesday
 

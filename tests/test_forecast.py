@@ -13,10 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.config import load_config
 from callpulse.export.metrics import PipelineHealth, QueueCollector
-from callpulse.kpi.forecast import MIN_TO_DATE_CALLS, ForecastError, ForecastFile, compare, parse_forecast, read_forecast
+from callpulse.kpi.forecast import (
+    MIN_TO_DATE_CALLS,
+    ForecastError,
+    ForecastFile,
+    compare,
+    parse_forecast,
+    read_forecast,
+)
 from callpulse.kpi.model import QueueModel
 from callpulse.pipeline.state import QueueStates, StreamClock
-
 from helpers import call, epoch, event
 
 CFG = load_config(None, {})
@@ -56,6 +62,7 @@ def test_a_wfm_export_with_other_names_semicolons_decimal_commas_and_mm_ss():
 def test_times_are_local_to_each_queue_and_an_offset_is_an_instant():
     cfg = load_config(None, {})
     from dataclasses import replace
+
     from callpulse.config import Config
     cfg = Config(queues={"sales": replace(cfg.queue("sales"), timezone="Europe/Moscow")})
     text = ("queue,interval_start,offered\n"
@@ -68,6 +75,7 @@ def test_times_are_local_to_each_queue_and_an_offset_is_an_instant():
 
 def test_the_repeated_hour_of_an_autumn_change_is_two_intervals():
     from dataclasses import replace
+
     from callpulse.config import Config
     cfg = Config(queues={"q": replace(CFG.queue("q"), timezone="Europe/Berlin", interval_minutes=(60,))})
     text = "queue,date,interval_start,offered\n" + "".join(
@@ -106,6 +114,7 @@ def test_an_interval_that_is_not_aligned_is_refused():
 
 def test_a_time_the_clocks_skip_is_refused():
     from dataclasses import replace
+
     from callpulse.config import Config
     cfg = Config(queues={"q": replace(CFG.queue("q"), timezone="Europe/Berlin")})
     text = HEADER + "q,2026-03-29,02:00,1,180,5\nq,2026-03-29,02:15,1,180,5\n"
@@ -303,6 +312,7 @@ def test_a_broken_forecast_file_never_stops_the_worker(tmp_path, caplog):
 
 def test_one_queues_problem_leaves_out_that_queue_only(caplog):
     from dataclasses import replace
+
     from callpulse.config import Config
     cfg = Config(queues={"berlin": replace(CFG.queue("berlin"), timezone="Europe/Berlin"),
                          "hourly": replace(CFG.queue("hourly"), interval_minutes=(15,))})

@@ -13,6 +13,24 @@ import random
 
 import orjson
 import pytest
+from esl_server import (
+    CallcenterTables,
+    Member,
+    ScriptedEslServer,
+    agent_offering,
+    agent_state_change,
+    agent_status_change,
+    bridge_agent_end,
+    bridge_agent_fail,
+    bridge_agent_start,
+    core,
+    event_frame,
+    frame,
+    member_queue_end_cancel,
+    member_queue_end_terminated,
+    member_queue_start,
+    members_count,
+)
 
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time
@@ -32,24 +50,6 @@ from callpulse.sources.freeswitch import (
     parse_capture,
     parse_event_plain,
     parse_table,
-)
-from esl_server import (
-    CallcenterTables,
-    Member,
-    ScriptedEslServer,
-    agent_offering,
-    agent_state_change,
-    agent_status_change,
-    bridge_agent_end,
-    bridge_agent_fail,
-    bridge_agent_start,
-    core,
-    event_frame,
-    frame,
-    member_queue_end_cancel,
-    member_queue_end_terminated,
-    member_queue_start,
-    members_count,
 )
 
 T0 = 1_795_000_000.0  # the switch's clock when the adapter first connects

@@ -21,13 +21,14 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
 from callpulse import events as ev
 from callpulse.config import load_config
 from callpulse.kpi.model import APPLIED, DUPLICATE
 from callpulse.pipeline.state import QueueStates
 from helpers import event, raw
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 TEMPLATES = {p.stem: json.loads(p.read_text()) for p in sorted((SCHEMAS / "examples" / "valid").glob("*.json"))}

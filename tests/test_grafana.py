@@ -21,7 +21,12 @@ sys.path.insert(0, str(ROOT))
 
 from grafana import generate  # noqa: E402
 from grafana.lint import (  # noqa: E402
-    iter_panels, metric_names, panel_queries, render_query, uses_rate_interval_everywhere, variables_used,
+    iter_panels,
+    metric_names,
+    panel_queries,
+    render_query,
+    uses_rate_interval_everywhere,
+    variables_used,
 )
 
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"

@@ -6,13 +6,11 @@ from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 import orjson
-
 import pytest
 
 from callpulse.config import ConfigError, load_config
 from callpulse.kpi.intervals import MAX_QUIET_SECONDS, interval_bounds, local_iso
 from callpulse.kpi.model import QueueModel
-
 from helpers import call, epoch, event
 
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
+
 from callpulse.config import load_config
 from callpulse.kpi.model import APPLIED, DUPLICATE, LATE, TOO_LATE, WINDOWS, QueueModel
 from helpers import call, epoch, event

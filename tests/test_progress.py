@@ -1,7 +1,8 @@
 """ProgressWatch: when a stage counts as stalled, and when the broker lost data."""
 
-from callpulse.pipeline.progress import ProgressCollector, ProgressWatch
 from prometheus_client import CollectorRegistry, generate_latest
+
+from callpulse.pipeline.progress import ProgressCollector, ProgressWatch
 
 
 class Clock:

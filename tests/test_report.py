@@ -13,7 +13,6 @@ from callpulse.config import load_config
 from callpulse.kpi.model import QueueModel
 from callpulse.tools.replay import Progress, detect_format, schedule
 from callpulse.tools.report import csv_columns, csv_row, select, write_csv
-
 from helpers import call, epoch, event
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -29,7 +29,7 @@ START = sim.DEFAULT_START  # 2026-11-23 09:00 UTC
 HOUR = 3600.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(scenario: str = "normal", seed: int = 1, start: float = START,
         duration: float = HOUR) -> tuple[dict, ...]:
     """Cached runs; tests must not mutate the events."""
@@ -622,7 +622,7 @@ def test_shift_times_moves_every_event_by_whole_milliseconds():
 STEADY = dict(calls_per_hour=5040.0, handle_seconds=6.0, agents=9, patience_seconds=12.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def steady_run(seed: int = 2, duration: float = 4 * HOUR, start: float = START, **options) -> tuple[dict, ...]:
     return tuple(sim.simulate("steady", seed, start, duration, **(options or STEADY)))
 

@@ -5,12 +5,13 @@ import math
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from callpulse.config import load_config
 from callpulse.kpi.model import QueueModel
 from callpulse.kpi.staffing import MIN_ABANDONED, live_inputs
 from helpers import call, epoch, event
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 T0 = epoch("2026-11-23T09:00:00Z")
 
@@ -76,10 +77,11 @@ def test_staffing_view_is_the_erlang_answer_for_the_live_inputs_and_staffing():
 
 
 def test_exported_as_gauges_with_a_model_label():
-    from callpulse.export.metrics import PipelineHealth, QueueCollector
-    from callpulse.pipeline.state import QueueStates
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
+
+    from callpulse.export.metrics import PipelineHealth, QueueCollector
+    from callpulse.pipeline.state import QueueStates
 
     cfg = load_config(None, {})
     states = QueueStates(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+
 from callpulse.config import load_config
 from callpulse.pipeline.state import QueueStates, StreamClock
 from helpers import call, epoch, event

@@ -14,7 +14,6 @@ import orjson
 from .config import ConfigError, load_config
 from .kpi.forecast import ForecastError
 
-
 # ---- worker ------------------------------------------------------------------------------------
 
 def cmd_worker(args) -> int:
@@ -231,8 +230,8 @@ def _secret_from_env(name: str, what: str) -> str:
 
 
 def cmd_follow(args) -> int:
-    from .tools.replay import DEFAULT_SOURCE
     from .sources.follow import QueueLogFollower
+    from .tools.replay import DEFAULT_SOURCE
 
     config = load_config(args.config)
     checkpoint = args.checkpoint or str(Path(config.stream.data_dir) / f"{Path(args.path).name}.checkpoint.json")
@@ -251,8 +250,8 @@ def _alias(text: str) -> tuple[str, str]:
 
 
 def cmd_ami(args) -> int:
-    from .tools.replay import DEFAULT_SOURCE
     from .sources.ami import AmiAuthError, AmiSource
+    from .tools.replay import DEFAULT_SOURCE
 
     config = load_config(args.config)
     source = AmiSource(args.host, args.port, args.username, _secret_from_env(args.secret_env, "AMI secret"),
@@ -266,8 +265,8 @@ def cmd_ami(args) -> int:
 
 
 def cmd_freeswitch(args) -> int:
-    from .tools.replay import DEFAULT_SOURCE
     from .sources.freeswitch import FreeswitchApiError, FreeswitchAuthError, FreeswitchSource
+    from .tools.replay import DEFAULT_SOURCE
 
     config = load_config(args.config)
     source = FreeswitchSource(args.host, args.port, _secret_from_env(args.password_env, "event socket password"),

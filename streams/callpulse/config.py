@@ -645,15 +645,15 @@ class StreamConfig:
             object.__setattr__(self, name, check(getattr(self, name), f"stream.{name}"))
 
 
-class _ReadOnlyDict(dict):  # type: ignore[type-arg]
+class _ReadOnlyDict(dict):
     """A dict that refuses changes: Config.queues. Unlike MappingProxyType it survives
     pickle, copy.deepcopy and dataclasses.asdict."""
 
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("Config.queues is read-only")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (dict(self),))
@@ -898,7 +898,8 @@ def _probe_api_versions(kafka: KafkaConfig, host: str, port: int, context: Any, 
 
     where = f"broker {host}:{port}"
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        # Any: the socket.socket, then the ssl.SSLSocket wrapping it when context is set (version() below)
+        sock: Any = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise _Unreachable(str(exc)) from None
     try:
@@ -1161,8 +1162,7 @@ def _section_values(
     values = {key: spec[key][1](value, f"{section}.{key}") for key, value in table.items()}
     for key, (kind, check) in spec.items():
         env_name = _ENV_NAME.get((section, key))
-        raw = _env_value(env, env_name) if env_name else None
-        if raw is not None:
+        if env_name and (raw := _env_value(env, env_name)) is not None:
             values[key] = check(_parse_env(raw, kind), env_name)
     return values
 

@@ -15,10 +15,11 @@ import math
 import re
 import struct
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import fastjsonschema
 import orjson
@@ -99,7 +100,7 @@ class Rejected:
         original and in the detail (`mask_callers_in`); the record then says
         ``"original_masked": true``."""
         raw, detail = (self.raw, self.detail) if not mask_callers else mask_callers_in(self.raw, self.detail)
-        record = {
+        record: dict[str, str | bool] = {
             "reason": self.reason,
             "detail": detail,
             "stage": stage,
@@ -300,6 +301,7 @@ class Router:
             if why is not None:
                 rejected.append(why)
             else:
+                assert event is not None and raw is not None  # not rejected: _check() parsed raw into an event
                 valid.append(Valid(event_time, offset, raw, tuple(queues_of(event)), event["type"]))
         return valid, rejected
 

@@ -37,10 +37,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
 
-from callpulse.tools.broker import EmbeddedBroker, free_port
 from callpulse.events import parse_time, unpack
-from callpulse.tools.procs import spawn
 from callpulse.pipeline.publish import event_key
+from callpulse.tools.broker import EmbeddedBroker, free_port
+from callpulse.tools.procs import spawn
 from harness import LOGS, Pipeline
 from helpers import iso
 

@@ -5,6 +5,7 @@ The long mode is `make chaos` (tests/chaos/chaos.py)."""
 import os
 
 import pytest
+
 from chaos import run
 
 pytestmark = pytest.mark.e2e

@@ -22,9 +22,9 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from callpulse.tools.broker import EmbeddedBroker, free_port
-from callpulse.pipeline.topics import create_topics
 from callpulse.config import load_config
+from callpulse.pipeline.topics import create_topics
+from callpulse.tools.broker import EmbeddedBroker, free_port
 from callpulse.tools.procs import spawn, stop_all
 
 LOGS = Path(__file__).resolve().parents[2] / "var" / "test-logs"
@@ -53,7 +53,7 @@ class Pipeline:
         asyncio.run(create_topics(self.config))
         self.workers: list[Worker] = []
 
-    def start_worker(self) -> "Worker":
+    def start_worker(self) -> Worker:
         worker = Worker(self, len(self.workers) + 1)
         self.workers.append(worker)
         return worker.start()
@@ -118,8 +118,8 @@ class Pipeline:
         import zlib
 
         from callpulse import events as ev
-        from callpulse.pipeline.topics import changelog_topic_name
         from callpulse.pipeline.state import SNAPSHOT, _split_record, split_key
+        from callpulse.pipeline.topics import changelog_topic_name
 
         topic = changelog_topic_name(self.config.stream.app_id)
         latest = dict(asyncio.run(self._read(topic, expected=float("inf"), timeout=3.0)))
@@ -155,7 +155,7 @@ class Worker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "Worker":
+    def start(self, timeout: float = 60.0) -> Worker:
         env = dict(self.pipeline.env, CALLPULSE_WEB_PORT=str(self.port))
         with open(self.log, "ab") as log:  # the worker has its own copy of the descriptor
             self.process = spawn([sys.executable, "-m", "callpulse", "worker", "--loglevel", "info"],

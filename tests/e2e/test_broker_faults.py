@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+
 from callpulse.tools.broker import EmbeddedBroker, free_port
 from callpulse.tools.procs import spawn
 from harness import LOGS, Pipeline, value, wait_for

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import orjson
 import pytest
+
 from harness import LOGS, value, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from harness import LOGS, value, wait_for
 from helpers import call, event
 

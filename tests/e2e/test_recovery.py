@@ -14,10 +14,11 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from callpulse.pipeline.topics import changelog_topic_name
+from faust.types import TP
+
 from callpulse.pipeline.app import create_app
 from callpulse.pipeline.state import QueueStates
-from faust.types import TP
+from callpulse.pipeline.topics import changelog_topic_name
 from helpers import call
 
 pytestmark = pytest.mark.e2e

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from secure_broker import SecureBroker, make_pki, require, spawn
+
 from callpulse.tools.broker import free_port
 from harness import LOGS, Pipeline, value, wait_for
 from helpers import call, event
-from secure_broker import SecureBroker, make_pki, require, spawn
 
 pytestmark = pytest.mark.e2e
 
@@ -270,9 +271,10 @@ def test_sasl_settings_reach_aiokafka_unchanged(monkeypatch, pki, protocol, mech
     verification with the configured CA for SASL_SSL."""
     import ssl
 
-    import callpulse.pipeline.app as app_module
-    import callpulse.config as config_module
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    import callpulse.config as config_module
+    import callpulse.pipeline.app as app_module
 
     env = {**sasl_env(mechanism, protocol), "CALLPULSE_KAFKA_SSL_CAFILE": str(pki.ca.cert)}
     kafka = config_module.load_config(None, env).kafka

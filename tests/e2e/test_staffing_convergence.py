@@ -39,8 +39,8 @@ import time
 
 import pytest
 
-from callpulse.tools import simulator
 from callpulse.kpi.erlang import agents_required, erlang_a
+from callpulse.tools import simulator
 from harness import LOGS, value, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -29,11 +29,11 @@ from ..kpi.model import (
     EXPORT_ERRORS,
     EXPORT_PARTS,
     FLOW_OUT_REASONS,
-    WINDOW_NAMES,
     ExportErrors,
     Histogram,
     threshold_key,
 )
+from ..kpi.windows import WINDOW_NAMES
 
 NS = "callcenter"
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -29,10 +29,11 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from .intervals import interval_bounds
@@ -285,8 +286,9 @@ def parse_forecast(text: str, config: Any, name: str = "<forecast>",
             if problems is None:
                 raise
             problems.append(f"{exc}; queue {queue!r} left out")
-    for queue, exc in broken.items():  # queues none of whose rows could be read, rows of no queue
-        problems.append(f"{exc}; {f'queue {queue!r}' if queue else 'row'} left out")  # type: ignore[union-attr]
+    for queue, error in broken.items():  # queues none of whose rows could be read, rows of no queue
+        assert problems is not None  # broken is only filled when problems are collected
+        problems.append(f"{error}; {f'queue {queue!r}' if queue else 'row'} left out")
     return out
 
 
@@ -307,7 +309,7 @@ def _length(queue: str, rows: list[_Row], name: str) -> int:
     lengths = [round((r.end_wall - r.wall).total_seconds() / 60) for r in rows if r.end_wall and r.wall]
     if not lengths:
         walls = [r.wall for r in rows if r.wall is not None]
-        starts = sorted(set(walls)) if walls else sorted({datetime.fromtimestamp(r.instant, timezone.utc) for r in rows})  # type: ignore[arg-type]
+        starts = sorted(set(walls)) if walls else sorted({datetime.fromtimestamp(r.instant, UTC) for r in rows})  # type: ignore[arg-type]
         lengths = [round((b - a).total_seconds() / 60) for a, b in zip(starts, starts[1:])]
     lengths = [n for n in lengths if n > 0]
     if not lengths:
@@ -337,7 +339,8 @@ def _queue_forecast(queue: str, rows: list[_Row], queue_config: Any, name: str) 
                 raise ForecastError(f"{where}: {r.wall:%Y-%m-%d %H:%M} does not exist in {zone.key} (clocks skip it), "
                                     f"but has {r.offered:g} calls")
         else:
-            start = r.instant  # type: ignore[assignment]
+            assert r.instant is not None  # _start() gives a row either a wall time or an instant
+            start = r.instant
         bounds = interval_bounds(start, minutes, zone)
         if bounds[0] != start:
             local = datetime.fromtimestamp(start, zone)
@@ -364,7 +367,8 @@ class ForecastFile:
         self.load_errors = 0  # loads that failed, in whole or for some queue
         self.forecast: dict[str, QueueForecast] = {}
         self.loaded_at: float | None = None
-        self._loaded_signature = self._pending = None
+        self._loaded_signature: tuple[int, int, int] | None = None
+        self._pending: tuple[int, int, int] | None = None
         self._load(self._stat())
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -374,7 +378,7 @@ class ForecastFile:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def _load(self, signature) -> bool:
+    def _load(self, signature: tuple[int, int, int] | None) -> bool:
         self._loaded_signature = signature  # a broken version is reported once, not at every check
         problems: list[str] = []
         try:

@@ -8,7 +8,7 @@ queue without calls has no service level, which is not the same as 0 % or 100 %.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 # One line per formula: the HELP text of callcenter_service_level_ratio and queue_info quote these.
 FORMULA_TEXT: Mapping[str, str] = {

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import orjson

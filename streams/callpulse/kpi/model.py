@@ -21,14 +21,15 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import formulas
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
 from .staffing import staffing_view, understaffed_since
-from .windows import WINDOW_NAMES, WINDOWS
+from .windows import WINDOWS
 
 FLOW_OUT_REASONS = ("timeout", "exit_key", "overflow", "callback", "transfer", "queue_full", "no_agents", "other")
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
@@ -313,7 +314,7 @@ class QueueModel:
         self.understaffed_read_at: float | None = None  # clock of the read that last evaluated it
         self._pending_seen: tuple | None = None  # what pending_interval_records last built, and at which version
         self._version = 0  # counts applied events: preliminary records change only with it
-        self._watermark_second = None
+        self._watermark_second: int | None = None  # second of the watermark (None: no event yet)
         self._seen_floor: int | None = None  # no id is kept below this second
         self._precompute_increments()
 
@@ -408,7 +409,7 @@ class QueueModel:
                 inc.append((ix["short_abandoned"], 1.0))
             self.abandon_waits.observe(wait)
         else:  # call.flowed_out
-            inc = self._flow.get(event.get("reason"), self._flow["other"])
+            inc = self._flow.get(event.get("reason", "other"), self._flow["other"])
         self._count(t, inc)
 
     def _on_offered(self, event: dict, t: float, raw: bytes) -> None:
@@ -519,6 +520,7 @@ class QueueModel:
             self.unmatched.append((event, raw))
         for call_id in [c for c, t in self.ended_early.items() if t < horizon]:
             del self.ended_early[call_id]  # a call not answered in this queue (or its answer too late)
+        assert self._watermark_second is not None  # apply() sets it just before
         if self._watermark_second % 60 == 0:
             self._forget_stale()
         # Keep the rolling windows current with event time too, so buckets are freed even when
@@ -633,8 +635,10 @@ class QueueModel:
         """The rolling windows and today, each with its counts, service levels and rates, at `now`."""
         windows = {}
         staffed_i, busy_i = self.index["agent_staffed_seconds"], self.index["agent_busy_seconds"]
-        closed_states = self.agent_seconds.window_sums(self.window_low, math.floor(now))
-        for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, self.window_low, self.window_sums, closed_states):
+        lows = self.window_low
+        assert lows is not None  # read() advanced the windows just before
+        closed_states = self.agent_seconds.window_sums(lows, math.floor(now))
+        for (name, _), low, sums, (staffed, busy) in zip(WINDOWS, lows, self.window_sums, closed_states):
             counters = list(sums)
             counters[staffed_i], counters[busy_i] = staffed, busy
             self._add_open_agent_states(counters, low, now)
@@ -840,7 +844,7 @@ class QueueModel:
         self.talking = {c: list(v) for c, v in state["talking"].items()}
         self.ended = dict(state["ended"])
         self.ended_early = dict(state.get("ended_early", {}))  # snapshots from before it have none
-        self.agents = {a: tuple(v) for a, v in state["agents"].items()}  # type: ignore[misc]
+        self.agents = {a: tuple(v) for a, v in state["agents"].items()}
         self.seen = {int(s): set(ids) for s, ids in state["seen"]}
         self.seen_ids = set().union(*self.seen.values())
         self._seen_floor = None
@@ -853,7 +857,7 @@ class QueueModel:
         self.interval_actuals_closed = {}
         for m, start, *actual in state.get("interval_actuals", []):  # newer than interval reports
             if m in self.intervals.open:
-                self.interval_actuals_closed.setdefault(m, {})[start] = tuple(actual)  # type: ignore[assignment]
+                self.interval_actuals_closed.setdefault(m, {})[start] = tuple(actual)
         self.understaffed_since = state.get("understaffed_since")
         self.understaffed_read_at = state.get("understaffed_read_at")
         self.first_event_time = state.get("first_event_time")  # None from older snapshots: unknown

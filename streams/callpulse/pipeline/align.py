@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Hashable, Iterable
+from collections.abc import Hashable, Iterable
 
 import orjson
 

@@ -18,23 +18,28 @@ import math
 import os
 import socket
 import time
+from collections.abc import Awaitable
+from collections.abc import Set as AbstractSet
 from types import SimpleNamespace
+from typing import cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from faust.tables.manager import TableManager
+from faust.transport.consumer import Consumer as FaustConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from .. import events as ev
-from .align import EventTimeAligner, SharedProgress, encode_report
 from ..config import Config, load_config
 from ..export.metrics import PipelineHealth, QueueCollector
+from .align import EventTimeAligner, SharedProgress, encode_report
 from .progress import ProgressCollector, ProgressWatch
 from .state import QueueStates, record_offset
-from .topics import STATE_TABLE, changelog_topic_name, partition_mismatches, progress_topic_name, topic_plan
+from .topics import STATE_TABLE, partition_mismatches, progress_topic_name, topic_plan
 
 log = logging.getLogger("callpulse")
 # Faust creates its consumer with fetch_max_wait_ms=1500 and no setting to change it. Apache Kafka
@@ -79,8 +84,8 @@ def _patch_fetch_max_wait() -> None:
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
         return consumer
 
-    create_worker_consumer.callpulse_patched = True
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+    create_worker_consumer.callpulse_patched = True  # type: ignore[attr-defined]  # a marker: patch once
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 _patch_fetch_max_wait()
@@ -107,8 +112,8 @@ def _patch_seek_uncommitted_to_beginning() -> None:
             await self.call_thread(self._ensure_consumer().seek_to_beginning, *uncommitted)
         return committed
 
-    seek_to_committed_or_beginning.callpulse_patched = True
-    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed_or_beginning
+    seek_to_committed_or_beginning.callpulse_patched = True  # type: ignore[attr-defined]  # a marker: patch once
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed_or_beginning  # type: ignore[method-assign]
 
 
 _patch_seek_uncommitted_to_beginning()
@@ -206,11 +211,11 @@ def create_app(config: Config) -> SimpleNamespace:
     # without error: producer.flush() alone returns even when a delivery failed.
     mask = stream.dead_letter_mask_callers  # caller numbers in dead letters, see [stream] in the config
 
-    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> list[asyncio.Future]:
+    async def dead_letter(rejected: list[ev.Rejected], stage: str) -> list[Awaitable]:
         return [await dead_letter_topic.send(key=r.reason.encode(), value=r.dead_letter(stage, mask_callers=mask))
                 for r in rejected]
 
-    async def publish_intervals(records: list[dict]) -> list[asyncio.Future]:
+    async def publish_intervals(records: list[dict]) -> list[Awaitable]:
         return [await intervals_topic.send(key=key, value=value) for key, value in states.interval_messages(records)]
 
     async def delivered(futures: list, what: str) -> None:
@@ -231,7 +236,7 @@ def create_app(config: Config) -> SimpleNamespace:
     shared_progress = SharedProgress()
     progress_topic = app.topic(progress_topic_name(stream.app_id), key_serializer="raw", value_serializer="raw", partitions=1)
 
-    async def take(fetched: dict) -> list[asyncio.Future]:
+    async def take(fetched: dict) -> list[Awaitable]:
         """First stage, step 1 for one poll: validate; dead-letter the invalid, hold the valid.
         fetched: {partition: [(offset, raw), ...]}. Returns the dead letters' delivery futures."""
         rejected = []
@@ -362,7 +367,7 @@ def create_app(config: Config) -> SimpleNamespace:
         await reports.seek_to_end()  # reports sent before our first assignment would not count anyway
         consumer.subscribe([kafka.topic_events], listener=Rebalance())
         await consumer.start()
-        sent: list[asyncio.Future] = []  # not yet known to be delivered
+        sent: list[Awaitable] = []  # not yet known to be delivered
         reported_at = 0.0
         try:
             started_at = -1  # Rebalance.changes when reading last started from the committed offsets
@@ -425,7 +430,7 @@ def create_app(config: Config) -> SimpleNamespace:
             await reports.stop()
 
     @app.agent(batches_topic)
-    async def aggregate(stream_):
+    async def aggregate(stream_) -> None:  # stream_: a faust Stream (StreamT lacks noack)
         """Second stage: apply each queue batch to its model, write its changelog record.
 
         Messages are acknowledged by hand (an acknowledged message's offset may be committed), only
@@ -439,7 +444,7 @@ def create_app(config: Config) -> SimpleNamespace:
         agent_queue[:] = [waiting]
         agent_step[0] = AGENT_IDLE
         unacked = []
-        pending: list[asyncio.Future] = []  # delivery futures of the unacknowledged messages' writes
+        pending: list[Awaitable] = []  # delivery futures of the unacknowledged messages' writes
         async for event in manual.events():
             message = event.message
             last_delivery[message.partition] = time.monotonic()
@@ -471,7 +476,7 @@ def create_app(config: Config) -> SimpleNamespace:
         gap bookkeeping would then commit past batches not applied yet."""
         partition = message.partition
         # `rebalancing` ends only after Faust sought the current assignment's partitions
-        while partition not in accepting or not app.consumer.flow_active or app.rebalancing:
+        while partition not in accepting or not cast(FaustConsumer, app.consumer).flow_active or app.rebalancing:
             if message.tp not in app.consumer.assignment():
                 return False  # revoked: its owner reads it again from the committed offset
             await asyncio.sleep(0.05)
@@ -543,7 +548,7 @@ def create_app(config: Config) -> SimpleNamespace:
 
     def fetch_diagnostics(owned: dict, partitions: set[int]) -> str:
         """What the agent does and what Faust and aiokafka hold about these batches partitions."""
-        consumer = app.consumer
+        consumer = cast(FaustConsumer, app.consumer)
         kafka_consumer = getattr(getattr(consumer, "_thread", None), "_consumer", None)
         states_ = getattr(getattr(kafka_consumer, "_subscription", None), "subscription", None)
         assignment = getattr(states_, "assignment", None)
@@ -576,7 +581,7 @@ def create_app(config: Config) -> SimpleNamespace:
         stops instead: the partition's next owner, or this worker restarted, reads it again from
         its committed offset. Judged only while the broker answers, so an outage is no reason."""
         if (not stalled or agent_step[0] != AGENT_IDLE or app.rebalancing or watch.unanswered_since is not None
-                or not app.consumer.flow_active):
+                or not cast(FaustConsumer, app.consumer).flow_active):
             return
         now = time.monotonic()
         frozen = sorted(p for p in stalled if p in owned and p in accepting
@@ -602,7 +607,7 @@ def create_app(config: Config) -> SimpleNamespace:
             await consumer.start()
         return probe_state["clients"]
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust types receivers as (sender, *args, signal=...)
     async def close_probe_clients(sender=None, **kwargs) -> None:
         clients, probe_state["clients"] = probe_state["clients"], None
         for client in clients or ():
@@ -647,7 +652,7 @@ def create_app(config: Config) -> SimpleNamespace:
         if states.forecast is not None:
             await asyncio.get_running_loop().run_in_executor(None, states.forecast.reload_if_changed)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as above
     async def park_models(sender, revoked, **kwargs) -> None:
         rebalances[0] += 1
         accepting.clear()
@@ -655,7 +660,7 @@ def create_app(config: Config) -> SimpleNamespace:
 
     owned_before: set[int] = set()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as above
     async def note_assignment(sender, assigned, **kwargs) -> None:
         """Every assignment counts, also one whose recovery is overtaken before it completes here
         (resume_models then never runs for it): a partition it did not give to this worker may
@@ -713,7 +718,7 @@ def create_app(config: Config) -> SimpleNamespace:
         the "rebalance again" signal, and the table callbacks it starts then run on their own while
         the next recovery reads. Seen in the 60-kill chaos run: a model made from a half-read
         table, batches applied before the seek."""
-        return app.tables.recovery.signal_recovery_start.is_set()
+        return cast(TableManager, app.tables).recovery.signal_recovery_start.is_set()
 
     async def committed_batch_offsets(partitions: set[int]) -> dict[int, int]:
         """The second stage's committed offset of each batches partition (0 where none is)."""
@@ -743,7 +748,7 @@ def create_app(config: Config) -> SimpleNamespace:
         return {tp.partition: max(committed[tp.partition], earliest[tp]) for tp in tps}
 
     async def complete_recovery(partitions: set[int], committed: dict[int, int] | None = None,
-                                kept: set[int] = frozenset()) -> None:
+                                kept: AbstractSet[int] = frozenset()) -> None:
         """Check that the state of every owned partition reaches as far as its batches partition
         was acknowledged, and read its changelog again when it does not.
 

@@ -152,8 +152,8 @@ class ProgressWatch:
         """Forget the partitions a stage no longer owns (after a rebalance)."""
         for key in [k for k in self.partitions if k[0] == stage and k[1] not in partitions]:
             del self.partitions[key]
-        for key in [k for k in self.ends if k[0] == stage and k[1] == "input" and k[2] not in partitions]:
-            del self.ends[key]  # a new owner's consumer starts its own readings
+        for end_key in [k for k in self.ends if k[0] == stage and k[1] == "input" and k[2] not in partitions]:
+            del self.ends[end_key]  # a new owner's consumer starts its own readings
 
     def stalled(self) -> dict[str, list[int]]:
         now = self.clock()

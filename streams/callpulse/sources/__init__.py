@@ -12,8 +12,9 @@ never ahead of what was published). What a source cannot map is counted in a `Sk
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..events import format_time  # noqa: F401  (adapters import it from here)
 
@@ -51,7 +52,7 @@ class Skips:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def merge(self, other: "Skips") -> None:
+    def merge(self, other: Skips) -> None:
         for reason, n in other.counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + n
             kept = self.examples.setdefault(reason, [])

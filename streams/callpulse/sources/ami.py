@@ -67,9 +67,9 @@ import math
 import random
 import time
 from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
 
 from . import Batch, Skips, event_id, format_time, make_event
 
@@ -258,9 +258,10 @@ class AmiMapper:
     def flush(self, now: float) -> list[dict]:
         """Flow-outs of stays that left the queue more than `leave_grace_seconds` before `now`."""
         out = []
-        for stay in [s for s in self.stays.values() if s.left_at is not None and now - s.left_at >= self.leave_grace]:
+        for stay, left_at in [(s, s.left_at) for s in self.stays.values()
+                              if s.left_at is not None and now - s.left_at >= self.leave_grace]:
             reason = FLOW_OUT_REASON_BY_QUEUESTATUS.get(stay.queue_status or "", "other")
-            out.append(self._call_event("call.flowed_out", stay, stay.left_at, reason=reason))
+            out.append(self._call_event("call.flowed_out", stay, left_at, reason=reason))
             self._close(stay)
         if now - self._pruned_at >= 60.0 and math.isfinite(now):
             self._prune(now)
@@ -759,7 +760,7 @@ class AmiSource:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
                                                         self.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.warning("AMI %s:%s: cannot connect (%s)", self.host, self.port, exc or type(exc).__name__)
             else:
                 session = self._session(reader, writer)
@@ -769,8 +770,7 @@ class AmiSource:
                         fresh = self.recent.fresh(events)
                         if fresh:
                             yield Batch(fresh)
-                except (ConnectionError, asyncio.IncompleteReadError, AmiProtocolError, asyncio.TimeoutError,
-                        OSError) as exc:
+                except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, AmiProtocolError, OSError) as exc:
                     log.warning("AMI %s:%s: connection lost (%s)", self.host, self.port, exc or type(exc).__name__)
                 finally:
                     await session.aclose()
@@ -785,7 +785,8 @@ class AmiSource:
             log.info("AMI %s:%s: reconnecting in %.2f s (failure %d in a row)", self.host, self.port, delay, failures)
             await asyncio.sleep(delay)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> AsyncIterator[list[dict]]:
+    async def _session(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> AsyncGenerator[list[dict], None]:
         """One connection, as lists of canonical events (possibly empty)."""
         parser = AmiParser()
         stream = AmiStream(self.mapper)
@@ -852,7 +853,7 @@ class AmiSource:
                 try:
                     messages = await read(tick)
                     last_data, ping_outstanding = time.monotonic(), False
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     messages = []
                     silent = time.monotonic() - last_data
                     if ping_outstanding and time.monotonic() - ping_sent >= self.ping_timeout:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -297,6 +297,7 @@ class AnonymousBank:
         if code == "PHANTOM":
             record.ignored_because = "phantom"
         elif code == "AGENT":
+            assert record.wait_ended is not None  # set above: reached the queue, or straight to an agent
             server = row["server"]
             record.agent_id = None if server in ("", "NO_SERVER") else server
             record.service_started = record.wait_ended

@@ -33,9 +33,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 

@@ -58,9 +58,10 @@ import logging
 import math
 import random
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, BinaryIO, Iterable, Iterator, Mapping
+from typing import BinaryIO
 from urllib.parse import quote, unquote
 
 from . import Batch, Skips, event_id, make_event

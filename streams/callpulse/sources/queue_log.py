@@ -33,10 +33,11 @@ from __future__ import annotations
 import heapq
 import logging
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from . import Skips, event_id, make_event
@@ -164,7 +165,7 @@ def parse_row(row: Mapping[str, Any] | Sequence[Any], timezone: str = "UTC") -> 
     single ``data`` column holding ``a|b|c`` is split) or as a tuple in column order."""
     if isinstance(row, Mapping):
         if "data1" in row or "data" not in row:
-            data = [row.get(f"data{i}") for i in range(1, 6)]
+            data: list[Any] = [row.get(f"data{i}") for i in range(1, 6)]
         else:
             data = str(row.get("data") or "").split("|")
         return parse_fields(row.get("time"), row.get("callid"), row.get("queuename"), row.get("agent"),
@@ -351,7 +352,7 @@ class QueueLogMapper:
             return [queue]
         return list(self.agent_queues.get(agent, []))
 
-    def _release_agent(self, agent: str, call: tuple[str, str], t: float, emit: "_Emitter") -> None:
+    def _release_agent(self, agent: str, call: tuple[str, str], t: float, emit: _Emitter) -> None:
         """The agent's call ended: once it has no other call, it is available in its queues, or
         not ready in those where it was paused meanwhile."""
         calls = self.on_call.get(agent, [])
@@ -705,7 +706,7 @@ class FileImport:
     def lines(self) -> int:
         return self.mapper.lines
 
-    def __iter__(self) -> "FileImport":
+    def __iter__(self) -> FileImport:
         return self
 
     def __next__(self) -> dict:
@@ -731,8 +732,8 @@ class FileImport:
                     order.push(self.mapper.last_line_time, self.mapper.map_raw_line(raw))
                     yield from order.ready()
             if pending:  # a last line without its newline is still a line in a finished file
-                pending = bytes(pending)
-                order.push(self.mapper.last_line_time, self.mapper.map_raw_line(pending))
+                last_line = bytes(pending)
+                order.push(self.mapper.last_line_time, self.mapper.map_raw_line(last_line))
             yield from order.rest()
         finally:
             if self._close:

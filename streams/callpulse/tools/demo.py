@@ -22,8 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .broker import EmbeddedBroker, free_port
 from ..config import load_config
+from .broker import EmbeddedBroker, free_port
 from .procs import spawn, stop, terminate_as_interrupt
 from .simulator import SCENARIO_PARAMS, planning_forecast
 

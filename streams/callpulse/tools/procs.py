@@ -62,11 +62,13 @@ PDEATHSIG_SUPPORTED = _prctl is not None
 
 def _die_with(parent: int) -> Callable[[], None]:
     """The child's preexec_fn: SIGKILL when the parent dies; exit at once if it already has."""
+    prctl = _prctl
+    assert prctl is not None  # spawn asks for this only when PDEATHSIG_SUPPORTED
 
     def preexec() -> None:
         # Kept across execve (not for set-uid binaries). Should it fail (a seccomp filter, say) the
         # child runs on without it, as on other systems.
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died between fork() and prctl(): the child was then re-parented (to
         # init or a subreaper) and no death signal will ever come.
         if os.getppid() != parent:
@@ -79,9 +81,9 @@ _requests: queue.SimpleQueue | None = None  # (args, kwargs, Future) for the for
 _requests_lock = threading.Lock()
 
 
-def _forker() -> None:
+def _forker(requests: queue.SimpleQueue) -> None:
     while True:
-        args, kwargs, result = _requests.get()
+        args, kwargs, result = requests.get()
         try:
             result.set_result(subprocess.Popen(args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
@@ -93,7 +95,7 @@ def _popen_in_long_lived_thread(args, kwargs) -> subprocess.Popen:
     with _requests_lock:
         if _requests is None:
             _requests = queue.SimpleQueue()
-            threading.Thread(target=_forker, name="callpulse-spawn", daemon=True).start()
+            threading.Thread(target=_forker, args=(_requests,), name="callpulse-spawn", daemon=True).start()
     result: Future = Future()
     _requests.put((args, kwargs, result))
     return result.result()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Iterable, TextIO
+from typing import TextIO
 
 import orjson
 

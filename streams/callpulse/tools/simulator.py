@@ -48,9 +48,10 @@ import random
 import re
 import time as _time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, Iterator
+from typing import Any
 
 from ..events import format_time
 
@@ -421,7 +422,7 @@ class _Simulation:
     def __init__(self, scenario: str, seed: int, start: float, duration: float,
                  rate_scale: float, params: ScenarioParams | None = None) -> None:
         p = params or SCENARIO_PARAMS[scenario]
-        run = (scenario, seed, float(start), float(duration), float(rate_scale))
+        run: tuple[Any, ...] = (scenario, seed, float(start), float(duration), float(rate_scale))
         if params is not None:  # a changed surge is another run: other event ids
             run += ((p.surge_start, p.surge_duration),)
         self._begin(p, seed, start, duration, run)
@@ -457,7 +458,8 @@ class _Simulation:
         self.n_agents = 0
         self.ring_seq = 0
 
-        self.handlers = [
+        # indexed by heap item kind; each is called as handler(t, a, b)
+        self.handlers: list[Callable[[float, Any, Any], None]] = [
             self._on_arrive, self._on_ivr_exit, self._on_leave, self._on_ring_result,
             self._on_hold_start, self._on_hold_end, self._on_conv_end, self._on_wrap_end,
             self._on_survey, self._on_restaff, self._on_login, self._on_ready,
@@ -492,7 +494,7 @@ class _Simulation:
         ev["call_id"] = call.id
         return ev
 
-    def _agent_state(self, agent: _Agent, t: float, state: str, reason: str | None = None):
+    def _agent_state(self, agent: _Agent, t: float, state: str, reason: str | None = None) -> None:
         agent.state = state
         ev = self._ev(t, "agent.state_changed")
         ev["agent_id"] = agent.id
@@ -664,6 +666,7 @@ class _Simulation:
         elif call.state == _RINGING:
             if action == _ABANDON:  # hangs up while an agent's phone rings
                 agent = call.agent
+                assert agent is not None  # _ring set it
                 call.agent = None
                 self._leave(call, action, t)
                 self._agent_ready(agent, t)
@@ -674,6 +677,7 @@ class _Simulation:
         if call.state != _RINGING or call.ring_token != abs(token):
             return  # the caller hung up while it rang
         agent = call.agent
+        assert agent is not None  # ringing: _ring set it
         if token < 0:
             ev = self._call_ev(t, "call.ring_no_answer", call, call.qi)
             ev["agent_id"] = agent.id
@@ -712,11 +716,13 @@ class _Simulation:
     # ---------------------------------------------------------------- conversation
 
     def _on_hold_start(self, t: float, call: _Call, _b: Any) -> None:
+        assert call.agent is not None  # talking: set until the conversation ends
         ev = self._call_ev(t, "call.hold_started", call, call.qi)
         ev["agent_id"] = call.agent.id
         self._push(t + self.rng.lognormvariate(self.hold_mu, 0.5), _K_HOLD_END, call)
 
     def _on_hold_end(self, t: float, call: _Call, _b: Any) -> None:
+        assert call.agent is not None  # talking: set until the conversation ends
         ev = self._call_ev(t, "call.hold_ended", call, call.qi)
         ev["agent_id"] = call.agent.id
         self._push(t + call.talk_rest, _K_CONV_END, call)
@@ -724,6 +730,7 @@ class _Simulation:
     def _on_conv_end(self, t: float, call: _Call, _b: Any) -> None:
         rng = self.rng
         agent = call.agent
+        assert agent is not None  # talking: set until now
         qi = call.qi
         call.agent = None
         wrap = rng.lognormvariate(self.wrap_mu[qi], _WRAP_SIGMA)
@@ -886,7 +893,6 @@ class _Simulation:
         return agent
 
     def _needed(self, gi: int, t0: float, t1: float) -> int:
-        q = QUEUES[gi]
         # the interval's mean forecast (Simpson's rule over the smooth intraday curve)
         prof = [arrival_profile((x % _SECONDS_PER_DAY) / 3600.0) for x in (t0, (t0 + t1) / 2, t1)]
         mean = (prof[0] + 4.0 * prof[1] + prof[2]) / 6.0
@@ -956,10 +962,10 @@ class _SteadySimulation(_Simulation):
         self._begin(p, seed, start, duration, (scenario, seed, float(start), float(duration), p.steady_queue,
                                                 p.calls_per_hour, p.handle_seconds, p.agents, p.patience_mean))
         self.qnames = [p.steady_queue]
-        self.rate = p.calls_per_hour / 3600.0
+        self.arrivals_per_s = p.calls_per_hour / 3600.0
         self.idle: deque[_Agent] = deque()  # longest idle first
         self.queue: deque[_Call] = deque()  # FIFO; calls that hung up are skipped lazily
-        self.handlers = [self._on_arrive, self._on_leave, self._on_conv_end, self._on_wrap_end]
+        self.handlers = [self._on_arrive, self._on_leave, self._on_conv_end, self._on_steady_wrap_end]
 
     def run(self) -> Iterator[dict[str, Any]]:
         t = self.start
@@ -971,7 +977,7 @@ class _SteadySimulation(_Simulation):
             ev["queues"] = list(agent.names)
             self._agent_state(agent, t, _AVAILABLE)
             self.idle.append(agent)
-        self._schedule_arrival(t)
+        self._schedule_steady_arrival(t)
         heap, handlers, out, end = self.heap, self.handlers, self.out, self.end
         pop = heapq.heappop
         while True:
@@ -985,10 +991,10 @@ class _SteadySimulation(_Simulation):
                 break
             handlers[kind](t, a, b)
 
-    def _schedule_arrival(self, t: float) -> None:
-        if self.rate <= 0.0:
+    def _schedule_steady_arrival(self, t: float) -> None:
+        if self.arrivals_per_s <= 0.0:
             return
-        t += self.rng.expovariate(self.rate)
+        t += self.rng.expovariate(self.arrivals_per_s)
         if t < self.end:
             self._push(t, 0, None)
 
@@ -1007,7 +1013,7 @@ class _SteadySimulation(_Simulation):
             self.queue.append(call)
             if not math.isinf(self.p.patience_mean):
                 self._push(t + rng.expovariate(1.0 / self.p.patience_mean), 1, call)
-        self._schedule_arrival(t)
+        self._schedule_steady_arrival(t)
 
     def _answer(self, call: _Call, agent: _Agent, t: float) -> None:
         call.state = _TALKING
@@ -1029,6 +1035,7 @@ class _SteadySimulation(_Simulation):
 
     def _on_conv_end(self, t: float, call: _Call, wrap: float) -> None:
         agent = call.agent
+        assert agent is not None  # talking: _answer set it
         call.state = _DONE
         ev = self._call_ev(t, "call.ended", call, 0)
         ev["agent_id"] = agent.id
@@ -1036,7 +1043,7 @@ class _SteadySimulation(_Simulation):
         self._agent_state(agent, t, _WRAP_UP)
         self._push(t + wrap, 3, agent, call)
 
-    def _on_wrap_end(self, t: float, agent: _Agent, call: _Call) -> None:
+    def _on_steady_wrap_end(self, t: float, agent: _Agent, call: _Call) -> None:
         ev = self._call_ev(t, "call.wrapup_ended", call, 0)
         ev["agent_id"] = agent.id
         self._agent_state(agent, t, _AVAILABLE)
@@ -1108,9 +1115,11 @@ def simulate(
         )
         if not (params.surge_start >= 0 and params.surge_duration > 0):
             raise ValueError("surge_start must be >= 0 and surge_duration > 0")
-    steady = {name: value for name, value in (("calls_per_hour", calls_per_hour), ("handle_seconds", handle_seconds),
-                                              ("agents", agents), ("patience_mean", patience_seconds))
-              if value is not None}
+    # ScenarioParams field -> value (float, or int for agents): one value type cannot fit them all
+    steady: dict[str, Any] = {name: value for name, value in (("calls_per_hour", calls_per_hour),
+                                                              ("handle_seconds", handle_seconds), ("agents", agents),
+                                                              ("patience_mean", patience_seconds))
+                              if value is not None}
     if SCENARIO_PARAMS[scenario].steady:
         if rate_scale != 1.0:
             raise ValueError("the steady scenario takes calls_per_hour and agents, not rate_scale")

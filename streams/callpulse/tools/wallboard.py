@@ -17,9 +17,10 @@ import threading
 import time
 import unicodedata
 import urllib.request
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -197,8 +198,10 @@ def _need(queue: dict) -> tuple[str, str | None]:
 
 def _first_two_thresholds(queue: dict) -> tuple[str | None, str | None]:
     thresholds = queue.get("thresholds")
-    keys = [k for k in (_threshold_key(t) for t in thresholds) if k is not None] if isinstance(thresholds, list) else []
-    keys += [None, None]
+    keys: list[str | None] = []
+    if isinstance(thresholds, list):
+        keys = [k for k in (_threshold_key(t) for t in thresholds) if k is not None]
+    keys += [None, None]  # always two: None for a missing one
     return keys[0], keys[1]
 
 

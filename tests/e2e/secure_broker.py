@@ -22,7 +22,7 @@ from callpulse.tools.broker import free_port, tansu_binary, wait_for_port
 
 try:  # children the kernel ends when the test session dies, even by SIGKILL (Linux)
     from callpulse.tools.procs import spawn
-except ImportError:  # an older tree without callpulse.tools.procs
+except ImportError:  # a tree from before callpulse.tools.procs (issue 13)
     spawn = subprocess.Popen
 
 

@@ -7,6 +7,7 @@ publishes nothing the worker has not seen (the second stage drops repeated ids).
 Finite sources (files) are plain iterators of events; live sources are async iterators of `Batch`,
 whose `commit` the publisher calls once the batch's events are safely on Kafka (a checkpoint is
 never ahead of what was published). What a source cannot map is counted in a `Skips`, never fatal.
+May import `kpi`, `events` and `config`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ same run keeps them (the contract uses ``event_id`` for deduplication).
 
 Example::
 
-    from callpulse.simulator import simulate
+    from callpulse.tools.simulator import simulate
     for ev in simulate("surge", seed=7, duration_seconds=3600):
         publish(ev)
 """

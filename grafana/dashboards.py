@@ -529,12 +529,227 @@ def q_forecast_accuracy():
                 "mode": "absolute", "steps": [{"value": v, "color": col} for v, col in WAPE_STEPS]})]))
 
 
+# --- Quality: surveys (CSAT, NPS, FCR), outbound dialling, callbacks, cost per call --------------------
+
+SURVEY_TIME = ("surveys count at the survey's own time (it may come hours after the call), in the queue the "
+               "survey names")
+RECORDED_DAYS = ("1d and 7d are the recording rules over the survey counters (from when the rules were deployed: "
+                 "less history than the range in the first days)")
+CSAT_WORDS = "top-two-box CSAT = answers 4 or 5 / CSAT answers on the 1-5 scale"
+NPS_WORDS = "NPS = 100 x (promoters, answers 9-10, minus detractors, answers 0-6) / NPS answers, -100 to 100"
+FCR_WORDS = "first-call resolution by survey = answers resolved=true / answers to the resolved question"
+NO_TARGET = (" All one colour: callpulse has no configured target for it, so the bars compare windows and "
+             "queues, not a goal.")
+
+
+def by_window(gauge: str, record: str, legend_unit: str = "", **labels: str) -> list:
+    """One instant query per worker window (5m ... today, in that order), then the 1d and 7d recorded
+    series: the bars of a "<KPI> by window" panel come out in window order."""
+    qs = [query(latest(sel(gauge, window=w, **labels)), f"{{{{queue}}}} {w}{legend_unit}", ref=chr(ord("A") + i),
+                instant=True)
+          for i, w in enumerate(c.WINDOWS)]
+    n = len(qs)
+    return qs + [query(latest(sel(f"{record}{d}")), f"{{{{queue}}}} {d}{legend_unit}", ref=chr(ord("A") + n + i),
+                       instant=True)
+                 for i, d in enumerate(("1d", "7d"))]
+
+
+def q_csat_by_window():
+    return c.bars_now(
+        "CSAT by window",
+        f"Customer satisfaction, {CSAT_WORDS}, per queue in each of the worker's windows (callcenter_csat_ratio"
+        f"{{window}}: 5m, 15m, 30m, 1h, today) and over the last day and week (queue:callcenter_csat:ratio_rate1d, "
+        f"queue:callcenter_csat:ratio_rate7d); {SURVEY_TIME}; {RECORDED_DAYS}. No bar: no CSAT answer in that "
+        "window (neither 0 % nor 100 %). Short windows hold few answers: read them with the 7d bar and the answer "
+        "counts (\"Survey answers, last 7 days\")." + NO_TARGET,
+        "percentunit", *by_window("callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate"), width=8, max_val=1)
+
+
+def q_nps_by_window():
+    return c.bars_now(
+        "NPS by window",
+        f"Net promoter score, {NPS_WORDS}, per queue in each of the worker's windows (callcenter_net_promoter_score"
+        "{window}) and over the last day and week (queue:callcenter_net_promoter_score:ratio_rate1d, _7d); "
+        f"{SURVEY_TIME}; {RECORDED_DAYS}. No bar: no NPS answer in that window." + NO_TARGET,
+        "none", *by_window("callcenter_net_promoter_score", "queue:callcenter_net_promoter_score:ratio_rate"),
+        width=8, max_val=100).min(-100)
+
+
+def q_fcr_by_window():
+    return c.bars_now(
+        "First-call resolution by window",
+        f"{FCR_WORDS[0].upper()}{FCR_WORDS[1:]}, per queue in each of the worker's windows "
+        "(callcenter_first_call_resolution_ratio{method=\"survey\", window}) and over the last day and week "
+        "(queue:callcenter_first_call_resolution:ratio_rate1d, _7d); "
+        f"{SURVEY_TIME}; {RECORDED_DAYS}. No bar: no answer to the resolved question in that window." + NO_TARGET,
+        "percentunit",
+        *by_window("callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate",
+                   method="survey"),
+        width=8, max_val=1)
+
+
+def q_csat_fcr_over_time():
+    return graph(
+        "CSAT and FCR over time",
+        f"{CSAT_WORDS[0].upper()}{CSAT_WORDS[1:]} (callcenter_csat_ratio) and {FCR_WORDS} "
+        f"(callcenter_first_call_resolution_ratio{{method=\"survey\"}}) {WINDOW_WORDS}. Dashed: the same over "
+        "the last 7 days (queue:callcenter_csat:ratio_rate7d, queue:callcenter_first_call_resolution:ratio_rate7d). "
+        f"{SURVEY_TIME[0].upper()}{SURVEY_TIME[1:]}. Gaps: no answers in the window.",
+        "percentunit",
+        query(latest(sel("callcenter_csat_ratio", window="$window")), "{{queue}} CSAT"),
+        query(latest(sel("queue:callcenter_csat:ratio_rate7d")), "{{queue}} CSAT 7d", ref="B"),
+        query(latest(sel("callcenter_first_call_resolution_ratio", window="$window", method="survey")),
+              "{{queue}} FCR", ref="C"),
+        query(latest(sel("queue:callcenter_first_call_resolution:ratio_rate7d")), "{{queue}} FCR 7d", ref="D"),
+        dashed_refs=["B", "D"], width=8, min_val=0, max_val=1)
+
+
+def q_nps_over_time():
+    return graph(
+        "NPS over time",
+        f"{NPS_WORDS} (callcenter_net_promoter_score) {WINDOW_WORDS}. Dashed: over the last 7 days "
+        f"(queue:callcenter_net_promoter_score:ratio_rate7d). {SURVEY_TIME[0].upper()}{SURVEY_TIME[1:]}. "
+        "Gaps: no answers in the window.",
+        "none",
+        query(latest(sel("callcenter_net_promoter_score", window="$window")), "{{queue}} NPS"),
+        query(latest(sel("queue:callcenter_net_promoter_score:ratio_rate7d")), "{{queue}} NPS 7d", ref="B"),
+        dashed_refs=["B"], width=8, min_val=-100, max_val=100)
+
+
+def q_csat_average():
+    return graph(
+        "Mean CSAT score",
+        f"Mean CSAT answer on the 1-5 scale (callcenter_csat_average_score) {WINDOW_WORDS}. Dashed: over the "
+        "last 7 days (queue:callcenter_csat_score:mean7d). Gaps: no answers in the window.",
+        "none",
+        query(latest(sel("callcenter_csat_average_score", window="$window")), "{{queue}} mean"),
+        query(latest(sel("queue:callcenter_csat_score:mean7d")), "{{queue}} mean 7d", ref="B"),
+        dashed_refs=["B"], width=4, min_val=1, max_val=5)
+
+
+def q_survey_answers():
+    return c.bars_now(
+        "Survey answers, last 7 days",
+        "Answers per queue over the last 7 days, by question: CSAT "
+        "(queue:callcenter_survey_csat_answers:increase7d), NPS (queue:callcenter_survey_nps_answers:increase7d) "
+        "and resolved (queue:callcenter_survey_resolved_answers:increase7d), the denominators of the 7d scores; "
+        "a score from a handful of answers is noise. From the survey counters (extrapolated to the range, so "
+        f"not always whole numbers); {SURVEY_TIME}.",
+        "short",
+        query(latest(sel("queue:callcenter_survey_csat_answers:increase7d")), "{{queue}} CSAT", instant=True),
+        query(latest(sel("queue:callcenter_survey_nps_answers:increase7d")), "{{queue}} NPS", ref="B", instant=True),
+        query(latest(sel("queue:callcenter_survey_resolved_answers:increase7d")), "{{queue}} resolved", ref="C",
+              instant=True),
+        width=4)
+
+
+OUTBOUND_LIVE = ("a live connect is an attempt whose result is in the queue's outbound_connected_results (default "
+                 "connected)")
+OUTBOUND_ABANDON = ("abandoned = a live connect that reached no agent within outbound_abandon_seconds (default 2 s): "
+                    "the attempt named no agent_id and no call.answered of the call followed in time")
+
+
+def q_outbound_connect_rate():
+    return graph(
+        "Outbound connect rate",
+        f"Live connects / dial attempts (callcenter_outbound_connect_rate_ratio) {WINDOW_WORDS}; {OUTBOUND_LIVE}. "
+        "Dashed: over the last day (queue:callcenter_outbound_connect:ratio_rate1d, from the counters). Gaps: "
+        "nothing dialled.",
+        "percentunit",
+        query(latest(sel("callcenter_outbound_connect_rate_ratio", window="$window")), "{{queue}}"),
+        query(latest(sel("queue:callcenter_outbound_connect:ratio_rate1d")), "{{queue}} 1d", ref="B"),
+        dashed_refs=["B"], width=8, min_val=0, max_val=1)
+
+
+def q_outbound_abandon_rate():
+    return graph(
+        "Outbound abandon rate",
+        f"Abandoned outbound calls / live connects of the queue, all campaigns together "
+        f"(callcenter_outbound_abandon_rate_ratio) {WINDOW_WORDS}; {OUTBOUND_ABANDON}. Dashed: over the last day "
+        "(queue:callcenter_outbound_abandon:ratio_rate1d) and the queue's limit (callcenter_outbound_abandon_limit_ratio, "
+        "config outbound_abandon_limit, default 3 %). The alert reads the 30-day figure per campaign (next panel), "
+        "not these: a bad hour here is a warning sign, not yet a breach.",
+        "percentunit",
+        query(latest(sel("callcenter_outbound_abandon_rate_ratio", window="$window")), "{{queue}}"),
+        query(latest(sel("queue:callcenter_outbound_abandon:ratio_rate1d")), "{{queue}} 1d", ref="B"),
+        query(latest(sel("callcenter_outbound_abandon_limit_ratio")), "{{queue}} limit", ref="C"),
+        dashed_refs=["B", "C"], width=8, min_val=0)
+
+
+def q_outbound_abandon_30d():
+    return graph(
+        "Outbound abandon rate, 30 days, by campaign",
+        f"The regulators' measure (US FTC/TCPA, UK Ofcom): abandoned / live connects per campaign over the "
+        f"queue's last 30 business days, kept by the worker (callcenter_outbound_abandon_30d_ratio{{campaign}}; "
+        f"{OUTBOUND_ABANDON}). Campaign empty: attempts without a campaign; \"other\": every campaign beyond the 20 "
+        "with the most live connects, summed. Dashed: the queue's limit (callcenter_outbound_abandon_limit_ratio). "
+        "The alert CallCenterOutboundAbandonOverLimit (a ticket) fires when a campaign stays above it for 5 minutes "
+        "with at least 100 live connects in the 30 days (callcenter_outbound_live_connects_30d).",
+        "percentunit",
+        query(latest(sel("callcenter_outbound_abandon_30d_ratio"), by="queue, campaign"), "{{queue}} {{campaign}}"),
+        query(latest(sel("callcenter_outbound_abandon_limit_ratio")), "{{queue}} limit", ref="B"),
+        dashed_refs=["B"], width=8, min_val=0)
+
+
+def q_callbacks_open():
+    return graph(
+        "Callbacks open",
+        "Callbacks requested and not completed yet (callcenter_callbacks_open: no connected or cancelled "
+        "completion; no_answer and failed leave them open for a retry; forgotten after 7 days), and of them those "
+        "requested longer ago than the queue's callback_open_limit_seconds (callcenter_callbacks_open_over_limit, "
+        "default 3600 s; absent when the limit is 0). The alert CallCenterCallbacksOverdue (a ticket) fires when "
+        "any is over the limit for 15 minutes while the queue is open.",
+        "short",
+        query(latest(sel("callcenter_callbacks_open")), "{{queue}} open"),
+        query(latest(sel("callcenter_callbacks_open_over_limit")), "{{queue}} over limit", ref="B"),
+        width=6, min_val=0,
+    ).override_by_query("B", [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"})])
+
+
+def q_callback_completion():
+    return graph(
+        "Callback completion rate",
+        f"Callbacks completed connected / callbacks requested (callcenter_callback_completion_rate_ratio) "
+        f"{WINDOW_WORDS}; each counted at its own time, so a window in which older requests are worked off can "
+        "exceed 100 %. Dashed: over the last day (queue:callcenter_callback_completion:ratio_rate1d). Gaps: no "
+        "request in the window.",
+        "percentunit",
+        query(latest(sel("callcenter_callback_completion_rate_ratio", window="$window")), "{{queue}}"),
+        query(latest(sel("queue:callcenter_callback_completion:ratio_rate1d")), "{{queue}} 1d", ref="B"),
+        dashed_refs=["B"], width=6, min_val=0)
+
+
+def q_callback_wait():
+    return graph(
+        "Average callback wait",
+        f"Mean time from a callback's request to its connected completion (callcenter_average_callback_wait_seconds) "
+        f"{WINDOW_WORDS}, over the connected callbacks whose request is known. Gaps: none connected in the window.",
+        "s", query(latest(sel("callcenter_average_callback_wait_seconds", window="$window")), "{{queue}}"),
+        width=6, min_val=0)
+
+
+def q_cost_per_call():
+    return graph(
+        "Cost per handled call today",
+        "Logged-in agent-hours today (every state, not_ready included: paid time) x the queue's cost_per_agent_hour "
+        "/ calls handled today, in the queue's currency (callcenter_cost_per_handled_call{window=\"today\", "
+        "currency}; the worker computes it for today only, whatever the window picker says). Only for queues with a "
+        "cost_per_agent_hour (callcenter_cost_per_agent_hour); gaps: nothing handled yet. An agent serving several "
+        "queues counts fully in each, so with shared agents this is an upper bound.",
+        "short",
+        query(latest(sel("callcenter_cost_per_handled_call", window="today"), by="queue, currency"),
+              "{{queue}} {{currency}}"),
+        width=6, min_val=0,
+    ).decimals(2)
+
+
 def queue_detail() -> db.Dashboard:
     d = c.new_dashboard(
         "callpulse-queue", "callpulse queue detail",
         "Every KPI of the selected queues over time, the seven service-level formulas side by side, staffing "
         "(agents required by Erlang C and Erlang A against agents staffed, projections at the current staffing, "
-        "the forecast against the actual calls), wait distributions, flow-outs and the error-budget burn rate.",
+        "the forecast against the actual calls), wait distributions, flow-outs, the error-budget burn rate, and "
+        "quality (CSAT, NPS and first-call resolution from surveys, outbound dialling, callbacks, cost per call).",
         refresh="30s", time_from="now-6h", window=True)
     layout = [
         ("Service level", [q_service_level(), q_formulas()]),
@@ -553,6 +768,10 @@ def queue_detail() -> db.Dashboard:
             q_burn(("1d", "2h", "3d", "6h"), "Burn rate: ticket windows", [(1.0, "orange")],
                    "Tickets when both windows of a pair are above 1 (1d and 2h, 3d and 6h): running over budget."),
         ]),
+        ("Quality", [q_csat_by_window(), q_nps_by_window(), q_fcr_by_window(),
+                     q_csat_fcr_over_time(), q_nps_over_time(), q_csat_average(), q_survey_answers(),
+                     q_outbound_connect_rate(), q_outbound_abandon_rate(), q_outbound_abandon_30d(),
+                     q_callbacks_open(), q_callback_completion(), q_callback_wait(), q_cost_per_call()]),
     ]
     for title, panels in layout:
         d = d.with_row(db.Row(title))
@@ -591,13 +810,60 @@ def a_not_ready():
         stack=True, width=12, min_val=0)
 
 
+# Agents row: per-queue aggregates only (no agent ids in labels): callcenter_agents{queue,state},
+# callcenter_agents_not_ready{queue,reason}, callcenter_occupancy_ratio, callcenter_agent_logged_in_seconds_total.
+
+LOGGED_IN_NOW = f"sum by (queue) ({latest(sel('callcenter_agents'), by='queue, state')})"
+
+
+def a_logged_in():
+    return graph(
+        "Agents logged in",
+        "Solid: agents serving the queue who are logged in now, in any state (available + on_call + wrap_up + "
+        "not_ready, from callcenter_agents{state}). Dashed: agents logged in on average over the $__rate_interval "
+        "ending at each point = agent-seconds logged in per second (rate of callcenter_agent_logged_in_seconds_total; "
+        "paid time, not_ready included). An agent who serves several queues counts in each.",
+        "short",
+        query(LOGGED_IN_NOW, "{{queue}} now"),
+        query(f"sum by (queue) (rate({sel('callcenter_agent_logged_in_seconds_total')}[$__rate_interval]))",
+              "{{queue}} average", ref="B"),
+        dashed_refs=["B"], width=8, min_val=0)
+
+
+def a_not_ready_share():
+    return graph(
+        "Not ready share",
+        "Agents not_ready now / agents logged in now, per queue (callcenter_agents{state=\"not_ready\"} over all "
+        "states of callcenter_agents): the share of logged-in (paid) agents who cannot take calls, breaks, "
+        "meetings and just-logged-in agents included. Gaps: nobody logged in. Occupancy (above) leaves these "
+        "agents out; this is the part it does not show.",
+        "percentunit",
+        query(f"{latest(sel('callcenter_agents', state='not_ready'))} / ({LOGGED_IN_NOW} > 0)", "{{queue}}"),
+        width=8, min_val=0, max_val=1)
+
+
+def a_not_ready_reasons():
+    return c.bars_now(
+        "Not ready by reason now",
+        "Agents serving each queue who are not_ready now, by the reason code of their latest state change "
+        "(callcenter_agents_not_ready{reason}; login = logged in but not yet ready, joined = just added to the "
+        "queue, unknown = no reason given); an agent in several queues counts in each.",
+        "short", query(latest(sel("callcenter_agents_not_ready"), by="queue, reason"), "{{queue}} {{reason}}",
+                       instant=True),
+        width=8)
+
+
 def agents() -> db.Dashboard:
     d = c.new_dashboard(
         "callpulse-agents", "callpulse agents",
-        "Agent states per queue over time and not-ready reasons.",
+        "Agent states per queue over time, agents logged in, the not-ready share and not-ready reasons "
+        "(per-queue aggregates only: no agent ids).",
         refresh="30s", time_from="now-6h", window=True)
     d = d.with_row(db.Row("All selected queues"))
     for p in (a_now(), q_occupancy()):
+        d = d.with_panel(p)
+    d = d.with_row(db.Row("Agents"))
+    for p in (a_logged_in(), a_not_ready_share(), a_not_ready_reasons()):
         d = d.with_panel(p)
     d = d.with_row(db.Row("$queue").repeat("queue"))
     for p in (a_states(), a_not_ready()):

@@ -44,6 +44,11 @@ def pipeline(tmp_path):
     return p
 
 
+def queue_batches(pipeline) -> list:
+    """The batch messages the first stage sent to queues (not to agents: events.agent_key)."""
+    return [c for c in pipeline.batches_topic.send.await_args_list if not c.kwargs["key"].startswith(b"\xff")]
+
+
 async def test_route_validates_and_packs_per_queue(pipeline):
     now = time.time()
     good = call("sales", "c1", now - 20, "answered", now - 12) + [
@@ -57,6 +62,9 @@ async def test_route_validates_and_packs_per_queue(pipeline):
     sales = [orjson.loads(r) for b in [sent[b"sales"]] for r in b]
     assert [e["type"] for e in sales] == ["call.offered", "call.answered", "agent.state_changed"]
     assert [orjson.loads(r)["type"] for r in sent[b"support"]] == ["agent.state_changed"]
+    # and every event naming an agent goes to the agent's own key as well, in event-time order
+    assert [orjson.loads(r)["type"] for r in sent[ev.key_bytes(ev.agent_key("a1"))]] == ["call.answered", "agent.state_changed"]
+    assert len(sent) == 3
     letter = orjson.loads(pipeline.dead_letter_topic.send.await_args.kwargs["value"])
     assert (letter["reason"], letter["original"]) == ("malformed_json", "{broken")
     assert pipeline.health.events["call.offered"] == 1
@@ -74,7 +82,7 @@ async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pip
     await pipeline.take(fetched)
     horizon, _ = await pipeline.send_ready({"p0": (1, 5), "p1": (12, 12)}, others=[])
     offsets = pipeline.aligner.commit_offsets({"p0": 1, "p1": 12})
-    sent = [orjson.loads(r)["call_id"] for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+    sent = [orjson.loads(r)["call_id"] for c in queue_batches(pipeline) for r in ev.unpack(c.kwargs["value"])]
     assert sent == ["c1"] and horizon == pytest.approx(now - 300, abs=0.001)
     assert offsets == {"p0": 1, "p1": 10}  # p1 is committed only up to its first held event
     assert pipeline.aligner.to_hold(horizon, paused=set()) == {"p1"}
@@ -83,7 +91,7 @@ async def test_route_holds_back_a_partition_ahead_of_one_with_unread_records(pip
     await pipeline.take({"p0": [(1, orjson.dumps(early[1]))]})
     await pipeline.send_ready({"p0": (2, 2), "p1": (12, 12)}, others=[])
     offsets = pipeline.aligner.commit_offsets({"p0": 2, "p1": 12})
-    sent = [orjson.loads(r)["type"] for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+    sent = [orjson.loads(r)["type"] for c in queue_batches(pipeline) for r in ev.unpack(c.kwargs["value"])]
     assert sent == ["call.answered", "call.offered", "call.answered"]
     assert offsets == {"p0": 2, "p1": 12}
 
@@ -416,7 +424,7 @@ async def test_route_waits_for_other_workers_partitions(pipeline):
     caught_up = {"p0": (20, 20)}
 
     def sent_times():
-        return [ev.parse_time(orjson.loads(r)["time"]) for c in pipeline.batches_topic.send.await_args_list for r in ev.unpack(c.kwargs["value"])]
+        return [ev.parse_time(orjson.loads(r)["time"]) for c in queue_batches(pipeline) for r in ev.unpack(c.kwargs["value"])]
 
     await pipeline.send_ready(caught_up, others=[-math.inf])  # another worker's partition is unknown yet
     assert sent_times() == []
@@ -425,4 +433,4 @@ async def test_route_waits_for_other_workers_partitions(pipeline):
     await pipeline.send_ready(caught_up, others=[math.inf])  # it caught up: pass the rest
     times = sent_times()
     assert len(times) == 20 and times[9:] == sorted(times[9:])
-    assert pipeline.batches_topic.send.await_count == 2  # one message per queue each time
+    assert len(queue_batches(pipeline)) == 2  # one message per queue each time

@@ -347,6 +347,8 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_DATA_DIR": "/var/lib/callpulse",
         "CALLPULSE_FORECAST_FILE": "/etc/callpulse/forecast.csv",
         "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "true",
+        "CALLPULSE_EXPORT_AGENT_METRICS": "yes",
+        "CALLPULSE_AGENT_METRICS_LIMIT": "50",
     }
     assert set(env) == set(ENV_OVERRIDES)
     cfg = load_config(env=env)
@@ -364,6 +366,7 @@ def test_every_env_override_reaches_its_field():
     assert s.data_dir == "/var/lib/callpulse"
     assert s.forecast_file == "/etc/callpulse/forecast.csv"
     assert s.dead_letter_mask_callers is True
+    assert (s.export_agent_metrics, s.agent_metrics_limit) == (True, 50)
 
 
 def test_dead_letter_masking_is_off_by_default_and_set_by_file_or_env(tmp_path):

@@ -69,10 +69,28 @@ def test_agent_events_fan_out_to_their_queues_and_batches_are_time_ordered(route
     late = dict(base, event_id="x1", time="2026-11-23T09:00:05.000Z", queues=["a", "b"])
     early = dict(base, event_id="x2", time="2026-11-23T09:00:01.000Z", queues=["a"])
     valid, rejected = router.validate([(0, orjson.dumps(late)), (1, orjson.dumps(early))])
-    assert rejected == [] and [(e.offset, e.queues, e.type) for e in valid] == [(0, ("a", "b"), "agent.state_changed"), (1, ("a",), "agent.state_changed")]
+    agent = ev.agent_key(base["agent_id"])
+    assert rejected == [] and [(e.offset, e.queues, e.type) for e in valid] == [
+        (0, ("a", "b", agent), "agent.state_changed"), (1, ("a", agent), "agent.state_changed")]
     routed = ev.by_queue(valid)
     assert [orjson.loads(r)["event_id"] for r in routed["a"]] == ["x2", "x1"]
     assert [orjson.loads(r)["event_id"] for r in routed["b"]] == ["x1"]
+    assert [orjson.loads(r)["event_id"] for r in routed[agent]] == ["x2", "x1"]
+
+
+def test_an_agent_key_is_no_queue_name_and_survives_the_wire():
+    key = ev.agent_key("ivanova.a")  # crc32(b"ivanova.a") = 1314419732 = 8 x 164302466 + 4
+    assert ev.key_bytes(key) == b"\xff4" and ev.key_text(ev.key_bytes(key)) == key
+    assert ev.is_agent_key(key) and ev.display_key(key) == "agent shard 4"
+    shards = {ev.agent_key(f"a{n}") for n in range(1000)}
+    assert len(shards) == ev.AGENT_SHARDS  # 1,000 agents use every shard
+    for queue in ("客服", "agent:x", "\u00ff", "\U000f0000"):
+        assert not ev.is_agent_key(queue) and not ev.key_bytes(queue).startswith(b"\xff")
+        assert ev.key_text(ev.key_bytes(queue)) == queue and ev.display_key(queue) == queue
+    # a queue named with the prefix itself cannot get through: JSON with a lone surrogate is refused
+    raw = b'{"schema_version": 1, "event_id": "e", "type": "call.offered", "time": "2026-11-23T09:00:00Z", ' \
+          b'"source": "t", "queue": "\\udcffa1", "call_id": "c"}'
+    assert ev.Router().check(raw)[1].reason == ev.MALFORMED_JSON
 
 
 def test_pack_unpack_round_trip():

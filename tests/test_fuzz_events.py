@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from callpulse import events as ev
 from callpulse.config import load_config
+from callpulse.kpi.agents import AgentShard
 from callpulse.kpi.model import APPLIED, DUPLICATE
 from callpulse.pipeline.state import QueueStates
 from helpers import event, raw
@@ -228,14 +229,18 @@ def _comparable(model, now: float) -> dict:
     rolling windows' seconds and agent-state steps earlier than an unread model would)."""
     state = model.to_state()
     for read_side in ("understaffed_since", "understaffed_read_at", "buckets", "agent_seconds"):
-        state.pop(read_side)
+        state.pop(read_side, None)  # (a queue's; an agent's model has none of them)
     # ids older than the dedup horizon are forgotten, by the live model and the rebuilt one alike
-    cutoff = math.floor(model.watermark - model.dedup_horizon)
-    assert not [s for s, ids in state["seen"] if s < cutoff]
+    for each in model.agents.values() if isinstance(model, AgentShard) else [model]:  # a shard: its every agent
+        cutoff = math.floor(each.watermark - each.dedup_horizon)
+        assert not [s for s, ids in each.to_state()["seen"] if s < cutoff]
     view = model.read(now)
+    if isinstance(view, list):  # an agent shard: its agents' views
+        return orjson.loads(orjson.dumps({"state": state, "view": view}, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS))
     for name in ("answer_wait_histogram", "abandon_wait_histogram"):
-        view[name] = view[name].to_state()
-    view.pop("staffing")  # understaffed_seconds depends on when earlier reads happened
+        if name in view:
+            view[name] = view[name].to_state()
+    view.pop("staffing", None)  # understaffed_seconds depends on when earlier reads happened
     return orjson.loads(orjson.dumps({"state": state, "view": view}, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS))
 
 

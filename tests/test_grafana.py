@@ -50,7 +50,7 @@ GAUGES = {
     "short_abandon_threshold_seconds", "queue_info", "last_event_timestamp_seconds", "input_partitions_held",
     "queue_open", "calls_waiting_limit", "oldest_call_wait_limit_seconds", "abandon_rate_limit_ratio",
     "short_abandon_rate_limit_ratio", "event_stall_limit_seconds", "alert_min_calls",
-    "agents_not_ready",  # {queue, reason}: announced by the lead, not exported yet
+    "agents_not_ready",  # {queue, reason}
     "staffing_arrivals_per_second", "staffing_handle_seconds", "staffing_patience_seconds", "agents_staffed",
     "agents_required", "agents_required_gap", "projected_service_level_ratio", "projected_answer_wait_seconds",
     "projected_abandon_rate_ratio",
@@ -58,12 +58,24 @@ GAUGES = {
     "forecast_offered_calls", "forecast_offered_to_date_calls", "actual_offered_calls", "offered_vs_forecast_ratio",
     "forecast_handle_seconds", "actual_handle_seconds", "forecast_planned_agents", "forecast_wape_ratio",
     "reforecast_offered_calls", "forecast_loaded_timestamp_seconds",
+    # issue 15, slice 1 (quality, outbound, callbacks, cost per call): window gauges {queue, window}
+    "csat_ratio", "csat_average_score", "net_promoter_score", "first_call_resolution_ratio",
+    "outbound_connect_rate_ratio", "outbound_abandon_rate_ratio", "callback_completion_rate_ratio",
+    "average_callback_wait_seconds", "cost_per_handled_call",
+    # ... live and config gauges
+    "callbacks_open", "callbacks_open_over_limit", "outbound_abandon_30d_ratio", "outbound_live_connects_30d",
+    "outbound_abandon_limit_ratio", "callback_open_limit_seconds", "cost_per_agent_hour",
 }
 COUNTERS = {
     "calls_offered_total", "calls_answered_total", "calls_abandoned_total", "calls_short_abandoned_total",
     "calls_handled_total", "calls_flowed_out_total", "calls_answered_within_threshold_total",
     "calls_abandoned_within_threshold_total", "handle_seconds_total", "events_total", "events_rejected_total",
     "events_applied_total", "events_duplicate_total", "events_late_total", "forecast_load_errors_total",
+    # issue 15, slice 1
+    "surveys_total", "survey_csat_answers_total", "survey_nps_answers_total", "survey_resolved_answers_total",
+    "surveys_unlinked_total", "outbound_attempts_total", "outbound_live_connects_total",
+    "outbound_agent_connects_total", "callbacks_requested_total", "callbacks_completed_total",
+    "callbacks_unmatched_total", "callback_wait_seconds_total", "agent_logged_in_seconds_total",
 }
 HISTOGRAMS = {"answer_wait_seconds", "abandon_wait_seconds", "event_lag_seconds"}
 KNOWN_METRICS = (
@@ -78,6 +90,13 @@ CONTRACT_RECORDS = (
     | {f"queue:callcenter_service_level_error:ratio_rate{w}" for w in BURN_WINDOWS}
     | {f"queue:callcenter_service_level_calls:increase{w}" for w in BURN_WINDOWS}
     | {f"queue:callcenter_error_budget_burn_rate:rate{w}" for w in BURN_WINDOWS}
+    # issue 15: survey KPIs over 1d and 7d, outbound and callbacks over 1d
+    | {f"queue:callcenter_{kpi}{w}" for w in ("1d", "7d")
+       for kpi in ("csat:ratio_rate", "csat_score:mean", "net_promoter_score:ratio_rate",
+                   "first_call_resolution:ratio_rate", "survey_csat_answers:increase",
+                   "survey_nps_answers:increase", "survey_resolved_answers:increase")}
+    | {"queue:callcenter_outbound_connect:ratio_rate1d", "queue:callcenter_outbound_abandon:ratio_rate1d",
+       "queue:callcenter_callback_completion:ratio_rate1d"}
 )
 ALLOWED_VARIABLES = {"__rate_interval", "queue", "window"}
 
@@ -461,6 +480,119 @@ def test_agents_and_pipeline_dashboards(dashboards):
             "callcenter_calls_orphaned", "callcenter_last_event_timestamp_seconds",
             "callcenter_input_partitions_held", "callcenter_forecast_loaded_timestamp_seconds",
             "callcenter_forecast_load_errors_total", "up"} <= pipeline
+
+
+QUALITY_PANELS = {  # title -> (panel type, unit, metrics it must read)
+    "CSAT by window": ("bargauge", "percentunit", {
+        "callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate1d", "queue:callcenter_csat:ratio_rate7d"}),
+    "NPS by window": ("bargauge", "none", {
+        "callcenter_net_promoter_score", "queue:callcenter_net_promoter_score:ratio_rate1d",
+        "queue:callcenter_net_promoter_score:ratio_rate7d"}),
+    "First-call resolution by window": ("bargauge", "percentunit", {
+        "callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate1d",
+        "queue:callcenter_first_call_resolution:ratio_rate7d"}),
+    "CSAT and FCR over time": ("timeseries", "percentunit", {
+        "callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate7d", "callcenter_first_call_resolution_ratio",
+        "queue:callcenter_first_call_resolution:ratio_rate7d"}),
+    "NPS over time": ("timeseries", "none", {
+        "callcenter_net_promoter_score", "queue:callcenter_net_promoter_score:ratio_rate7d"}),
+    "Mean CSAT score": ("timeseries", "none", {"callcenter_csat_average_score", "queue:callcenter_csat_score:mean7d"}),
+    "Survey answers, last 7 days": ("bargauge", "short", {
+        "queue:callcenter_survey_csat_answers:increase7d", "queue:callcenter_survey_nps_answers:increase7d",
+        "queue:callcenter_survey_resolved_answers:increase7d"}),
+    "Outbound connect rate": ("timeseries", "percentunit", {
+        "callcenter_outbound_connect_rate_ratio", "queue:callcenter_outbound_connect:ratio_rate1d"}),
+    "Outbound abandon rate": ("timeseries", "percentunit", {
+        "callcenter_outbound_abandon_rate_ratio", "queue:callcenter_outbound_abandon:ratio_rate1d",
+        "callcenter_outbound_abandon_limit_ratio"}),
+    "Outbound abandon rate, 30 days, by campaign": ("timeseries", "percentunit", {
+        "callcenter_outbound_abandon_30d_ratio", "callcenter_outbound_abandon_limit_ratio"}),
+    "Callbacks open": ("timeseries", "short", {"callcenter_callbacks_open", "callcenter_callbacks_open_over_limit"}),
+    "Callback completion rate": ("timeseries", "percentunit", {
+        "callcenter_callback_completion_rate_ratio", "queue:callcenter_callback_completion:ratio_rate1d"}),
+    "Average callback wait": ("timeseries", "s", {"callcenter_average_callback_wait_seconds"}),
+    "Cost per handled call today": ("timeseries", "short", {"callcenter_cost_per_handled_call"}),
+}
+
+
+def row_panels(dashboard: dict, title: str) -> list[dict]:
+    """The panels between the row `title` and the next row."""
+    panels, inside = [], False
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            inside = p["title"] == title
+        elif inside:
+            panels.append(p)
+    return panels
+
+
+def test_queue_detail_has_a_quality_row(dashboards):
+    panels = row_panels(dashboards["queue.json"], "Quality")
+    assert [p["title"] for p in panels] == list(QUALITY_PANELS)
+    for p in panels:
+        kind, unit, metrics = QUALITY_PANELS[p["title"]]
+        assert p["type"] == kind and p["fieldConfig"]["defaults"]["unit"] == unit, p["title"]
+        exprs = [t["expr"] for t in p["targets"]]
+        assert metrics <= {m for e in exprs for m in metric_names(e)}, p["title"]
+        # one series per queue (and campaign/currency) even while two workers export it
+        assert all(re.search(r"max by \(queue[,)]", e) for e in exprs), (p["title"], exprs)
+        if kind == "bargauge":
+            assert all(t["instant"] for t in p["targets"]), p["title"]
+    assert sum(p["gridPos"]["w"] for p in panels) == 4 * 24, "four full lines"
+    by_title = {p["title"]: p for p in panels}
+    # "by window": the worker's five windows in order, then the recorded 1d and 7d
+    for title in ("CSAT by window", "NPS by window", "First-call resolution by window"):
+        targets = by_title[title]["targets"]
+        windows = [re.search(r'window="([^"]+)"', t["expr"]).group(1) for t in targets[:5]]
+        assert windows == ["5m", "15m", "30m", "1h", "today"], title
+        assert [t["legendFormat"].split()[-1] for t in targets] == windows + ["1d", "7d"], title
+        assert targets[5]["expr"].count(":ratio_rate1d") == 1 and targets[6]["expr"].count(":ratio_rate7d") == 1
+    fcr = by_title["First-call resolution by window"]["targets"] + by_title["CSAT and FCR over time"]["targets"]
+    assert all('method="survey"' in t["expr"] for t in fcr if "callcenter_first_call_resolution_ratio" in t["expr"])
+    nps = by_title["NPS by window"]["fieldConfig"]["defaults"]
+    assert (nps["min"], nps["max"]) == (-100, 100)
+    # the worker computes the cost for today only; the 30-day rate is per campaign
+    assert 'window="today"' in by_title["Cost per handled call today"]["targets"][0]["expr"]
+    assert "max by (queue, campaign)" in by_title["Outbound abandon rate, 30 days, by campaign"]["targets"][0]["expr"]
+
+
+AGENT_METRICS = {"callcenter_agents", "callcenter_agents_not_ready", "callcenter_occupancy_ratio",
+                 "callcenter_agent_logged_in_seconds_total"}
+
+
+def test_agents_row_uses_only_per_queue_aggregates(dashboards):
+    d = dashboards["agents.json"]
+    rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
+    assert rows == ["All selected queues", "Agents", "$queue"], "the repeated row must stay last"
+    panels = row_panels(d, "Agents")
+    assert [p["title"] for p in panels] == ["Agents logged in", "Not ready share", "Not ready by reason now"]
+    assert sum(p["gridPos"]["w"] for p in panels) == 24
+    used = {m for p in panels for t in p["targets"] for m in metric_names(t["expr"])}
+    assert used == {"callcenter_agents", "callcenter_agents_not_ready", "callcenter_agent_logged_in_seconds_total"}
+    # no dashboard reads a per-agent series (agent ids stay out of the dashboards)
+    every = {m for dash in dashboards.values() for _, e in panel_queries(dash) for m in metric_names(e)}
+    assert not {m for m in every if m.startswith("callcenter_agent_") and m not in AGENT_METRICS}
+    assert {m for _, e in panel_queries(d) for m in metric_names(e)} <= AGENT_METRICS
+
+
+def test_agents_row_queries(dashboards, tmp_path):
+    """"Agents logged in" (now) and "Not ready share" on a queue exported by two workers during a
+    takeover (not doubled), and a queue with nobody logged in (no share, not 0 %)."""
+    promtool = require_tool("promtool", "the Debian package prometheus (`make tools` installs it)")
+    panels = {p["title"]: p for p in row_panels(dashboards["agents.json"], "Agents")}
+    logged_in = render_query(panels["Agents logged in"]["targets"][0]["expr"])
+    share = render_query(panels["Not ready share"]["targets"][0]["expr"])
+    series = []
+    for instance in ("w1", "w2"):
+        for state, n in (("available", "2"), ("on_call", "3"), ("wrap_up", "1"), ("not_ready", "2")):
+            series.append((f'callcenter_agents{{queue="support",state="{state}",instance="{instance}"}}', n))
+    for state in ("available", "on_call", "wrap_up", "not_ready"):
+        series.append((f'callcenter_agents{{queue="night",state="{state}",instance="w1"}}', "0"))
+    promql_test(promtool, tmp_path / "agents.test.yml", series, [
+        {"expr": logged_in, "eval_time": "0m",
+         "exp_samples": [{"labels": '{queue="support"}', "value": 8}, {"labels": '{queue="night"}', "value": 0}]},
+        {"expr": share, "eval_time": "0m", "exp_samples": [{"labels": '{queue="support"}', "value": 0.25}]},
+    ])
 
 
 # --- provisioning ---------------------------------------------------------------------------------

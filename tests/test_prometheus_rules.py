@@ -46,6 +46,8 @@ CONTRACT_ALERTS = {
     "CallCenterWorkerDown": ({"critical"}, False),
     "CallCenterPipelineStalled": ({"critical"}, False),
     "CallCenterBrokerDataLost": ({"critical"}, False),
+    "CallCenterOutboundAbandonOverLimit": ({"warning"}, True),
+    "CallCenterCallbacksOverdue": ({"warning"}, True),
 }
 SEVERITIES = {"critical", "warning", "info"}
 SLO_WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
@@ -55,6 +57,18 @@ CONTRACT_RECORDS = {
     *(f"queue:callcenter_service_level_error:ratio_rate{w}" for w in SLO_WINDOWS),
     *(f"queue:callcenter_service_level_calls:increase{w}" for w in SLO_WINDOWS),
     *(f"queue:callcenter_error_budget_burn_rate:rate{w}" for w in SLO_WINDOWS),
+}
+# Quality (issue 15): survey KPIs over 1d and 7d, outbound and callbacks over 1d.
+QUALITY_WINDOWS = ["1d", "7d"]
+QUALITY_RECORDS = {
+    *(f"queue:callcenter_csat:ratio_rate{w}" for w in QUALITY_WINDOWS),
+    *(f"queue:callcenter_csat_score:mean{w}" for w in QUALITY_WINDOWS),
+    *(f"queue:callcenter_net_promoter_score:ratio_rate{w}" for w in QUALITY_WINDOWS),
+    *(f"queue:callcenter_first_call_resolution:ratio_rate{w}" for w in QUALITY_WINDOWS),
+    *(f"queue:callcenter_survey_{q}_answers:increase{w}" for q in ("csat", "nps", "resolved") for w in QUALITY_WINDOWS),
+    "queue:callcenter_outbound_connect:ratio_rate1d",
+    "queue:callcenter_outbound_abandon:ratio_rate1d",
+    "queue:callcenter_callback_completion:ratio_rate1d",
 }
 
 
@@ -169,6 +183,41 @@ def test_recording_rules_of_the_contract_exist():
     assert formulas == [f"SL-{c}" for c in "ABCDEFG"]
 
 
+def test_quality_records_exist():
+    records = {rule["record"] for rule in recording_rules()}
+    missing = QUALITY_RECORDS - records
+    assert not missing, f"recording rules missing: {sorted(missing)}"
+    fcr = [r for r in recording_rules() if r["record"].startswith("queue:callcenter_first_call_resolution:")]
+    assert fcr and all(r.get("labels") == {"method": "survey"} for r in fcr), "FCR carries method=survey like the gauge"
+
+
+def test_quality_windows_are_the_same_rule_with_another_range():
+    """callpulse-quality-7d is callpulse-quality-1d's survey part with another range; every rule of
+    a window group reads only its own window; a ratio never divides by a denominator that can be 0."""
+    groups = {group["name"]: group for group in load(RECORDING)["groups"]}
+
+    def normalised(rules: list[dict], w: str) -> list[tuple[str, str]]:
+        def norm(text: str) -> str:
+            text = text.replace(f"[{w}]", "[W]")
+            return re.sub(rf"(:increase|:ratio_rate|:mean){w}\b", r"\1W", text)
+        return [(norm(rule["record"]), norm(rule["expr"])) for rule in rules]
+
+    for w in QUALITY_WINDOWS:
+        for rule in groups[f"callpulse-quality-{w}"]["rules"]:
+            ranges = set(re.findall(r"\[(\w+)\]", rule["expr"]))
+            assert ranges <= {w}, f"{rule['record']} uses ranges {ranges}"
+            names = set(re.findall(r":(?:increase|ratio_rate|mean)(\w+)\b", rule["record"] + " " + rule["expr"]))
+            assert names <= {w}, f"{rule['record']} reads windows {names}"
+            if re.search(r":(ratio_rate|mean)\w+$", rule["record"]):
+                assert re.search(r"/\s*\([^()]*> 0\)\s*$", rule["expr"]), f"{rule['record']}: denominator not filtered with > 0"
+    week = normalised(groups["callpulse-quality-7d"]["rules"], "7d")
+    day = normalised(groups["callpulse-quality-1d"]["rules"], "1d")
+    assert day[:len(week)] == week, "callpulse-quality-7d differs from the survey part of callpulse-quality-1d"
+    # Long ranges, evaluated less often than every 15 s but within the 5m lookback (no gaps).
+    for name in ("callpulse-quality-1d", "callpulse-quality-7d"):
+        assert 60 <= seconds(groups[name]["interval"]) < 300, name
+
+
 def test_slo_windows_are_the_same_rule_with_another_range():
     """The seven counter-based window groups are copies; a copy with a wrong range is easy to miss."""
     groups = {group["name"]: group["rules"] for group in load(RECORDING)["groups"]}
@@ -212,7 +261,11 @@ def test_counters_are_recorded_once_per_queue_and_increase_reads_only_those():
     for counter in ("callcenter_calls_answered_total", "callcenter_calls_abandoned_total",
                     "callcenter_calls_short_abandoned_total", "callcenter_calls_flowed_out_total",
                     "callcenter_calls_answered_within_threshold_total",
-                    "callcenter_calls_abandoned_within_threshold_total"):
+                    "callcenter_calls_abandoned_within_threshold_total",
+                    "callcenter_survey_csat_answers_total", "callcenter_survey_nps_answers_total",
+                    "callcenter_survey_resolved_answers_total", "callcenter_outbound_attempts_total",
+                    "callcenter_outbound_live_connects_total", "callcenter_outbound_agent_connects_total",
+                    "callcenter_callbacks_requested_total", "callcenter_callbacks_completed_total"):
         assert counter in recorded, f"{counter} is not recorded as one series per queue"
     assert max_records["queue_reason:callcenter_calls_flowed_out_total:max"] == "callcenter_calls_flowed_out_total"
     assert max_records["queue_threshold:callcenter_calls_answered_within_threshold_total:max"] == (

@@ -85,10 +85,13 @@ ENUMS = {
     ("call.transferred", "kind"): {"blind", "attended"},
     ("call.ended", "ended_by"): {"caller", "agent", "system"},
     ("agent.state_changed", "state"): {"available", "not_ready", "on_call", "wrap_up"},
+    ("call.callback_completed", "result"): {"connected", "no_answer", "failed", "cancelled"},
+    ("call.outbound_attempt", "result"): {"connected", "no_answer", "busy", "failed", "voicemail",
+                                          "cancelled"},
 }
 STRINGS = {"event_id": 128, "source": 128, "queue": 128, "call_id": 128, "agent_id": 128,
            "caller": 64, "ivr": 128, "dnis": 64, "target": 128, "target_queue": 128,
-           "callback_id": 128, "code": 64, "reason": 64}
+           "callback_id": 128, "code": 64, "reason": 64, "campaign": 128}
 
 
 def is_int(v) -> bool:
@@ -304,6 +307,11 @@ def check_call_lifecycles(events) -> Counter:
         cid = ev["call_id"]
         c = state.get(cid)
         where = (typ, cid)
+        if typ == "call.outbound_attempt":  # a call of its own, one event, nothing follows it
+            assert c is None and cid.startswith("ob-"), where
+            state[cid] = {"s": "done"}
+            outcomes["outbound_" + ev["result"]] += 1
+            continue
         if typ == "call.ivr_entered":
             assert c is None, where
             state[cid] = {"s": "ivr", "t": sim.event_time(ev)}
@@ -351,7 +359,13 @@ def check_call_lifecycles(events) -> Counter:
             outcomes["flowed_out_" + ev["reason"]] += 1
         elif typ == "call.callback_requested":
             assert s == "callback" and ev["queue"] == c["queue"], where
-            c["s"] = "done"
+            c.update(s="callback_open", callback_id=ev["callback_id"])
+        elif typ == "call.callback_completed":  # no_answer / failed leave it open for a retry
+            assert s == "callback_open" and ev["queue"] == c["queue"], where
+            assert ev["callback_id"] == c["callback_id"], where
+            if ev["result"] in ("connected", "cancelled"):
+                c["s"] = "done"
+            outcomes["callback_" + ev["result"]] += 1
         elif typ == "call.hold_started":
             assert s == "talking" and ev["agent_id"] == c["agent"], where
             c["s"] = "hold"
@@ -383,7 +397,8 @@ def check_call_lifecycles(events) -> Counter:
             pytest.fail(f"unexpected type {typ}")
     # whatever is left open at the end of the run is legitimately in progress
     for cid, c in state.items():
-        assert c["s"] in ("ivr", "waiting", "ringing", "talking", "hold", "ended", "done"), cid
+        assert c["s"] in ("ivr", "waiting", "ringing", "talking", "hold", "ended", "callback_open",
+                          "done"), cid
     outcomes["still_waiting"] = sum(c["s"] in ("waiting", "ringing") for c in state.values())
     return outcomes
 
@@ -408,12 +423,13 @@ def test_every_feature_shows_up():
     for typ in ("call.ivr_entered", "call.ivr_left", "call.offered", "call.ringing",
                 "call.ring_no_answer", "call.answered", "call.abandoned", "call.flowed_out",
                 "call.hold_started", "call.hold_ended", "call.transferred", "call.ended",
-                "call.wrapup_ended", "call.callback_requested", "call.survey",
-                "call.disposition", "agent.logged_in", "agent.logged_out",
-                "agent.state_changed"):
+                "call.wrapup_ended", "call.callback_requested", "call.callback_completed",
+                "call.outbound_attempt", "call.survey", "call.disposition", "agent.logged_in",
+                "agent.logged_out", "agent.state_changed"):
         assert types[typ] > 0, typ
     for key in ("ivr_abandoned", "flowed_out_timeout", "flowed_out_exit_key",
-                "flowed_out_callback"):
+                "flowed_out_callback", "callback_connected", "outbound_connected",
+                "outbound_voicemail"):
         assert o[key] > 0, key
     assert {"break", "lunch", "training", "missed_call"} <= reasons
 
@@ -429,6 +445,168 @@ def test_transferred_calls_are_offered_again_in_the_target_queue():
             assert (ev["queue"], ev["time"]) == pending.pop(ev["call_id"])
             seen += 1
     assert seen > 5 and not pending
+
+
+# --------------------------------------------------------------------------- callbacks, outbound, surveys
+
+
+@functools.cache
+def callback_run() -> tuple[dict, ...]:
+    """Callback requests are rare on a normal day (a caller must still be waiting when the offer
+    comes): two hours of surge at three times the size give a few dozen, then two calmer hours."""
+    return tuple(sim.simulate("surge", 5, START, 4 * HOUR, rate_scale=3, surge_start=0,
+                              surge_duration=2 * HOUR))
+
+
+def test_requested_callbacks_are_completed_later_with_matching_ids():
+    events = callback_run()
+    end = START + 4 * HOUR
+    requested: dict[str, dict] = {}
+    completions: dict[str, list[dict]] = {}
+    queues_of: dict[str, list[str]] = {}  # logged-in agent -> its queues, its group's queue first
+    for ev in events:
+        typ = ev["type"]
+        if typ == "agent.logged_in":
+            queues_of[ev["agent_id"]] = ev["queues"]
+        elif typ == "agent.logged_out":
+            del queues_of[ev["agent_id"]]
+        elif typ == "call.callback_requested":
+            assert ev["callback_id"] == f"cb-{ev['call_id']}" and ev["callback_id"] not in requested, ev
+            requested[ev["callback_id"]] = ev
+            completions[ev["callback_id"]] = []
+        elif typ == "call.callback_completed":
+            request = requested[ev["callback_id"]]  # never a completion without its request
+            assert (ev["queue"], ev["call_id"]) == (request["queue"], request["call_id"]), ev
+            done = completions[ev["callback_id"]]
+            assert not done or done[-1]["result"] in ("no_answer", "failed"), ev  # retries only while open
+            if ev["result"] == "connected":
+                assert queues_of[ev["agent_id"]][0] == ev["queue"], ev  # a logged-in agent of its group
+            else:
+                assert "agent_id" not in ev, ev
+            done.append(ev)
+    assert len(requested) >= 20
+    first_delays, open_for = [], []
+    for callback_id, request in requested.items():
+        t, done = sim.event_time(request), completions[callback_id]
+        if t < end - 2 * HOUR:  # time enough for the first attempt
+            assert done, request
+        if done:
+            first_delays.append(sim.event_time(done[0]) - t)
+            assert len(done) <= 3
+            if done[-1]["result"] in ("connected", "cancelled"):
+                open_for.append(sim.event_time(done[-1]) - t)
+    # a few minutes to about an hour; some requests stay open past an hour (retries included)
+    first_delays.sort()
+    assert first_delays[0] >= 120 and 300 <= first_delays[len(first_delays) // 2] <= 1800, first_delays
+    assert 0 < sum(d > HOUR for d in first_delays) <= 0.15 * len(first_delays), first_delays
+    assert 0 < sum(d > HOUR for d in open_for) <= 0.25 * len(open_for), sorted(open_for)
+    results = Counter(ev["result"] for done in completions.values() for ev in done)
+    assert 0.65 <= results["connected"] / sum(results.values()) <= 0.92, results
+    assert results["no_answer"] > 0
+
+
+def test_outbound_attempts_follow_the_campaign_mix():
+    events = run("normal", 1, START, 4 * HOUR)
+    attempts = [ev for ev in events if ev["type"] == "call.outbound_attempt"]
+    assert len(attempts) > 1000
+    # one call id per attempt, never used by another event (no follow-up)
+    ids = [ev["call_id"] for ev in attempts]
+    assert len(set(ids)) == len(ids) and all(i.startswith("ob-1-") for i in ids)
+    assert not set(ids) & {ev.get("call_id") for ev in events if ev["type"] != "call.outbound_attempt"}
+    queue_names = {q.name for q in sim.QUEUES}
+    campaigns = Counter(ev["campaign"] for ev in attempts)
+    assert 1 <= len(campaigns) <= 3 and all(re.fullmatch(r"[a-z]+(-[a-z]+)*", c) for c in campaigns)
+    for campaign, n in campaigns.items():
+        assert 0.5 <= n / (4 * 60) <= 6, (campaign, n)  # a few attempts a minute each
+        assert len({ev["queue"] for ev in attempts if ev["campaign"] == campaign}) == 1
+    assert all(ev["queue"] in queue_names and re.fullmatch(r"\+79[0-9]{9}", ev["caller"]) for ev in attempts)
+    share = {r: n / len(attempts) for r, n in Counter(ev["result"] for ev in attempts).items()}
+    for result, lo, hi in (("connected", 0.55, 0.68), ("no_answer", 0.16, 0.24), ("busy", 0.04, 0.10),
+                           ("voicemail", 0.05, 0.11), ("failed", 0.005, 0.04), ("cancelled", 0.002, 0.025)):
+        assert lo <= share.get(result, 0.0) <= hi, (result, share)
+    # the dialer bridges a connected call to a logged-in agent of the queue's group at once, except a
+    # few (abandoned outbound calls); other results reach nobody
+    queues_of: dict[str, list[str]] = {}
+    bridged = unbridged = 0
+    for ev in events:
+        if ev["type"] == "agent.logged_in":
+            queues_of[ev["agent_id"]] = ev["queues"]
+        elif ev["type"] == "agent.logged_out":
+            del queues_of[ev["agent_id"]]
+        elif ev["type"] == "call.outbound_attempt":
+            if ev["result"] != "connected":
+                assert "agent_id" not in ev, ev
+            elif "agent_id" in ev:
+                assert queues_of[ev["agent_id"]][0] == ev["queue"], ev
+                bridged += 1
+            else:
+                unbridged += 1
+    assert unbridged > 0 and 0.95 <= bridged / (bridged + unbridged) <= 0.995, (bridged, unbridged)
+    # the dialling follows the intraday curve like the inbound calls
+    night = run("normal", 4, START - 10 * HOUR, 3 * HOUR)  # 23:00-02:00 UTC
+    per_hour = lambda evs, hours: sum(ev["type"] == "call.outbound_attempt" for ev in evs) / hours  # noqa: E731
+    assert 0 < per_hour(night, 3) * 3 < per_hour(events, 4)
+
+
+def test_survey_scores_fall_as_the_wait_grows():
+    waited: dict[str, float] = {}  # call -> seconds waited in queues until answered, all legs
+    offered: dict[str, float] = {}
+    scores: dict[str, list[int]] = {"quick": [], "long": []}
+    nps: dict[str, list[int]] = {"quick": [], "long": []}
+    for events in (run("normal", 1, START, 4 * HOUR), run("surge", 1), run("surge", 2, START, 1.5 * HOUR),
+                   callback_run()):
+        for ev in events:
+            typ = ev["type"]
+            if typ == "call.offered":
+                offered[ev["call_id"]] = sim.event_time(ev)
+            elif typ == "call.answered":
+                waited[ev["call_id"]] = waited.get(ev["call_id"], 0.0) + sim.event_time(ev) - offered[ev["call_id"]]
+            elif typ == "call.survey":
+                wait = waited[ev["call_id"]]
+                bucket = "quick" if wait <= sim.SERVICE_LEVEL_SECONDS else "long" if wait > 60 else None
+                if bucket:
+                    scores[bucket].append(ev["csat"])
+                    if "nps" in ev:
+                        nps[bucket].append(ev["nps"])
+    mean = {k: sum(v) / len(v) for k, v in scores.items()}
+    assert min(len(v) for v in scores.values()) >= 50, {k: len(v) for k, v in scores.items()}
+    assert mean["quick"] > 3.9 and mean["long"] < 3.4 and mean["quick"] - mean["long"] > 0.6, mean
+    assert sum(nps["quick"]) / len(nps["quick"]) > sum(nps["long"]) / len(nps["long"]) + 1.0
+
+
+def test_callbacks_and_outbound_validate_against_the_json_schema():
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    checked: Counter = Counter()
+    seen = set()
+    for _, events in [*all_runs(), ("callbacks", callback_run())]:
+        for ev in events:
+            if ev["type"] in ("call.callback_completed", "call.outbound_attempt"):
+                assert not contract_errors(ev), (ev, contract_errors(ev))
+                if shape(ev) not in seen:  # jsonschema is slow: each distinct kind once
+                    seen.add(shape(ev))
+                    assert not [e.message for e in validator.iter_errors(ev)], ev
+                checked[ev["type"], ev["result"], "agent_id" in ev] += 1
+    assert {("call.outbound_attempt", r, False) for r in ("connected", "no_answer", "busy", "voicemail",
+                                                          "failed", "cancelled")} <= checked.keys()
+    assert {("call.outbound_attempt", "connected", True), ("call.callback_completed", "connected", True),
+            ("call.callback_completed", "no_answer", False)} <= checked.keys()
+
+
+def test_callbacks_and_outbound_leave_the_inbound_traffic_alone(monkeypatch):
+    """They draw from their own random stream: without them the other events are the same (but
+    for the event ids, one counter numbers all events)."""
+    def inbound(events):
+        return [{k: v for k, v in ev.items() if k != "event_id"} for ev in events
+                if ev["type"] not in ("call.callback_completed", "call.outbound_attempt")]
+
+    with_them = list(sim.simulate("surge", 2, START, 1.5 * HOUR))
+    monkeypatch.setattr(sim, "_CAMPAIGNS", ())
+    monkeypatch.setattr(sim._Simulation, "_on_callback", lambda self, t, call, attempt: None)
+    without = list(sim.simulate("surge", 2, START, 1.5 * HOUR))
+    assert not {ev["type"] for ev in without} & {"call.callback_completed", "call.outbound_attempt"}
+    assert len(without) < len(with_them) and inbound(without) == inbound(with_them)
 
 
 # --------------------------------------------------------------------------- agents

@@ -113,9 +113,9 @@ def test_header_and_row_values():
     snap = snapshot(queue("sales", "Sales", waiting=3, oldest=72.9, abandon=0.075))
     text = plain([snap])
     header = next(line for line in text.splitlines() if line.startswith("Queue"))
-    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon %", "Avail", "On call", "Not ready", "Need", "vs Fcst"):
+    for name in ("SL 10s", "SL 20s", "Waiting", "Oldest", "Abandon", "CSAT", "Avail", "On call", "Not rdy", "Need", "vs Fcst"):
         assert name in header
-    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "2", "5", "1", "—", "—"]
+    assert row(text, "Sales").split() == ["Sales", "81.0%", "90.0%", "3", "1:12", "7.5%", "—", "2", "5", "1", "—", "—"]
 
 
 @pytest.mark.parametrize(("short", "shown", "style"), [(-2, "6", None), (0, "8", None), (1, "9", "\x1b[33m"),
@@ -183,7 +183,7 @@ def test_missing_window_and_nulls_do_not_crash():
     q["live"] = {"calls_waiting": None, "oldest_call_wait_seconds": None, "agents": None}
     q["thresholds"] = None
     text = plain([snapshot(q)], window="15m")
-    assert row(text, "Sales").split()[1:] == ["—"] * 10
+    assert row(text, "Sales").split()[1:] == ["—"] * 11
 
 
 def test_unknown_window_rejected():
@@ -252,7 +252,7 @@ def test_wide_characters_align():
         queue("ru", "Продажи", sl10=0.8125),
         queue("jp", "サポート窓口", sl10=0.8125),
     )
-    text = plain([snap])
+    text = plain([snap], width=110)  # room for the 12 columns of サポート窓口
     lines = {label: row(text, label) for label in ("客服", "Sales", "Продажи", "サポート窓口")}
     header = next(line for line in text.splitlines() if line.startswith("Queue"))
     starts = {label: width_of(line[: line.index("81.3%")]) for label, line in lines.items()}
@@ -423,3 +423,11 @@ def test_vs_forecast_is_todays_calls_against_the_forecast_to_date():
     assert row(plain([snapshot(q)]), "Sales").split()[-1] == "104.3%"
     q["forecast"] = {"day": {"offered_vs_forecast": None}}  # too few forecast calls yet
     assert row(plain([snapshot(q)]), "Sales").split()[-1] == "—"
+
+
+def test_the_csat_column_shows_todays_top_two_box_csat():
+    q = queue("sales", "Sales")
+    q["windows"]["today"] = {"quality": {"csat_ratio": 0.8125}}
+    cells = row(plain([snapshot(q)]), "Sales").split()
+    header = next(line for line in plain([snapshot(q)]).splitlines() if line.startswith("Queue")).split()
+    assert cells[header.index("CSAT") - 2] == "81.3%"  # "SL 10s" and "SL 20s" are two words each

@@ -309,6 +309,33 @@ def _interval_minutes(value: Any, where: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+#: Results of call.outbound_attempt (the event schema's `outbound_result`).
+OUTBOUND_RESULTS = ("connected", "no_answer", "busy", "failed", "voicemail", "cancelled")
+
+
+def _outbound_results(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        _fail(where, f"must be a non-empty list of outbound results, e.g. [\"connected\"], got {_show(value)}")
+    for item in value:
+        if item not in OUTBOUND_RESULTS:
+            hint = _did_you_mean(str(item), OUTBOUND_RESULTS)
+            _fail(where, f"unknown outbound result {_show(item)}{hint}; expected any of {', '.join(OUTBOUND_RESULTS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _limits(value: Any, where: str) -> tuple[float, ...]:
+    """Ascending positive seconds, possibly none."""
+    if isinstance(value, (list, tuple)) and not value:
+        return ()
+    return _thresholds(value, where)
+
+
+def _currency(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Z]{3})?", value):
+        _fail(where, f"must be an ISO 4217 currency code of three capital letters (\"EUR\", \"CNY\") or empty, got {_show(value)}")
+    return value
+
+
 def _ratio_or_off(value: Any, where: str) -> float:
     ratio = _number(value, where)
     if not 0 <= ratio <= 1:
@@ -453,6 +480,24 @@ class QueueConfig:
     interval_minutes: tuple[int, ...] = (15, 30)
     """Lengths of the interval reports in minutes, aligned to local midnight in the queue's time
     zone; each must divide a day (1440). Empty: no interval reports."""
+    outbound_connected_results: tuple[str, ...] = ("connected",)
+    """Results of call.outbound_attempt that count as a live (human) answer for the connect rate
+    and the abandoned-outbound rule."""
+    outbound_abandon_seconds: float = 2.0
+    """A live outbound answer that reaches no agent within this many seconds is an abandoned
+    outbound call (the US FTC/TCPA and UK Ofcom rule: 2 s)."""
+    outbound_abandon_limit: float = 0.03
+    """Alert when abandoned / live-answered outbound calls of a campaign over the last 30 business
+    dates of the queue exceed this ratio (the US Telemarketing Sales Rule's cap: 3 %; 0: off)."""
+    callback_open_limit_seconds: float = 3600.0
+    """A requested callback not completed within this long is overdue (0: off)."""
+    not_ready_limits_seconds: tuple[float, ...] = (900.0, 1800.0)
+    """Limits for callcenter_agents_not_ready_over_limit: agents of the queue in not_ready for
+    longer than each (ascending seconds; empty: none)."""
+    cost_per_agent_hour: float = 0.0
+    """Cost of one logged-in agent-hour, for cost per handled call (0: not computed)."""
+    currency: str = ""
+    """ISO 4217 code of cost_per_agent_hour, e.g. "EUR", "CNY", "RUB"."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -639,6 +684,12 @@ class StreamConfig:
     dead_letter_mask_callers: bool = False
     """Mask caller numbers in the dead letters' original and detail (events.mask_callers_in);
     off: the original bytes are kept exactly, caller numbers included."""
+    export_agent_metrics: bool = False
+    """Export per-agent series (label `agent`) in /metrics, for at most agent_metrics_limit agents.
+    Off by default: per-queue aggregates carry no agent ids."""
+    agent_metrics_limit: int = 500
+    """The most agents a worker exports per-agent series for (the first by id); the number left
+    out is exported as callcenter_agent_metrics_left_out."""
 
     def __post_init__(self) -> None:
         for name, check in _STREAM_FIELDS.items():
@@ -744,6 +795,8 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "data_dir": (_STR, _string),
     "forecast_file": (_STR, _optional_string),
     "dead_letter_mask_callers": (_BOOL, _boolean),
+    "export_agent_metrics": (_BOOL, _boolean),
+    "agent_metrics_limit": (_INT, _integer(1, 100_000)),
 }
 _KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
 _STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
@@ -767,6 +820,13 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "alert_understaffed_agents": _non_negative,
     "alert_understaffed_seconds": _non_negative,
     "interval_minutes": _interval_minutes,
+    "outbound_connected_results": _outbound_results,
+    "outbound_abandon_seconds": _non_negative,
+    "outbound_abandon_limit": _ratio_or_off,
+    "callback_open_limit_seconds": _non_negative,
+    "not_ready_limits_seconds": _limits,
+    "cost_per_agent_hour": _non_negative,
+    "currency": _currency,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
 
@@ -795,6 +855,8 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_DATA_DIR": "stream.data_dir",
         "CALLPULSE_FORECAST_FILE": "stream.forecast_file",
         "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "stream.dead_letter_mask_callers",
+        "CALLPULSE_EXPORT_AGENT_METRICS": "stream.export_agent_metrics",
+        "CALLPULSE_AGENT_METRICS_LIMIT": "stream.agent_metrics_limit",
     }
 )
 _ENV_NAME = {tuple(path.split(".")): env for env, path in ENV_OVERRIDES.items()}

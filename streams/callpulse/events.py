@@ -15,6 +15,7 @@ import math
 import re
 import struct
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -244,8 +245,12 @@ class Valid(NamedTuple):
     time: float  # event time, epoch seconds
     offset: int  # offset in its input partition
     raw: bytes  # the original message
-    queues: tuple[str, ...]  # the queues it applies to
+    queues: tuple[str, ...]  # the keys it goes to: the queues it applies to, and its agent's key (agent_key)
     type: str
+
+    @property
+    def routed_to_a_queue(self) -> bool:
+        return any(not is_agent_key(key) for key in self.queues)
 
 
 class Router:
@@ -302,7 +307,7 @@ class Router:
                 rejected.append(why)
             else:
                 assert event is not None and raw is not None  # not rejected: _check() parsed raw into an event
-                valid.append(Valid(event_time, offset, raw, tuple(queues_of(event)), event["type"]))
+                valid.append(Valid(event_time, offset, raw, keys_of(event), event["type"]))
         return valid, rejected
 
 
@@ -321,6 +326,50 @@ def by_queue(events: Iterable[Valid]) -> dict[str, list[bytes]]:
         items.sort(key=lambda item: item[0])
         out[queue] = [raw for _, raw in items]
     return out
+
+
+# ---- keys of the batches topic and the state table: queue names and agent shards ------------
+#
+# An event naming an agent goes to its agent's shard too, so one model sees all of the agent's
+# events whatever queues they concern (kpi/agents.py). A shard's key is AGENT_KEY_PREFIX + its
+# number (crc32 of the agent id modulo AGENT_SHARDS: stable across processes and versions;
+# changing AGENT_SHARDS would orphan the agents' state). No queue name can start with the prefix:
+# it is the lone surrogate U+DCFF, which no JSON text parsed by orjson holds, and on the wire
+# (key_bytes, with surrogateescape) it is the byte 0xFF, which starts no UTF-8 text. Log a key
+# with display_key(): a lone surrogate cannot be written to a UTF-8 log.
+AGENT_KEY_PREFIX = "\udcff"
+AGENT_SHARDS = 8  # a few: each is one more batch message per poll
+
+
+def agent_key(agent_id: str) -> str:
+    """The key of the shard an agent's events go to."""
+    return f"{AGENT_KEY_PREFIX}{zlib.crc32(agent_id.encode()) % AGENT_SHARDS}"
+
+
+def is_agent_key(key: str) -> bool:
+    return key.startswith(AGENT_KEY_PREFIX)
+
+
+def key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def key_text(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def display_key(key: str) -> str:
+    """A key as a log line shows it: the queue name, or "agent shard <n>"."""
+    return f"agent shard {key[len(AGENT_KEY_PREFIX):]}" if is_agent_key(key) else key
+
+
+def keys_of(event: dict) -> tuple[str, ...]:
+    """Where an event goes: its queues (queues_of) and, if it names an agent, the agent's key."""
+    keys = queues_of(event)
+    agent_id = event.get("agent_id")
+    if agent_id is not None:
+        keys.append(agent_key(agent_id))
+    return tuple(keys)
 
 
 def queues_of(event: dict) -> list[str]:

@@ -47,6 +47,8 @@ from helpers import iso
 THRESHOLDS = (10, 20)
 SHORT_ABANDON = 5
 MAX_WAIT, MAX_TALK = 25.0, 12.0
+SURVEY_SHARE, MAX_SURVEY_DELAY = 0.3, 5.0  # handled calls whose caller answers a survey, and when
+OUTBOUND_SHARE = 0.05  # outbound attempts per inbound call, each connected to an agent
 INTERVAL_MINUTES = 1
 SIGTERM_LIMIT_SECONDS = 10.0  # a worker asked to stop must be gone within this
 CONFIG = f"""# written by tests/chaos/chaos.py
@@ -56,7 +58,8 @@ short_abandon_seconds = {SHORT_ABANDON}
 interval_minutes = [{INTERVAL_MINUTES}]
 """
 COUNTED = ("offered", "answered", "abandoned", "short_abandoned", "handled",
-           "answered_within:10", "answered_within:20", "abandoned_within:10", "abandoned_within:20")
+           "answered_within:10", "answered_within:20", "abandoned_within:10", "abandoned_within:20",
+           "surveys", "surveys_unlinked", "outbound_live_connects", *(f"csat:{score}" for score in range(1, 6)))
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Expected:
     totals: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     intervals: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     last_event_time: dict = field(default_factory=lambda: defaultdict(float))
+    agents: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))  # agent -> totals
 
     def count(self, queue: str, name: str, t: float, amount: float = 1.0) -> None:
         self.totals[queue][name] += amount
@@ -120,8 +124,15 @@ class Traffic:
             answered = self._event("call.answered", at, queue=queue, call_id=call_id, agent_id=agent)
             talk_end = at + round(r.uniform(1, MAX_TALK), 3)
             ends += [answered, self._event("call.ended", talk_end, queue=queue, call_id=call_id, agent_id=agent)]
+            if r.random() < SURVEY_SHARE:
+                survey_at = talk_end + round(r.uniform(0.5, MAX_SURVEY_DELAY), 3)
+                ends.append(self._event("call.survey", survey_at, queue=queue, call_id=call_id, agent_id=agent,
+                                        csat=r.randint(1, 5)))
         else:
             ends.append(self._event("call.abandoned", at, queue=queue, call_id=call_id))
+        if r.random() < OUTBOUND_SHARE:
+            ends.append(self._event("call.outbound_attempt", now, queue=queue, call_id=f"{call_id}-out",
+                                    result="connected", agent_id=f"a{r.randrange(200)}", campaign="chaos"))
         for e in ends:
             heapq.heappush(self._due, (parse_time(e["time"]), next(self._ids), e))
         self._account(ends)
@@ -142,13 +153,25 @@ class Traffic:
         if outcome == "answered":
             exp.count(queue, "handled", times[2])
             exp.count(queue, "talk_seconds", times[2], times[2] - times[1])
+            agent = exp.agents[events[1]["agent_id"]]  # its own key's model (kpi/agents.py)
+            agent["answered"] += 1
+            agent["handled"] += 1
+            agent["talk_seconds"] += times[2] - times[1]
+        for e, t in zip(events, times):
+            if e["type"] == "call.survey":  # linked to its call: surveys_unlinked stays 0
+                exp.count(queue, "surveys", t)
+                exp.count(queue, f"csat:{e['csat']}", t)
+                exp.agents[e["agent_id"]]["surveys"] += 1
+            elif e["type"] == "call.outbound_attempt":
+                exp.count(queue, "outbound_live_connects", t)
 
     async def _main(self) -> None:
         from callpulse.pipeline.publish import producer_for
 
         producer = producer_for(self.config)
         await producer.start()
-        calls_per_second = self.rate / 2.8  # 80 % answered (3 events), 20 % abandoned (2)
+        # 80 % answered (3 events, a survey for SURVEY_SHARE of them), 20 % abandoned (2), outbound
+        calls_per_second = self.rate / (2.8 + 0.8 * SURVEY_SHARE + OUTBOUND_SHARE)
         started, offered = time.time(), 0
         try:
             while True:
@@ -217,7 +240,9 @@ def exported(workers: list[ChaosWorker]) -> tuple[dict, dict]:
     names = {
         "callcenter_calls_offered_total": "offered", "callcenter_calls_answered_total": "answered",
         "callcenter_calls_abandoned_total": "abandoned", "callcenter_calls_short_abandoned_total": "short_abandoned",
-        "callcenter_calls_handled_total": "handled",
+        "callcenter_calls_handled_total": "handled", "callcenter_surveys_total": "surveys",
+        "callcenter_surveys_unlinked_total": "surveys_unlinked",
+        "callcenter_outbound_live_connects_total": "outbound_live_connects",
     }
     for w in workers:
         text = w.get("/metrics") if w.alive else None
@@ -235,6 +260,8 @@ def exported(workers: list[ChaosWorker]) -> tuple[dict, dict]:
                     mine[queue][f"answered_within:{s.labels['threshold']}"] = s.value
                 elif s.name == "callcenter_calls_abandoned_within_threshold_total":
                     mine[queue][f"abandoned_within:{s.labels['threshold']}"] = s.value
+                elif s.name == "callcenter_survey_csat_answers_total":
+                    mine[queue][f"csat:{s.labels['score']}"] = s.value
                 elif s.name == "callcenter_handle_seconds_total" and s.labels["phase"] == "talk":
                     mine[queue]["talk_seconds"] = s.value
                 elif s.name == "callcenter_window_calls" and s.labels["window"] == "1h":
@@ -243,6 +270,39 @@ def exported(workers: list[ChaosWorker]) -> tuple[dict, dict]:
             owners[queue].append(w.number)
             numbers.setdefault(queue, values)
     return owners, numbers
+
+
+AGENT_COUNTED = ("answered", "handled", "surveys")
+
+
+def agents_exported(workers: list[ChaosWorker]) -> tuple[dict, dict]:
+    """Per agent, the workers that have it in /api/agents and the totals of the (first) one."""
+    owners: dict[str, list[int]] = defaultdict(list)
+    numbers: dict[str, dict] = {}
+    for w in workers:
+        body = w.get("/api/agents") if w.alive else None
+        if body is None:
+            continue
+        for agent in orjson.loads(body)["agents"]:
+            owners[agent["agent_id"]].append(w.number)
+            numbers.setdefault(agent["agent_id"], agent["totals"])
+    return owners, numbers
+
+
+def agent_differences(expected: Expected, owners: dict, numbers: dict) -> list[str]:
+    """Every way the agents' totals in /api/agents differ from what was produced (empty: exact)."""
+    out = []
+    for agent, want in sorted(expected.agents.items()):
+        if len(owners.get(agent, [])) != 1:
+            out.append(f"agent {agent}: in /api/agents of workers {owners.get(agent, [])}")
+            continue
+        got = numbers[agent]
+        for name in AGENT_COUNTED:
+            if got.get(name) != want.get(name, 0.0):
+                out.append(f"agent {agent}: {name} {got.get(name)} != {want.get(name, 0.0)}")
+        if abs(got["talk_seconds"] - want["talk_seconds"]) > 1e-6 * max(1.0, want["talk_seconds"]):
+            out.append(f"agent {agent}: talk seconds {got['talk_seconds']} != {want['talk_seconds']}")
+    return out
 
 
 def differences(expected: Expected, owners: dict, numbers: dict) -> list[str]:
@@ -299,6 +359,10 @@ def interval_differences(pipeline: Pipeline, expected: Expected, lateness: float
         for t in THRESHOLDS:
             got[f"answered_within:{t}"] = record["answered_within"][str(t)]
             got[f"abandoned_within:{t}"] = record["abandoned_within"][str(t)]
+        got["surveys"], got["surveys_unlinked"] = record["quality"]["surveys"], record["quality"]["surveys_unlinked"]
+        got["outbound_live_connects"] = record["outbound"]["live_connects"]
+        for score, n in record["quality"]["csat_answers_by_score"].items():
+            got[f"csat:{score}"] = n
         for name in COUNTED:
             if got[name] != round(want.get(name, 0.0)):
                 out.append(f"{queue} {iso(start)}: {name} {got[name]} != {want.get(name, 0.0)}")
@@ -399,7 +463,7 @@ async def _dead_letter_reasons(consumer, kafka) -> dict[str, int]:
 
 def rebalances(workers: list[ChaosWorker]) -> int:
     """Recoveries completed, over all workers' logs (each logs one line per assignment it resumes)."""
-    pattern = re.compile(rb"own \d+ queue\(s\) on partitions")
+    pattern = re.compile(rb"own \d+ queue\(s\) and agent\(s\) on partitions")
     return sum(len(pattern.findall(w.log.read_bytes())) for w in workers if w.log.exists())
 
 
@@ -413,6 +477,7 @@ class Result:
     lost: int = 0
     twice: int = 0
     intervals_compared: int = 0
+    agents_compared: int = 0  # agents whose /api/agents totals matched what was produced
     problems: list[str] = field(default_factory=list)
     slowest_sigterm_seconds: float = 0.0
     worker_logs: list[Path] = field(default_factory=list)
@@ -436,6 +501,7 @@ class Result:
             "time to exact totals after the last kill: "
             + (f"{self.seconds_to_exact:.1f} s" if self.seconds_to_exact is not None else "never"),
             f"interval records compared: {self.intervals_compared}",
+            f"agents compared (totals in /api/agents): {self.agents_compared}",
             f"events lost: {self.lost}",
             f"events counted twice: {self.twice}",
         ])
@@ -511,8 +577,10 @@ def run(*, kills: int = 20, seconds: float = 150.0, rate: float = 1000.0, worker
         while time.monotonic() < deadline:
             owners, numbers = exported(pool)
             problems = differences(traffic.expected, owners, numbers)
+            problems += agent_differences(traffic.expected, *agents_exported(pool))
             if not problems:
                 result.seconds_to_exact = time.monotonic() - last_kill
+                result.agents_compared = len(traffic.expected.agents)
                 break
             time.sleep(1.0)
         owners, numbers = exported(pool)

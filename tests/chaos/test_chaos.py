@@ -22,4 +22,4 @@ def test_twenty_kills_and_a_scale_down_lose_nothing_and_count_nothing_twice(caps
     assert result.kills >= 20 and result.events_sent >= 100_000
     assert (result.lost, result.twice) == (0, 0), result.report()
     assert not result.problems, "\n".join(result.problems)
-    assert result.intervals_compared > 0
+    assert result.intervals_compared > 0 and result.agents_compared > 0

@@ -6,7 +6,7 @@ value per run; with the PLAINTEXT protocol it is accepted and not used) and read
 distinctive caller numbers, valid ones and invalid ones of every reject reason, in every field
 that can hold a number (caller, dnis, target, attributes, unknown fields, a field name, a type).
 Then everything the worker wrote is searched for the numbers (as written and digits only) and
-for the password: its log, /metrics, /api/queues, /healthz, its data directory, the intervals
+for the password: its log, /metrics, /api/queues, /api/agents, /healthz, its data directory, the intervals
 topic and the dead-letter topic. The dead letters keep the original bytes, so there the numbers
 are expected unless stream.dead_letter_mask_callers is on: the test runs both ways, which shows
 that the masking is what removes them.
@@ -87,6 +87,8 @@ def traffic(now: float, numbers: Numbers) -> tuple[list[bytes], list[bytes]]:
     valid.append(event("call.callback_requested", base + 700, queue=QUEUE, call_id="c4", caller=num("callback caller")))
     valid.append(event("call.outbound_attempt", base + 800, queue=QUEUE, call_id="ob1", result="no_answer",
                        caller=num("outbound caller")))
+    valid.append(event("call.survey", base + 900, queue=QUEUE, call_id="c1", agent_id="a1", csat=4,
+                       caller=num("survey caller")))
     # An answer of a call never offered, early in the stream: once the queue's events are a
     # lateness past it, the second stage dead-letters it as unmatched_outcome.
     valid.append(event("call.answered", base + 60, queue=QUEUE, call_id="never-offered", agent_id="a1",
@@ -161,8 +163,10 @@ def test_no_caller_number_or_password_leaves_the_worker(pipeline, masked):
     assert sorted(orjson.loads(v)["reason"] for _, v in letters) == sorted(ROUTE_REJECTS + AGGREGATE_REJECTS)
     assert records, "no interval record reached the intervals topic"
 
-    outputs: dict[str, bytes] = {path: fetch(worker.url + path) for path in ("/metrics", "/api/queues", "/healthz")}
+    paths = ("/metrics", "/api/queues", "/api/agents", "/healthz")
+    outputs: dict[str, bytes] = {path: fetch(worker.url + path) for path in paths}
     assert QUEUE.encode() in outputs["/metrics"] and QUEUE.encode() in outputs["/api/queues"]
+    assert b'"agent_id":"a1"' in outputs["/api/agents"]
     assert outputs["/healthz"]
     for n, (key, value_) in enumerate(read_topic(pipeline, pipeline.config.kafka.topic_intervals)):
         outputs[f"intervals topic record {n}"] = (key or b"") + b" " + (value_ or b"")

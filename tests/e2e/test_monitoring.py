@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -21,6 +22,7 @@ import pytest
 
 from grafana.dashboards import build_all, panel_queries, render_query
 from harness import LOGS, Pipeline, wait_for
+from helpers import event
 from stack import FOR_IN_TESTS, Alertmanager, Prometheus, WebhookReceiver, alertmanager_config_for_tests, write_forecast
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +43,10 @@ def stack(broker, tmp_path_factory):
     with contextlib.ExitStack() as cleanup:  # whatever started is stopped, also when a later part fails
         # A forecast of the simulated traffic (without the surge) for the forecast panels.
         forecast = write_forecast(work / "forecast.csv", time.time() - HISTORY, HOUR_OF_DAY)
-        pipeline = Pipeline(broker, "monitoring", CALLPULSE_FORECAST_FILE=str(forecast))
+        # A cost per agent-hour, for the cost-per-call panel (0, the default, turns it off).
+        config = work / "callpulse.toml"
+        config.write_text('[queue_defaults]\ncost_per_agent_hour = 20.0\ncurrency = "EUR"\n', encoding="utf-8")
+        pipeline = Pipeline(broker, "monitoring", CALLPULSE_FORECAST_FILE=str(forecast), CALLPULSE_CONFIG=str(config))
         cleanup.callback(pipeline.stop)
         worker = pipeline.start_worker()
         webhook = WebhookReceiver()
@@ -60,8 +65,39 @@ def stack(broker, tmp_path_factory):
              "--surge-in", str(SURGE_IN), "--surge-duration", str(SURGE_SECONDS)],
             env=pipeline.env, stdout=open(LOGS / "monitoring-simulator.log", "ab"), stderr=subprocess.STDOUT)
         cleanup.callback(lambda: (simulator.terminate(), simulator.wait(10)))
+        # The simulator's callbacks are rare (a few a day) and its surveys few in a short run: a
+        # drill of connected callbacks and NPS answers every 10 s, so those panels have data too.
+        drill = CallbackAndSurveyDrill(pipeline)
+        cleanup.callback(drill.stop)
         yield types.SimpleNamespace(pipeline=pipeline, worker=worker, webhook=webhook, prometheus=prometheus,
                                     alertmanager=alertmanager, surge_start=surge_start)
+
+
+class CallbackAndSurveyDrill:
+    """Every 10 s in queue 客服: a callback requested 30 s ago and connected now, and a survey with
+    CSAT, NPS and resolved answers (events of the live stream clock, in a thread of their own)."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.done = pipeline, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self.done.wait(10.0):
+            n += 1
+            now = time.time()
+            self.pipeline.produce([
+                event("call.callback_requested", now - 30, queue="客服", call_id=f"drill-cb{n}", callback_id=f"drill-cb{n}"),
+                event("call.callback_completed", now, queue="客服", call_id=f"drill-cb{n}", callback_id=f"drill-cb{n}",
+                      result="connected"),
+                event("call.survey", now, queue="客服", call_id=f"drill-s{n}", csat=4 + n % 2, nps=6 + n % 5,
+                      resolved=n % 3 > 0),
+            ])
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(15)
 
 
 def sl_alerts(stack, status: str) -> list[dict]:

@@ -26,13 +26,17 @@ from prometheus_client.registry import Collector
 from .. import events as ev
 from ..kpi.formulas import FORMULA_TEXT
 from ..kpi.model import (
+    CALLBACK_RESULTS,
     EXPORT_ERRORS,
     EXPORT_PARTS,
     FLOW_OUT_REASONS,
+    OUTBOUND_RESULTS,
+    SURVEY_LINK_SECONDS,
     ExportErrors,
     Histogram,
     threshold_key,
 )
+from ..kpi.quality import CSAT_SCORES, NPS_SCORES
 from ..kpi.windows import WINDOW_NAMES
 
 NS = "callcenter"
@@ -56,10 +60,14 @@ class PipelineHealth:
         self.late = 0
         self.lag = Histogram(LAG_BUCKETS)
         self.partitions_held = 0  # input partitions the first stage has paused (align.py)
+        self.unrouted = {t: 0 for t in sorted(event_types)}  # valid events that name no queue
+        self.agent_too_late = 0  # agent shards' copies too late to apply (not dead-lettered)
 
     def count_valid(self, valid: Iterable[ev.Valid]) -> None:
         for e in valid:
             self.events[e.type] = self.events.get(e.type, 0) + 1
+            if not e.routed_to_a_queue:
+                self.unrouted[e.type] = self.unrouted.get(e.type, 0) + 1
 
     def count_rejected(self, rejected: Iterable[ev.Rejected]) -> None:
         for r in rejected:
@@ -69,6 +77,8 @@ class PipelineHealth:
         self.applied += len(result.accepted)
         self.duplicates += result.outcomes.get("duplicate", 0)
         self.late += result.outcomes.get("late", 0)
+        if ev.is_agent_key(result.queue):
+            self.agent_too_late += result.outcomes.get("too_late", 0)
         for lag in result.lags:
             self.lag.observe(max(0.0, lag))
         self.count_rejected(result.rejected)
@@ -132,9 +142,11 @@ class QueueCollector(Collector):
         yield from self._totals(views)
         yield from self._windows(views)
         yield from self._config(views)
+        yield from self._quality(views)
         yield from self._staffing(views)
         yield from self._forecast(views)
         yield from self._pipeline(views)
+        yield from self.errors.run("(all agents)", "agents", lambda: list(self._agents()), default=[])
         errors = _counter("export_errors", ERRORS_HELP, ["part"])
         for part in dict.fromkeys(EXPORT_PARTS + tuple(self.errors.counts)):
             errors.add_metric([part], self.errors.counts.get(part, 0))
@@ -158,6 +170,7 @@ class QueueCollector(Collector):
         over = _gauge("calls_waiting_over_threshold", "Calls waiting now whose wait already exceeds the threshold: service-level misses in the making.", ["queue", "threshold"])
         agents = _gauge("agents", "Agents serving the queue (a member of it) by state: available, on_call, wrap_up, not_ready (includes logged in but not yet ready). An agent in several queues counts in each.", ["queue", "state"])
         not_ready = _gauge("agents_not_ready", "Agents serving the queue in state not_ready now, by the reason code of their latest state change (login: logged in, not yet ready; joined: just added to the queue; unknown: no reason given).", ["queue", "reason"])
+        over_limit = _gauge("agents_not_ready_over_limit", "Agents serving the queue in state not_ready for longer than the limit (seconds, the queue's not_ready_limits_seconds), by the stream clock, whatever the reason.", ["queue", "limit"])
         orphaned = _gauge("calls_orphaned", "Calls whose wait exceeds the queue's orphan_after_seconds: their ending event was probably lost. Not counted in calls_waiting.", ["queue"])
 
         def fill(queue: str, v: dict, add: _Stage) -> None:
@@ -170,10 +183,12 @@ class QueueCollector(Collector):
                 add(agents, [queue, state], n)
             for reason, n in live["agents_not_ready_by_reason"].items():
                 add(not_ready, [queue, reason], n)
+            for limit, n in live["agents_not_ready_over_limit"].items():
+                add(over_limit, [queue, limit], n)
             add(orphaned, [queue], live["calls_orphaned"])
 
         self._each("live", views, fill)
-        yield from (waiting, oldest, over, agents, not_ready, orphaned)
+        yield from (waiting, oldest, over, agents, not_ready, over_limit, orphaned)
 
     def _totals(self, views: dict):
         simple = {
@@ -281,6 +296,112 @@ class QueueCollector(Collector):
         yield from limits.values()
         yield understaffed_for
 
+    def _agents(self):
+        """Per-agent series, only where [stream] export_agent_metrics asks for them, for at most
+        agent_metrics_limit agents (the first by id): agent ids are unbounded label values."""
+        config = getattr(self.states, "config", None)
+        if config is None or not config.stream.export_agent_metrics:
+            return
+        _, agents = self.states.read_agents()
+        agents.sort(key=lambda a: a["agent_id"])
+        limit = config.stream.agent_metrics_limit
+        state = _gauge("agent_state_seconds", "Seconds the agent has been in its current state (label state: available, on_call, wrap_up, not_ready; logged-out agents have no sample), by the stream clock. Per-agent series: only with export_agent_metrics.", ["agent", "state"])
+        handled = _gauge("agent_calls_handled_today", "Calls the agent handled today (its business day: that of its first queue). Per-agent series: only with export_agent_metrics.", ["agent"])
+        occupancy = _gauge("agent_occupancy_today_ratio", "The agent's occupancy today: (talk + hold + wrap-up seconds) / (logged-in - not_ready seconds). Per-agent series: only with export_agent_metrics.", ["agent"])
+        left_out = _gauge("agent_metrics_left_out", "Agents of this worker without per-agent series because of agent_metrics_limit.", [])
+        for a in agents[:limit]:
+            if a["state_seconds"] is not None:
+                state.add_metric([a["agent_id"], a["state"]], a["state_seconds"])
+            handled.add_metric([a["agent_id"]], a["today"]["handled"])
+            if a["today"]["occupancy"] is not None:
+                occupancy.add_metric([a["agent_id"]], a["today"]["occupancy"])
+        left_out.add_metric([], max(0, len(agents) - limit))
+        yield from (state, handled, occupancy, left_out)
+
+    def _quality(self, views: dict):
+        """Surveys (CSAT, NPS, FCR), outbound dialling and callbacks, per queue (kpi/quality.py)."""
+        surveys = _counter("surveys", "Post-call surveys (call.survey) applied to the queue they name, counted at the survey's own time (it may come hours after the call, after the call's interval closed).", ["queue"])
+        csat = _counter("survey_csat_answers", "Survey answers to the CSAT question (1-5) by score.", ["queue", "score"])
+        nps = _counter("survey_nps_answers", "Survey answers to the NPS question (0-10) by score.", ["queue", "score"])
+        resolved = _counter("survey_resolved_answers", "Survey answers to the first-call-resolution question: resolved true or false.", ["queue", "resolved"])
+        unlinked = _counter("surveys_unlinked", f"Surveys whose call was not handled in the queue in the {SURVEY_LINK_SECONDS / 3600:g} h before the survey (an unknown call, or a survey named for another queue); also counted in surveys_total.", ["queue"])
+        attempts = _counter("outbound_attempts", "Outbound dial attempts (call.outbound_attempt) by result.", ["queue", "result"])
+        live = _counter("outbound_live_connects", "Outbound attempts answered by a person: results listed in the queue's outbound_connected_results (default connected).", ["queue"])
+        agent = _counter("outbound_agent_connects", "Live outbound connects that reached an agent within outbound_abandon_seconds (default 2 s): the attempt names its agent_id, or a call.answered of the call follows within the limit. Live connects minus these are abandoned outbound calls (US FTC/TCPA, UK Ofcom).", ["queue"])
+        requested = _counter("callbacks_requested", "Callbacks requested (call.callback_requested), once per callback_id (or call_id).", ["queue"])
+        completed = _counter("callbacks_completed", "Callback completions (call.callback_completed) by result. connected and cancelled close the request; no_answer and failed leave it open for a retry.", ["queue", "result"])
+        unmatched = _counter("callbacks_unmatched", "Callback completions with no open request known in the queue (also counted in callbacks_completed_total).", ["queue"])
+        cb_wait = _counter("callback_wait_seconds", "Seconds from request to a connected completion, summed over the connected callbacks whose request is known.", ["queue"])
+        logged_in = _counter("agent_logged_in_seconds", "Agent-seconds logged in to the queue, in any state (not_ready included); an agent serving several queues counts in each.", ["queue"])
+        window_rule = " " + WINDOW_RULE.split(". ")[0] + ". Absent when the denominator is 0."
+        ratios = {  # view path in a window -> gauge
+            ("quality", "csat_ratio"): _gauge("csat_ratio", "Customer satisfaction, top-two-box: CSAT answers 4 or 5 / CSAT answers (1-5 scale), surveys counted at their own time." + window_rule, ["queue", "window"]),
+            ("quality", "csat_average_score"): _gauge("csat_average_score", "Mean CSAT answer on the 1-5 scale." + window_rule, ["queue", "window"]),
+            ("quality", "net_promoter_score"): _gauge("net_promoter_score", "NPS = 100 x (promoters, answers 9-10, minus detractors, answers 0-6) / NPS answers; -100 to 100." + window_rule, ["queue", "window"]),
+            ("outbound", "connect_rate"): _gauge("outbound_connect_rate_ratio", "Outbound connect rate: live connects / dial attempts." + window_rule, ["queue", "window"]),
+            ("outbound", "abandon_rate"): _gauge("outbound_abandon_rate_ratio", "Abandoned outbound calls / live connects, abandoned = answered by a person but no agent within outbound_abandon_seconds (2 s). The regulators' 30-day figure per campaign is outbound_abandon_30d_ratio." + window_rule, ["queue", "window"]),
+            ("callbacks", "completion_rate"): _gauge("callback_completion_rate_ratio", "Callbacks completed connected / callbacks requested, each counted at its own time (so a short window can exceed 1)." + window_rule, ["queue", "window"]),
+            ("callbacks", "average_wait_seconds"): _gauge("average_callback_wait_seconds", "Mean seconds from request to a connected callback." + window_rule, ["queue", "window"]),
+        }
+        fcr = _gauge("first_call_resolution_ratio", "First-call resolution by method; survey: answers resolved=true / answers to the resolved question." + window_rule, ["queue", "window", "method"])
+        cost = _gauge("cost_per_handled_call", "Cost per handled call: logged-in agent-hours (any state) x the queue's cost_per_agent_hour / handled calls, in the queue's currency; windows today only (the rolling windows keep no logged-in seconds; interval reports have it too). Absent when cost_per_agent_hour is 0 or no call was handled.", ["queue", "window", "currency"])
+        cb_open = _gauge("callbacks_open", "Callbacks requested and not yet completed (connected or cancelled); forgotten after 7 days.", ["queue"])
+        cb_over = _gauge("callbacks_open_over_limit", "Open callbacks requested longer ago than callback_open_limit_seconds (stream clock). Absent when that limit is 0.", ["queue"])
+        rule_ratio = _gauge("outbound_abandon_30d_ratio", "Abandoned outbound calls / live connects of a campaign over the last 30 business dates of the queue, today included (the US Telemarketing Sales Rule's 3 % per campaign per 30 days); campaign \"\" for attempts without one; at most 20 campaigns per queue, the rest as \"other\".", ["queue", "campaign"])
+        rule_live = _gauge("outbound_live_connects_30d", "Live outbound connects of a campaign over the last 30 business dates of the queue: the denominator of outbound_abandon_30d_ratio.", ["queue", "campaign"])
+        rule_limit = _gauge("outbound_abandon_limit_ratio", "Configured outbound_abandon_limit: CallCenterOutboundAbandonOverLimit fires when a campaign's outbound_abandon_30d_ratio exceeds it. Absent when off (0).", ["queue"])
+        cb_limit = _gauge("callback_open_limit_seconds", "Configured callback_open_limit_seconds: a callback open longer is overdue (callbacks_open_over_limit). Absent when off (0).", ["queue"])
+        cost_rate = _gauge("cost_per_agent_hour", "Configured cost of one logged-in agent-hour, in the currency of the label. Absent when 0.", ["queue", "currency"])
+
+        def fill(queue: str, v: dict, add: _Stage) -> None:
+            totals = v["totals"]
+            add(surveys, [queue], totals["surveys"])
+            add(unlinked, [queue], totals["surveys_unlinked"])
+            for score in CSAT_SCORES:
+                add(csat, [queue, str(score)], totals[f"csat:{score}"])
+            for score in NPS_SCORES:
+                add(nps, [queue, str(score)], totals[f"nps:{score}"])
+            add(resolved, [queue, "true"], totals["fcr:resolved"])
+            add(resolved, [queue, "false"], totals["fcr:unresolved"])
+            for result in OUTBOUND_RESULTS:
+                add(attempts, [queue, result], totals[f"outbound:{result}"])
+            add(live, [queue], totals["outbound_live_connects"])
+            add(agent, [queue], totals["outbound_agent_connects"])
+            add(requested, [queue], totals["callbacks_requested"])
+            for result in CALLBACK_RESULTS:
+                add(completed, [queue, result], totals[f"callbacks_completed:{result}"])
+            add(unmatched, [queue], totals["callbacks_unmatched"])
+            add(cb_wait, [queue], totals["callback_wait_seconds"])
+            add(logged_in, [queue], totals["agent_logged_in_seconds"])
+            for window, w in (v["windows"] or {}).items():
+                for (part, key), family in ratios.items():
+                    if w[part][key] is not None:
+                        add(family, [queue, window], w[part][key])
+                if w["quality"]["first_call_resolution_ratio"] is not None:
+                    add(fcr, [queue, window, "survey"], w["quality"]["first_call_resolution_ratio"])
+                if w["cost_per_handled_call"] is not None:
+                    add(cost, [queue, window, v["currency"]], w["cost_per_handled_call"])
+            add(cb_open, [queue], v["live"]["callbacks_open"])
+            if v["live"]["callbacks_open_over_limit"] is not None:
+                add(cb_over, [queue], v["live"]["callbacks_open_over_limit"])
+            for campaign, c in v["outbound_30_days"].items():
+                add(rule_live, [queue, campaign], c["live_connects"])
+                if c["abandon_rate"] is not None:
+                    add(rule_ratio, [queue, campaign], c["abandon_rate"])
+            limits = v["alert_limits"]
+            if limits["outbound_abandon_rate"] > 0:
+                add(rule_limit, [queue], limits["outbound_abandon_rate"])
+            if limits["callback_open_seconds"] > 0:
+                add(cb_limit, [queue], limits["callback_open_seconds"])
+            if v["cost_per_agent_hour"] > 0:
+                add(cost_rate, [queue, v["currency"]], v["cost_per_agent_hour"])
+
+        self._each("quality", views, fill)
+        yield from (surveys, csat, nps, resolved, unlinked, attempts, live, agent, requested, completed, unmatched,
+                    cb_wait, logged_in)
+        yield from ratios.values()
+        yield from (fcr, cost, cb_open, cb_over, rule_ratio, rule_live, rule_limit, cb_limit, cost_rate)
+
     def _staffing(self, views: dict):
         """Staffing from the live windows (kpi/staffing.py, kpi/erlang.py); absent while inputs are unknown."""
         inputs = {
@@ -377,12 +498,17 @@ class QueueCollector(Collector):
         rejected = _counter("events_rejected", "Events sent to the dead-letter topic with the original bytes, by reason: malformed_json, not_an_object, unknown_type, schema_violation, future_time, too_late (older than the queue's newest event minus the lateness), unmatched_outcome (no call.offered within the lateness).", ["reason"])
         for reason, n in h.rejected.items():
             rejected.add_metric([reason], n)
-        applied = _counter("events_applied", "Events applied to a queue's state by this worker's second stage (an agent event counts once per queue it concerns).", [])
+        applied = _counter("events_applied", "Event copies applied by this worker's second stage: once per queue an event concerns, and once more for the agent it names (kpi/agents.py).", [])
         applied.add_metric([], h.applied)
-        duplicates = _counter("events_duplicate", "Events ignored because their event_id was already applied to the queue (counted per queue the event concerns).", [])
+        duplicates = _counter("events_duplicate", "Event copies ignored because their event_id was already applied to the queue or agent (counted per queue the event concerns, and for its agent).", [])
         duplicates.add_metric([], h.duplicates)
-        late = _counter("events_late", "Events applied although older than the queue's newest event (out of order, within the lateness).", [])
+        late = _counter("events_late", "Event copies applied although older than the queue's (or agent's) newest event (out of order, within the lateness).", [])
         late.add_metric([], h.late)
+        unrouted = _counter("events_unrouted", "Valid events that name no queue, by type: counted in events_total but in no queue's numbers. Expected for call.ivr_entered and call.ivr_left (IVR numbers are not computed yet); a survey, outbound attempt, callback or disposition needs its `queue` to count.", ["type"])
+        for kind, n in h.unrouted.items():
+            unrouted.add_metric([kind], n)
+        agent_late = _counter("agent_events_too_late", "Event copies for an agent (kpi/agents.py) older than the agent's newest event minus the lateness: not applied to the agent. Not dead-lettered: the queue's copy of the same event is, if too late for the queue too.", [])
+        agent_late.add_metric([], h.agent_too_late)
         last = _gauge("last_event_timestamp_seconds", "Event time (Unix seconds) of the newest event applied to the queue.", ["queue"])
 
         def fill(queue: str, v: dict, add: _Stage) -> None:
@@ -394,4 +520,4 @@ class QueueCollector(Collector):
         _histogram(lag, [], h.lag)
         held = _gauge("input_partitions_held", "Partitions of the events topic this worker's first stage has paused because their events are more than half the lateness ahead, in event time, of the slowest partition with unread records (see the README, 'Replays and backlogs').", [])
         held.add_metric([], h.partitions_held)
-        yield from (events, rejected, applied, duplicates, late, last, lag, held)
+        yield from (events, rejected, applied, duplicates, late, unrouted, agent_late, last, lag, held)

@@ -10,7 +10,10 @@ Attribution (what the README documents):
 - answered / abandoned / flowed-out count at the time the wait ended, with the wait in seconds;
 - a handled call counts when the conversation ended (`call.ended` or `call.transferred`), with its
   talk and hold seconds; wrap-up seconds count when wrap-up ended;
-- agent seconds (occupancy) count in the seconds the agent spent in the state.
+- agent seconds (occupancy) count in the seconds the agent spent in the state;
+- a survey counts at the survey's own time (it may come hours after its call, after the call's
+  interval closed), in the queue it names; a callback request and its completion, an outbound
+  attempt and its agent connection each count at their own time.
 Rolling windows have one-second resolution: the 5m window at clock `now` holds the events whose
 time falls in the current second or the 299 before it. `today` holds the events since the start of
 the queue's business day in the queue's own time zone.
@@ -26,13 +29,17 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import formulas
+from . import formulas, quality
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, IntervalCounters, local_iso
 from .staffing import staffing_view, understaffed_since
 from .windows import WINDOWS
 
 FLOW_OUT_REASONS = ("timeout", "exit_key", "overflow", "callback", "transfer", "queue_full", "no_agents", "other")
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
+OUTBOUND_RESULTS = ("connected", "no_answer", "busy", "failed", "voicemail", "cancelled")
+CALLBACK_RESULTS = ("connected", "no_answer", "failed", "cancelled")
+#: Callback results that close the request; after no_answer or failed a retry may follow.
+CALLBACK_CLOSING_RESULTS = frozenset(("connected", "cancelled"))
 BUSY_STATES = frozenset(("on_call", "wrap_up"))
 STAFFED_STATES = frozenset(("available", "on_call", "wrap_up"))
 
@@ -46,7 +53,7 @@ log = logging.getLogger(__name__)
 #: service levels and rates), staffing; the collector (export/metrics.py): one per group of series;
 #: pipeline/state.py's read_all(): forecast (the comparison with the forecast file) and read (a queue's
 #: whole read).
-EXPORT_PARTS = ("read", "live", "totals", "windows", "config", "staffing", "forecast", "pipeline")
+EXPORT_PARTS = ("read", "live", "totals", "windows", "config", "quality", "staffing", "forecast", "pipeline", "agents")
 
 
 class ExportErrors:
@@ -82,6 +89,15 @@ EXPORT_ERRORS = ExportErrors()
 FORGET_ORPHANED_CALL_AFTER = 24 * 3600.0
 FORGET_UNENDED_CONVERSATION_AFTER = 12 * 3600.0
 FORGET_WRAPUP_AFTER = 3600.0
+# A survey is linked to its call if the call was handled in the queue within this many seconds.
+SURVEY_LINK_SECONDS = 24 * 3600.0
+FORGET_OPEN_CALLBACK_AFTER = 7 * 24 * 3600.0
+FORGET_OUTBOUND_CALL_AFTER = 3600.0
+# Business days of outbound counts kept per campaign for the regulators' 30-day abandon rule.
+OUTBOUND_RULE_DAYS = 30
+#: Campaign names are the dialer's free text: the campaigns with the most live connects are kept
+#: as label values, the rest summed as "other".
+MAX_CAMPAIGNS = 20
 # Closed intervals' actual counts are kept this long (event time) for the forecast comparison of
 # the business day: a business day of up to 25 hours (an autumn change), and the lateness.
 KEEP_ACTUALS_SECONDS = 26 * 3600.0
@@ -98,9 +114,16 @@ def field_layout(thresholds: Iterable[float]) -> list[str]:
         "offered", "answered", "abandoned", "short_abandoned", "flowed_out", "handled",
         "answer_wait_seconds", "abandon_wait_seconds",
         "talk_seconds", "hold_seconds", "wrapup_seconds",
-        "agent_busy_seconds", "agent_staffed_seconds",
+        "agent_busy_seconds", "agent_staffed_seconds", "agent_logged_in_seconds",
+        "surveys", "surveys_unlinked", "fcr:resolved", "fcr:unresolved",
+        "outbound_attempts", "outbound_live_connects", "outbound_agent_connects",
+        "callbacks_requested", "callbacks_unmatched", "callbacks_waited", "callback_wait_seconds",
     ]
     fields += [f"flowed_out:{reason}" for reason in FLOW_OUT_REASONS]
+    fields += [f"csat:{score}" for score in quality.CSAT_SCORES]
+    fields += [f"nps:{score}" for score in quality.NPS_SCORES]
+    fields += [f"outbound:{result}" for result in OUTBOUND_RESULTS]
+    fields += [f"callbacks_completed:{result}" for result in CALLBACK_RESULTS]
     for t in thresholds:
         fields += [f"answered_within:{threshold_key(t)}", f"abandoned_within:{threshold_key(t)}"]
     return fields
@@ -297,6 +320,12 @@ class QueueModel:
         self.ended: dict[str, float] = {}  # call_id -> conversation end, until its wrap-up ends
         self.ended_early: dict[str, float] = {}  # call_id -> conversation end seen before its answer
         self.agents: dict[str, tuple[str, float, str | None]] = {}  # agent_id -> (state, since, reason)
+        self.recent_handled: dict[str, float] = {}  # call_id -> conversation end, to link surveys (24 h)
+        self.open_callbacks: dict[str, float] = {}  # callback_id (or call_id) -> time requested
+        # call_id -> [time of the live connect, campaign, reached an agent]: an outbound call whose
+        # call.answered may still come (and must not be taken for an inbound answer)
+        self.outbound_calls: dict[str, list] = {}
+        self.campaign_days: dict[str, dict[str, list[float]]] = {}  # campaign -> day -> [live, agent connects]
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
         self.watermark = -math.inf  # newest event time applied
@@ -427,6 +456,10 @@ class QueueModel:
 
     def _on_wait_ended(self, event: dict, t: float, raw: bytes) -> None:
         call_id = event["call_id"]
+        if call_id in self.outbound_calls and call_id not in self.waiting:
+            if event["type"] == "call.answered":
+                self._outbound_answered(call_id, t)
+            return  # an outbound call has no wait in the queue
         entered = self.waiting.pop(call_id, None)
         if entered is None:
             self.pending[call_id] = (t, event, raw)  # wait for the offer, up to the lateness
@@ -456,11 +489,118 @@ class QueueModel:
         ix = self.index
         self._count(t, [(ix["handled"], 1.0), (ix["talk_seconds"], talk), (ix["hold_seconds"], hold)])
         self.ended[event["call_id"]] = t
+        self.recent_handled[event["call_id"]] = t
 
     def _on_wrapup_ended(self, event: dict, t: float, raw: bytes) -> None:
         ended_at = self.ended.pop(event["call_id"], None)
         if ended_at is not None:
             self._count(t, [(self.index["wrapup_seconds"], max(0.0, t - ended_at))])
+
+    # ---- quality, outbound, callbacks (kpi/quality.py has the arithmetic) ----------------------
+
+    def _on_survey(self, event: dict, t: float, raw: bytes) -> None:
+        """Counted at the survey's time: it may come hours after its call, after that interval
+        closed. Unlinked: its call was not handled in this queue in the 24 h before."""
+        ix = self.index
+        inc = [(ix["surveys"], 1.0)]
+        handled_at = self.recent_handled.get(event["call_id"])
+        if handled_at is None or not 0 <= t - handled_at <= SURVEY_LINK_SECONDS:
+            inc.append((ix["surveys_unlinked"], 1.0))
+        if "csat" in event:  # int(): the schema's integer also admits 5.0
+            inc.append((ix[f"csat:{int(event['csat'])}"], 1.0))
+        if "nps" in event:
+            inc.append((ix[f"nps:{int(event['nps'])}"], 1.0))
+        if "resolved" in event:
+            inc.append((ix["fcr:resolved" if event["resolved"] else "fcr:unresolved"], 1.0))
+        self._count(t, inc)
+
+    def _on_outbound_attempt(self, event: dict, t: float, raw: bytes) -> None:
+        """A live connect reaches an agent when the attempt names its agent_id (the dialer bridged
+        it) or a call.answered of the call follows within outbound_abandon_seconds."""
+        ix, call_id, result = self.index, event["call_id"], event["result"]
+        inc = [(ix["outbound_attempts"], 1.0), (ix[f"outbound:{result}"], 1.0)]
+        answer = self.pending.get(call_id)
+        if answer is not None and answer[1]["type"] == "call.answered":  # came first: no inbound answer
+            del self.pending[call_id]
+        else:
+            answer = None
+        if result in self.config.outbound_connected_results:
+            inc.append((ix["outbound_live_connects"], 1.0))
+            campaign = event.get("campaign", "")
+            self._campaign_day(campaign, t)[0] += 1.0
+            call = self.outbound_calls[call_id] = [t, campaign, False]
+            if "agent_id" in event:
+                inc.append((ix["outbound_agent_connects"], 1.0))
+                self._campaign_day(campaign, t)[1] += 1.0
+                call[2] = True
+            elif answer is not None:
+                self._count(t, inc)
+                self._outbound_answered(call_id, answer[0])
+                return
+        self._count(t, inc)
+
+    def _outbound_answered(self, call_id: str, t: float) -> None:
+        connected_at, campaign, reached = self.outbound_calls[call_id]
+        if reached or t - connected_at > self.config.outbound_abandon_seconds:
+            return  # counted already, or too late: an abandoned outbound call
+        self.outbound_calls[call_id][2] = True
+        self._count(t, [(self.index["outbound_agent_connects"], 1.0)])
+        self._campaign_day(campaign, connected_at)[1] += 1.0
+
+    def _campaign_day(self, campaign: str, t: float) -> list[float]:
+        """[live connects, agent connects] of a campaign on t's business day; keeps 30 days."""
+        days = self.campaign_days.setdefault(campaign, {})
+        iso = self.business_day.bounds(t)[2]
+        counts = days.get(iso)
+        if counts is None:
+            counts = days[iso] = [0.0, 0.0]
+            oldest = (date.fromisoformat(iso) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+            for old in [d for d in days if d < oldest]:
+                del days[old]
+        return counts
+
+    def _on_callback_requested(self, event: dict, t: float, raw: bytes) -> None:
+        key = event.get("callback_id") or event["call_id"]
+        if key in self.open_callbacks:  # asked again while open: the first request stands
+            self.open_callbacks[key] = min(self.open_callbacks[key], t)
+            return
+        self.open_callbacks[key] = t
+        self._count(t, [(self.index["callbacks_requested"], 1.0)])
+
+    def _on_callback_completed(self, event: dict, t: float, raw: bytes) -> None:
+        """connected and cancelled close the request; no_answer and failed leave it open for a retry.
+        A completion whose request is not known here counts as unmatched."""
+        ix, key, result = self.index, event.get("callback_id") or event["call_id"], event["result"]
+        inc = [(ix[f"callbacks_completed:{result}"], 1.0)]
+        requested = self.open_callbacks.get(key)
+        if requested is None:
+            inc.append((ix["callbacks_unmatched"], 1.0))
+        elif result in CALLBACK_CLOSING_RESULTS:
+            del self.open_callbacks[key]
+            if result == "connected":
+                inc += [(ix["callbacks_waited"], 1.0), (ix["callback_wait_seconds"], max(0.0, t - requested))]
+        self._count(t, inc)
+
+    def _outbound_30_days(self, today: str) -> dict[str, dict]:
+        """Per campaign over the last 30 business days up to `today`: live connects, abandoned and
+        the abandon rate; at most MAX_CAMPAIGNS campaigns, the rest summed as "other"."""
+        oldest = (date.fromisoformat(today) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+        sums: dict[str, list[float]] = {}
+        for campaign, days in self.campaign_days.items():
+            live = sum(v[0] for d, v in days.items() if oldest <= d <= today)
+            agent = sum(v[1] for d, v in days.items() if oldest <= d <= today)
+            if live > 0:
+                sums[campaign] = [live, agent]
+        if len(sums) > MAX_CAMPAIGNS:
+            ranked = sorted(sums.items(), key=lambda kv: (-kv[1][0], kv[0]))
+            sums = dict(ranked[: MAX_CAMPAIGNS - 1])
+            rest = sums.setdefault("other", [0.0, 0.0])
+            for _, (live, agent) in ranked[MAX_CAMPAIGNS - 1:]:
+                rest[0] += live
+                rest[1] += agent
+        return {campaign: {"live_connects": live, "abandoned": max(0.0, live - agent),
+                           "abandon_rate": quality.outbound_abandon_rate(live, agent)}
+                for campaign, (live, agent) in sorted(sums.items())}
 
     def _set_agent(self, agent_id: str, t: float, state: str | None, reason: str | None) -> None:
         """Close the agent's previous state at t (counting its seconds) and open the new one."""
@@ -478,11 +618,12 @@ class QueueModel:
     def _count_agent_seconds(self, state: str, start: float, end: float) -> None:
         """Seconds of a closed agent state: into the day counters (split at business-day
         boundaries) and the totals, and into `agent_seconds` for the rolling windows."""
-        if state not in STAFFED_STATES or end <= start:
+        if end <= start:
             return
-        busy = state in BUSY_STATES
+        staffed, busy = state in STAFFED_STATES, state in BUSY_STATES
         ix = self.index
-        fields = [ix["agent_staffed_seconds"]] + ([ix["agent_busy_seconds"]] if busy else [])
+        fields = [ix["agent_logged_in_seconds"]] + ([ix["agent_staffed_seconds"]] if staffed else [])
+        fields += [ix["agent_busy_seconds"]] if busy else []
         cursor = start
         while cursor < end:
             piece_end = min(end, self.business_day.bounds(cursor)[1])
@@ -491,7 +632,8 @@ class QueueModel:
                 self.totals[i] += piece_end - cursor
                 day[i] += piece_end - cursor
             cursor = piece_end
-        self.agent_seconds.add(start, end, busy)
+        if staffed:  # the rolling windows count staffed and busy seconds only (not logged in)
+            self.agent_seconds.add(start, end, busy)
         self.intervals.add_span(start, end, fields)
 
     def _on_agent_state(self, event: dict, t: float, raw: bytes) -> None:
@@ -534,6 +676,19 @@ class QueueModel:
                 del table[key]
         for key in [k for k, call in self.talking.items() if w - call[0] > FORGET_UNENDED_CONVERSATION_AFTER]:
             del self.talking[key]
+        for table, age in ((self.recent_handled, SURVEY_LINK_SECONDS), (self.open_callbacks, FORGET_OPEN_CALLBACK_AFTER)):
+            for key in [k for k, since in table.items() if w - since > age]:
+                del table[key]
+        for key in [k for k, call in self.outbound_calls.items() if w - call[0] > FORGET_OUTBOUND_CALL_AFTER]:
+            del self.outbound_calls[key]
+        if self.campaign_days:  # campaigns that stopped dialling: their days leave the 30 too
+            today = self.business_day.bounds(w)[2]
+            oldest = (date.fromisoformat(today) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+            for campaign, days in list(self.campaign_days.items()):
+                for old in [d for d in days if d < oldest]:
+                    del days[old]
+                if not days:
+                    del self.campaign_days[campaign]
 
     # ---- rolling windows -------------------------------------------------------------------
 
@@ -577,11 +732,16 @@ class QueueModel:
         live_waits = [w for w in waits if w <= orphan_after]
         agents = {state: 0 for state in AGENT_STATES}
         not_ready: dict[str, int] = {}
-        for state, _, reason in self.agents.values():
+        limits = cfg.not_ready_limits_seconds
+        over_limit = {threshold_key(limit): 0 for limit in limits}
+        for state, since, reason in self.agents.values():
             agents[state] = agents.get(state, 0) + 1
             if state == "not_ready":
                 reason = reason or "unknown"
                 not_ready[reason] = not_ready.get(reason, 0) + 1
+                for limit in limits:
+                    if now - since > limit:
+                        over_limit[threshold_key(limit)] += 1
         live = {
             "calls_waiting": len(live_waits),
             "oldest_call_wait_seconds": max(0.0, max(live_waits, default=0.0)),
@@ -590,7 +750,12 @@ class QueueModel:
             },
             "agents": agents,
             "agents_not_ready_by_reason": _top_reasons(not_ready),
+            "agents_not_ready_over_limit": over_limit,
             "calls_orphaned": len(waits) - len(live_waits),
+            "callbacks_open": len(self.open_callbacks),
+            "callbacks_open_over_limit": (
+                sum(1 for since in self.open_callbacks.values() if now - since > cfg.callback_open_limit_seconds)
+                if cfg.callback_open_limit_seconds > 0 else None),
         }
         day_start, _, iso = self.business_day.bounds(now)
         opened_at = cfg.opened_at(now)
@@ -604,6 +769,9 @@ class QueueModel:
         return {
             "queue": self.name,
             "label": cfg.label,
+            "currency": cfg.currency,
+            "cost_per_agent_hour": cfg.cost_per_agent_hour,
+            "outbound_30_days": self._outbound_30_days(iso),
             "timezone": cfg.timezone,
             "formula": cfg.formula,
             "thresholds": list(self.thresholds),
@@ -621,6 +789,8 @@ class QueueModel:
                 "min_calls": cfg.alert_min_calls,
                 "understaffed_agents": cfg.alert_understaffed_agents,
                 "understaffed_seconds": cfg.alert_understaffed_seconds,
+                "outbound_abandon_rate": cfg.outbound_abandon_limit,
+                "callback_open_seconds": cfg.callback_open_limit_seconds,
             },
             "live": live,
             "windows": windows,
@@ -642,7 +812,7 @@ class QueueModel:
             counters = list(sums)
             counters[staffed_i], counters[busy_i] = staffed, busy
             self._add_open_agent_states(counters, low, now)
-            windows[name] = self._window_view(counters)
+            windows[name] = self._window_view(counters, logged_in_known=False)
         today = list(self.days.get(iso) or [0.0] * len(self.fields))
         self._add_open_agent_states(today, day_start, now)
         windows["today"] = self._window_view(today)
@@ -664,16 +834,20 @@ class QueueModel:
 
     def _add_open_agent_states(self, out: list[float], window_start: float, now: float) -> None:
         """Add to window counters the seconds of agent states still open at `now`."""
-        busy, staffed = self.index["agent_busy_seconds"], self.index["agent_staffed_seconds"]
+        ix = self.index
+        busy, staffed, logged_in = ix["agent_busy_seconds"], ix["agent_staffed_seconds"], ix["agent_logged_in_seconds"]
         for state, since, _ in self.agents.values():
-            if state in STAFFED_STATES:
-                seconds = now - max(since, window_start)
-                if seconds > 0:
+            seconds = now - max(since, window_start)
+            if seconds > 0:
+                out[logged_in] += seconds
+                if state in STAFFED_STATES:
                     out[staffed] += seconds
                     if state in BUSY_STATES:
                         out[busy] += seconds
 
-    def _window_view(self, counters: list[float]) -> dict:
+    def _window_view(self, counters: list[float], logged_in_known: bool = True) -> dict:
+        """The KPIs of one window's, day's or interval's counters. logged_in_known: False for the
+        rolling windows, which keep staffed and busy agent-seconds only (no cost per call there)."""
         c = dict(zip(self.fields, counters))
         answered, abandoned, offered = c["answered"], c["abandoned"], c["offered"]
         view: dict[str, Any] = {
@@ -711,7 +885,56 @@ class QueueModel:
             for name in ("answer_wait_seconds", "abandon_wait_seconds", "talk_seconds", "hold_seconds",
                          "wrapup_seconds", "agent_busy_seconds", "agent_staffed_seconds")
         }
+        logged_in = c["agent_logged_in_seconds"] if logged_in_known else None
+        view["seconds"]["agent_logged_in_seconds"] = logged_in
+        view["quality"] = self._quality_view(c)
+        view["outbound"] = self._outbound_view(c)
+        view["callbacks"] = self._callbacks_view(c)
+        cfg = self.config
+        view["cost_per_handled_call"] = (
+            quality.cost_per_handled_call(logged_in, cfg.cost_per_agent_hour, c["handled"])
+            if logged_in is not None and cfg.cost_per_agent_hour > 0 else None)
         return view
+
+    @staticmethod
+    def _quality_view(c: dict[str, float]) -> dict:
+        csat = {score: c[f"csat:{score}"] for score in quality.CSAT_SCORES}
+        nps = {score: c[f"nps:{score}"] for score in quality.NPS_SCORES}
+        resolved, unresolved = c["fcr:resolved"], c["fcr:unresolved"]
+        return {
+            "surveys": c["surveys"],
+            "surveys_unlinked": c["surveys_unlinked"],
+            "csat_answers_by_score": {str(k): v for k, v in csat.items()},
+            "nps_answers_by_score": {str(k): v for k, v in nps.items()},
+            "resolved_answers": {"true": resolved, "false": unresolved},
+            "csat_ratio": quality.csat_ratio(csat),
+            "csat_average_score": quality.csat_average_score(csat),
+            "net_promoter_score": quality.net_promoter_score(nps),
+            "first_call_resolution_ratio": quality.first_call_resolution(resolved, unresolved),
+        }
+
+    @staticmethod
+    def _outbound_view(c: dict[str, float]) -> dict:
+        live, agent = c["outbound_live_connects"], c["outbound_agent_connects"]
+        return {
+            "attempts": c["outbound_attempts"],
+            "attempts_by_result": {r: c[f"outbound:{r}"] for r in OUTBOUND_RESULTS},
+            "live_connects": live,
+            "agent_connects": agent,
+            "connect_rate": quality.connect_rate(live, c["outbound_attempts"]),
+            "abandon_rate": quality.outbound_abandon_rate(live, agent),
+        }
+
+    @staticmethod
+    def _callbacks_view(c: dict[str, float]) -> dict:
+        connected = c["callbacks_completed:connected"]
+        return {
+            "requested": c["callbacks_requested"],
+            "completed_by_result": {r: c[f"callbacks_completed:{r}"] for r in CALLBACK_RESULTS},
+            "unmatched": c["callbacks_unmatched"],
+            "completion_rate": quality.callback_completion_rate(connected, c["callbacks_requested"]),
+            "average_wait_seconds": formulas.ratio(c["callback_wait_seconds"], c["callbacks_waited"]),
+        }
 
     # ---- interval reports (intervals.py) -----------------------------------------------------
 
@@ -774,6 +997,8 @@ class QueueModel:
             view[name] = round(view[name])
         for name in ("flowed_out_by_reason", "answered_within", "abandoned_within"):
             view[name] = {k: round(v) for k, v in view[name].items()}
+        for part in ("quality", "outbound", "callbacks"):  # their counts are whole numbers too
+            view[part] = _round_counts(view[part])
         return {
             "queue": self.name,
             "label": cfg.label,
@@ -788,6 +1013,7 @@ class QueueModel:
             "thresholds": list(self.thresholds),
             "targets": self.targets,
             "short_abandon_seconds": cfg.short_abandon_seconds,
+            "currency": cfg.currency,
             **view,
             "agents_staffed_average": view["seconds"]["agent_staffed_seconds"] / (end - start),
         }
@@ -819,6 +1045,10 @@ class QueueModel:
             "understaffed_since": self.understaffed_since,
             "understaffed_read_at": self.understaffed_read_at,
             "first_event_time": self.first_event_time,
+            "recent_handled": self.recent_handled,
+            "open_callbacks": self.open_callbacks,
+            "outbound_calls": self.outbound_calls,
+            "campaign_days": self.campaign_days,
         }
 
     def load_state(self, state: dict) -> None:
@@ -861,6 +1091,22 @@ class QueueModel:
         self.understaffed_since = state.get("understaffed_since")
         self.understaffed_read_at = state.get("understaffed_read_at")
         self.first_event_time = state.get("first_event_time")  # None from older snapshots: unknown
+        # Snapshots from before the quality KPIs (issue 15) have none of these.
+        self.recent_handled = dict(state.get("recent_handled", {}))
+        self.open_callbacks = dict(state.get("open_callbacks", {}))
+        self.outbound_calls = {c: list(v) for c, v in state.get("outbound_calls", {}).items()}
+        self.campaign_days = {c: {d: list(v) for d, v in days.items()} for c, days in state.get("campaign_days", {}).items()}
+
+
+#: Keys of the quality, outbound and callbacks views that hold ratios or seconds, not counts.
+_NOT_COUNTS = frozenset(("csat_ratio", "csat_average_score", "net_promoter_score", "first_call_resolution_ratio",
+                         "connect_rate", "abandon_rate", "completion_rate", "average_wait_seconds"))
+
+
+def _round_counts(view: dict) -> dict:
+    """A view with its counts (floats summed in counters) as integers, its ratios as they are."""
+    return {k: (_round_counts(v) if isinstance(v, dict) else v if k in _NOT_COUNTS else round(v))
+            for k, v in view.items()}
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:
@@ -880,6 +1126,10 @@ _HANDLERS = {
     "call.ended": QueueModel._on_conversation_ended,
     "call.transferred": QueueModel._on_conversation_ended,
     "call.wrapup_ended": QueueModel._on_wrapup_ended,
+    "call.survey": QueueModel._on_survey,
+    "call.outbound_attempt": QueueModel._on_outbound_attempt,
+    "call.callback_requested": QueueModel._on_callback_requested,
+    "call.callback_completed": QueueModel._on_callback_completed,
     "agent.logged_in": QueueModel._on_agent_state,
     "agent.logged_out": QueueModel._on_agent_state,
     "agent.state_changed": QueueModel._on_agent_state,

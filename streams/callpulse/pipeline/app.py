@@ -265,8 +265,8 @@ def create_app(config: Config) -> SimpleNamespace:
             ready += more
         # One message per queue even when several rounds passed: other workers' partitions are at
         # or past the final horizon, so whatever they send next is within the lateness of this.
-        for queue, raws in ev.by_queue(ready).items():
-            future = await batches_topic.send(key=queue.encode(), value=ev.pack(raws))
+        for key, raws in ev.by_queue(ready).items():  # queues and agents (events.keys_of)
+            future = await batches_topic.send(key=ev.key_bytes(key), value=ev.pack(raws))
             if sent is not None:
                 sent.append(future)
         return horizon, low_marks
@@ -512,8 +512,7 @@ def create_app(config: Config) -> SimpleNamespace:
     async def apply(message, pending: list) -> None:
         """Apply one batch message; its writes' delivery futures go to `pending`."""
         handled[message.partition] = message.offset + 1
-        queue = message.key.decode()
-        result = states.apply_batch(queue, message.partition, message.offset, ev.unpack(message.value))
+        result = states.apply_batch(ev.key_text(message.key), message.partition, message.offset, ev.unpack(message.value))
         if result is None:  # redelivered after a crash, its effect is already in the state
             return
         for key, value in states.changelog_writes(result):
@@ -706,9 +705,9 @@ def create_app(config: Config) -> SimpleNamespace:
             ahead_since.pop(partition, None)
             last_delivery[partition] = time.monotonic()
         accepting.update(owned)
-        log.info("own %d queue(s) on partitions %s; rebuilt from the changelog: %s; per partition (batch to "
-                 "apply first, newest applied, model kept or new): %s", len(states.models), sorted(owned),
-                 ", ".join(rebuilt) or "none", ", ".join(
+        log.info("own %d queue(s) and agent(s) on partitions %s; rebuilt from the changelog: %s; per partition (batch "
+                 "to apply first, newest applied, model kept or new): %s", len(states.models), sorted(owned),
+                 ", ".join(ev.display_key(key) for key in rebuilt) or "none", ", ".join(
                      f"p{p} ({start[p]}, {states.newest_batch(p)}, {'kept' if p in kept else 'new'})"
                      for p in sorted(owned)))
 
@@ -823,6 +822,18 @@ def create_app(config: Config) -> SimpleNamespace:
             "queues": {q: json_view(v) for q, v in views.items()},
         }
         return web.bytes(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), headers={"Content-Type": "application/json"})
+
+    @app.page("/api/agents")
+    async def agents_json(web, request):
+        """Every agent of this worker's partitions (query `queue=` keeps those serving it, or
+        whose call in progress is in it)."""
+        now, agents = states.read_agents()
+        queue = request.query.get("queue")
+        if queue is not None:
+            agents = [a for a in agents if queue in a["queues"] or (a["call"] or {}).get("queue") == queue]
+        body = {"worker": f"{socket.gethostname()}:{stream.web_port}", "generated_at": states.wall(), "clock": now,
+                "agents": agents}
+        return web.bytes(orjson.dumps(body), headers={"Content-Type": "application/json"})
 
     @app.page("/livez")
     async def livez(web, request):

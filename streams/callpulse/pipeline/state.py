@@ -1,5 +1,8 @@
 """Second stage: apply per-queue batches to the queue models and make them durable.
 
+Agent shards are keyed and kept like queues (events.agent_key): "queue" below means either kind of
+key; a shard's model is a kpi/agents.py AgentShard, exported by read_agents(), not by read_all().
+
 Durability uses one Faust table (changelog topic) per app, with two kinds of records per queue:
 - a *batch record* for every batch applied: the accepted original events, keyed by the batch's
   offset, written in the same step as the state change it causes (one changelog message, so the
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .. import events as ev
+from ..kpi.agents import AgentShard
 from ..kpi.forecast import ForecastFile, compare
 from ..kpi.intervals import record_key
 from ..kpi.model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
@@ -64,14 +68,14 @@ class StreamClock:
 
 
 def state_key(queue: str, kind: bytes, offset: int = 0) -> bytes:
-    key = queue.encode() + b"\x00" + kind
+    key = ev.key_bytes(queue) + b"\x00" + kind
     return key + b"%016d" % offset if kind == BATCH else key
 
 
 def split_key(key: bytes) -> tuple[str, bytes, int]:
     queue, _, rest = key.rpartition(b"\x00")
     kind = rest[:1]
-    return queue.decode(), kind, int(rest[1:]) if kind == BATCH else -1
+    return ev.key_text(queue), kind, int(rest[1:]) if kind == BATCH else -1
 
 
 def record_offset(key: bytes, value: bytes) -> int:
@@ -108,7 +112,7 @@ class QueueStates:
         self.config = config
         self.clock = clock or StreamClock(wall)
         self.wall = wall
-        self.models: dict[str, QueueModel] = {}
+        self.models: dict[str, QueueModel | AgentShard] = {}
         self.partition_of: dict[str, int] = {}
         self.histogram_bounds = sorted(set(WAIT_BUCKETS) | set(config.all_thresholds()))
         self._batches_since_snapshot: dict[str, list[int]] = {}
@@ -116,7 +120,7 @@ class QueueStates:
         self._covered_by_previous: dict[str, int] = {}
         self._obsolete: dict[str, list[int]] = {}  # batch record offsets waiting to be deleted
         self._events_since_snapshot: dict[str, int] = {}
-        self._parked: dict[str, QueueModel] = {}  # models during a rebalance, not exported
+        self._parked: dict[str, QueueModel | AgentShard] = {}  # models during a rebalance, not exported
         # Partitions whose models were kept or rebuilt at the last resume(); None before the first
         # (a worker without rebalances, as in the unit tests, owns whatever it applies).
         self.owned: set[int] | None = None
@@ -131,11 +135,18 @@ class QueueStates:
         path = config.stream.forecast_file
         self.forecast = ForecastFile(path, config, wall) if path else None  # problems are logged, never raised
 
-    def _new_model(self, queue: str) -> QueueModel:
+    def _new_model(self, queue: str) -> QueueModel | AgentShard:
         stream = self.config.stream
+        if ev.is_agent_key(queue):
+            return AgentShard(self._agent_zone, stream.lateness_seconds, stream.dedup_seconds)
         return QueueModel(self.config.queue(queue), stream.lateness_seconds, self.histogram_bounds, stream.dedup_seconds)
 
-    def model_for(self, queue: str, partition: int) -> QueueModel:
+    def _agent_zone(self, queue: str | None) -> tuple:
+        """An agent's business day: that of its first queue (queue_defaults' when none is known)."""
+        cfg = self.config.queue(queue) if queue is not None else self.config.queue_defaults
+        return cfg.timezone, cfg.business_day_start
+
+    def model_for(self, queue: str, partition: int) -> QueueModel | AgentShard:
         model = self.models.get(queue)
         if model is None:
             model = self.models[queue] = self._new_model(queue)
@@ -152,13 +163,17 @@ class QueueStates:
             return None
         result = BatchResult(queue, offset)
         wall_now = self.wall()
+        # An agent's batch holds copies of events its queues also get: those copies decide the
+        # dead letters and the processing lag; the agent's own too-late events are only counted.
+        of_queue = model if isinstance(model, QueueModel) else None
         for event, t, raw, outcome in self._fold(model, raws):
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
             if outcome in (APPLIED, LATE):
                 result.accepted.append(raw)
-                result.lags.append(wall_now - t)
-            elif outcome == TOO_LATE:
-                horizon = model.watermark - model.lateness
+                if of_queue is not None:
+                    result.lags.append(wall_now - t)
+            elif outcome == TOO_LATE and of_queue is not None:
+                horizon = of_queue.watermark - of_queue.lateness
                 result.rejected.append(ev.Rejected(ev.TOO_LATE, f"time {event['time']} is older than queue {queue!r} watermark minus lateness ({horizon:.3f})", raw))
         for event, raw in model.unmatched:
             result.rejected.append(ev.Rejected(ev.UNMATCHED, f"{event['type']} for call {event['call_id']!r} in queue {queue!r}: no call.offered within the lateness", raw))
@@ -167,7 +182,7 @@ class QueueStates:
         model.applied_offset = offset
         return result
 
-    def _fold(self, model: QueueModel, raws: Iterable[bytes]) -> Iterator[tuple[dict, float, bytes, str]]:
+    def _fold(self, model: QueueModel | AgentShard, raws: Iterable[bytes]) -> Iterator[tuple[dict, float, bytes, str]]:
         """Apply events to a model in order (live and when rebuilding), yielding each with its outcome."""
         for raw in raws:
             event = orjson.loads(raw)
@@ -331,8 +346,17 @@ class QueueStates:
         return records
 
     def _ready_models(self) -> list[tuple[str, QueueModel]]:
-        return sorted((queue, model) for queue, model in self.models.items()
-                      if self.ready is None or self.partition_of.get(queue) in self.ready)
+        return sorted((queue, model) for queue, model in self.models.items() if isinstance(model, QueueModel)
+                      and (self.ready is None or self.partition_of.get(queue) in self.ready))
+
+    def read_agents(self) -> tuple[float, list[dict]]:
+        """Every agent of the partitions whose recovery completed, read at the stream clock,
+        sorted by name (or id)."""
+        now = self.clock.now()
+        views = [view for key, model in self.models.items() if isinstance(model, AgentShard)
+                 and (self.ready is None or self.partition_of.get(key) in self.ready) for view in model.read(now)]
+        views.sort(key=lambda v: ((v["agent_name"] or v["agent_id"]).casefold(), v["agent_id"]))
+        return now, views
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -98,6 +98,20 @@ _SECONDS = ("answer_wait_seconds", "abandon_wait_seconds", "talk_seconds", "hold
             "agent_staffed_seconds", "agent_busy_seconds")
 
 
+# Issue 15's columns: (column, part of the record, key in it). Records written before have no such
+# parts: their cells are empty.
+_QUALITY = (
+    ("surveys", "quality", "surveys"), ("csat_ratio", "quality", "csat_ratio"),
+    ("csat_average_score", "quality", "csat_average_score"), ("net_promoter_score", "quality", "net_promoter_score"),
+    ("first_call_resolution_ratio", "quality", "first_call_resolution_ratio"),
+    ("outbound_attempts", "outbound", "attempts"), ("outbound_live_connects", "outbound", "live_connects"),
+    ("outbound_agent_connects", "outbound", "agent_connects"), ("outbound_connect_rate", "outbound", "connect_rate"),
+    ("outbound_abandon_rate", "outbound", "abandon_rate"), ("callbacks_requested", "callbacks", "requested"),
+    ("callback_completion_rate", "callbacks", "completion_rate"),
+    ("average_callback_wait_seconds", "callbacks", "average_wait_seconds"),
+)
+
+
 def csv_columns(records: list[dict]) -> list[str]:
     thresholds = sorted({t for r in records for t in r["answered_within"]}, key=float)
     columns = ["queue", "label", "interval_start", "interval_end", "interval_minutes", "timezone", *_COUNTS]
@@ -105,6 +119,8 @@ def csv_columns(records: list[dict]) -> list[str]:
     columns += ["formula"] + [f"service_level_{t}s" for t in thresholds] + [f"target_{t}s" for t in thresholds]
     columns += ["answer_rate", "abandon_rate", "average_answer_wait_seconds", "average_abandon_wait_seconds",
                 "average_handle_seconds", "occupancy", "agents_staffed_average", *_SECONDS]
+    columns += [column for column, _, _ in _QUALITY]
+    columns += ["callbacks_connected", "agent_logged_in_seconds", "cost_per_handled_call", "currency"]
     return columns
 
 
@@ -124,6 +140,12 @@ def csv_row(record: dict) -> dict:
                  "average_handle_seconds", "occupancy", "agents_staffed_average"):
         row[name] = _num(record[name])
     row.update({name: _num(record["seconds"][name]) for name in _SECONDS})
+    for column, part, key in _QUALITY:
+        row[column] = _num(record.get(part, {}).get(key))
+    row["callbacks_connected"] = _num(record.get("callbacks", {}).get("completed_by_result", {}).get("connected"))
+    row["agent_logged_in_seconds"] = _num(record["seconds"].get("agent_logged_in_seconds"))
+    row["cost_per_handled_call"] = _num(record.get("cost_per_handled_call"))
+    row["currency"] = record.get("currency", "")
     return row
 
 

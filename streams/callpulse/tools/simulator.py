@@ -1,7 +1,7 @@
 """Seeded call-center traffic simulator producing canonical callpulse v1 events.
 
-A discrete-event simulation (one ``random.Random(seed)``, one ``heapq`` event queue,
-no I/O) of a small multi-skill contact center:
+A discrete-event simulation (one ``random.Random(seed)`` for the inbound traffic, one
+``heapq`` event queue, no I/O) of a small multi-skill contact center:
 
 * five queues (``sales``, ``support``, ``billing``, ``客服``, ``продажи``), each with its own
   arrival rate, handle time, IVR self-service share, hold and transfer habits;
@@ -12,7 +12,12 @@ no I/O) of a small multi-skill contact center:
   no-answer (the agent goes ``not_ready``/``missed_call`` and the call rings someone else);
 * callers with exponential-like patience (Weibull, mean 90 s; one in ten never hangs up),
   a queue timeout, exit-key and callback requests; holds, blind transfers to another
-  queue, wrap-up, dispositions and surveys;
+  queue, wrap-up, dispositions and surveys (CSAT falls as the caller's wait grows);
+* callbacks carried out minutes to an hour or so after the request
+  (``call.callback_completed``, retried after no answer) and three outbound campaigns dialling
+  a few numbers a minute along the intraday curve (``call.outbound_attempt``); both draw from
+  a second random stream and leave agents' states alone, so they do not change the inbound
+  traffic of a seed;
 * agents with 1-3 skills, staffed every half hour from the *forecast* with Erlang A
   (so an unforecast surge really hurts), with breaks, staggered lunches, training,
   coaching, log-outs and log-ins.
@@ -192,6 +197,12 @@ _EXIT_KEY_AFTER = (20.0, 120.0)  # ... after this many seconds waiting
 _CALLBACK_PROB = 0.03  # callers who would accept a callback offer ...
 _CALLBACK_AFTER = (30.0, 180.0)  # ... after this many seconds waiting
 _SURVEY_PROB = 0.10
+# CSAT weights for scores 1..5 by the caller's wait in the queue (all legs, rings included):
+# within the service level (mean 4.1), up to a minute (3.7), longer (3.1).
+_SURVEY_WEIGHTS_QUICK = (3, 5, 12, 35, 45)
+_SURVEY_WEIGHTS_WAITED = (6, 10, 20, 34, 30)
+_SURVEY_WEIGHTS_LONG = (14, 18, 28, 26, 14)
+_SURVEY_LONG_WAIT = 60.0  # seconds
 _DISPOSITION_PROB = 0.40
 _PATIENCE_SHAPE = 1.3  # Weibull: exponential-like tail, fewer hang-ups in the first seconds
 _SHRINKAGE = 0.13  # share of logged-in time lost to breaks, training, coaching, missed rings
@@ -201,6 +212,29 @@ _STAFFING_INTERVAL = 1800.0
 _BREAK_EVERY = (40 * 60.0, 80 * 60.0)
 _SECONDS_PER_DAY = 86400.0
 _STEADY_WRAP_SHARE = 1.0 / 6.0  # steady: the share of each handle time spent in wrap-up
+
+# Callbacks and outbound dialling (not in steady). They draw from their own random stream and do
+# not occupy agents (no ringing / on_call / wrap-up for them), so the inbound events of a seed are
+# the same with or without them; the agent_id they carry is one of the queue's group, idle if any.
+_CALLBACK_DELAY_MEDIAN = 840.0  # seconds from the request to the first callback attempt ...
+_CALLBACK_DELAY_SIGMA = 0.9  # ... lognormal: ~5 % later than an hour
+_CALLBACK_MIN_DELAY = 120.0
+_CALLBACK_RESULTS = ("connected", "no_answer", "failed", "cancelled")
+_CALLBACK_RESULT_WEIGHTS = (80, 12, 3, 5)  # per attempt
+_CALLBACK_RETRY_AFTER = (600.0, 1800.0)  # no_answer / failed: dialled again this much later ...
+_CALLBACK_ATTEMPTS = 3  # ... up to this many attempts in all; then the request stays open
+_CALLBACK_NOBODY_WAIT = 300.0  # nobody of the queue's group logged in: look again this much later
+# (campaign, queue, attempts per minute at the intraday peak; scaled like the inbound rates)
+_CAMPAIGNS: tuple[tuple[str, str, float], ...] = (
+    ("renewals", "sales", 4.0),
+    ("survey-followup", "support", 3.0),
+    ("payment-reminders", "billing", 2.0),
+)
+_OUTBOUND_RESULTS = ("connected", "no_answer", "busy", "voicemail", "failed", "cancelled")
+_OUTBOUND_RESULT_WEIGHTS = (62, 20, 7, 8, 2, 1)
+# connected attempts the dialer found no agent for: no agent_id, no follow-up (an abandoned
+# outbound call in the regulators' sense)
+_OUTBOUND_NO_AGENT = 0.025
 
 
 def _lognormal_mu(mean: float, sigma: float) -> float:
@@ -355,12 +389,12 @@ _OFF = "logged_out"  # internal only
 # heap item kinds
 (_K_ARRIVE, _K_IVR_EXIT, _K_LEAVE, _K_RING_RESULT, _K_HOLD_START, _K_HOLD_END, _K_CONV_END,
  _K_WRAP_END, _K_SURVEY, _K_RESTAFF, _K_LOGIN, _K_READY, _K_TRY_LOGOUT, _K_BREAK_DUE,
- _K_BREAK_END) = range(15)
+ _K_BREAK_END, _K_CALLBACK, _K_OUTBOUND) = range(17)
 
 
 class _Call:
     __slots__ = ("id", "caller", "qi", "leg", "state", "offered_at", "agent", "ring_token",
-                 "attempt", "leave_pending", "transfer_to", "transferred", "talk_rest")
+                 "attempt", "leave_pending", "transfer_to", "transferred", "talk_rest", "waited")
 
     def __init__(self, call_id: str, caller: str, qi: int) -> None:
         self.id = call_id
@@ -376,6 +410,7 @@ class _Call:
         self.transfer_to = -1
         self.transferred = False
         self.talk_rest = 0.0
+        self.waited = 0.0  # seconds waited in queues until answered, all legs
 
 
 class _Agent:
@@ -427,6 +462,8 @@ class _Simulation:
             run += ((p.surge_start, p.surge_duration),)
         self._begin(p, seed, start, duration, run)
         self.roster_rng = random.Random(f"callpulse-roster-{seed}")
+        # callbacks and outbound dialling: their own stream, so the inbound traffic stays the same
+        self.side_rng = random.Random(f"callpulse-outbound-{seed}")
 
         self.qnames = [q.name for q in QUEUES]
         self.qindex = {name: i for i, name in enumerate(self.qnames)}
@@ -457,13 +494,19 @@ class _Simulation:
         self.groups: list[list[_Agent]] = [[] for _ in QUEUES]
         self.n_agents = 0
         self.ring_seq = 0
+        # outbound campaigns: (name, queue index), attempts per second at the intraday peak
+        self.campaigns = [(name, self.qindex[queue]) for name, queue, _ in _CAMPAIGNS]
+        self.outbound_rate = [per_minute / 60.0 * scale for _, _, per_minute in _CAMPAIGNS]
+        self.outbound_prefix = "ob-" + self.call_prefix.removeprefix("call-")
+        self.n_outbound = 0
 
         # indexed by heap item kind; each is called as handler(t, a, b)
         self.handlers: list[Callable[[float, Any, Any], None]] = [
             self._on_arrive, self._on_ivr_exit, self._on_leave, self._on_ring_result,
             self._on_hold_start, self._on_hold_end, self._on_conv_end, self._on_wrap_end,
             self._on_survey, self._on_restaff, self._on_login, self._on_ready,
-            self._on_try_logout, self._on_break_due, self._on_break_end,
+            self._on_try_logout, self._on_break_due, self._on_break_end, self._on_callback,
+            self._on_outbound,
         ]
 
     # ---------------------------------------------------------------- plumbing
@@ -507,6 +550,8 @@ class _Simulation:
         self._push(self.start, _K_RESTAFF)
         for qi in range(len(QUEUES)):
             self._schedule_arrival(qi, self.start)
+        for ci in range(len(self.campaigns)):
+            self._schedule_outbound(ci, self.start)
         heap, handlers, out, end = self.heap, self.handlers, self.out, self.end
         pop = heapq.heappop
         while heap:
@@ -656,6 +701,8 @@ class _Simulation:
             ev = self._call_ev(t, "call.callback_requested", call, call.qi)
             ev["callback_id"] = f"cb-{call.id}"
             ev["caller"] = call.caller
+            delay = self.side_rng.lognormvariate(math.log(_CALLBACK_DELAY_MEDIAN), _CALLBACK_DELAY_SIGMA)
+            self._push(t + max(_CALLBACK_MIN_DELAY, delay), _K_CALLBACK, call, 1)
 
     def _on_leave(self, t: float, call: _Call, b: tuple[int, int]) -> None:
         leg, action = b
@@ -700,6 +747,7 @@ class _Simulation:
         rng = self.rng
         q = QUEUES[call.qi]
         call.state = _TALKING
+        call.waited += t - call.offered_at
         ev = self._call_ev(t, "call.answered", call, call.qi)
         ev["agent_id"] = agent.id
         self._agent_state(agent, t, _ON_CALL)
@@ -753,9 +801,7 @@ class _Simulation:
         self._agent_state(agent, t, _WRAP_UP)
         self._push(t + wrap, _K_WRAP_END, agent, (call.id, qi))
         if rng.random() < _SURVEY_PROB:
-            waited_ok = call.leg == 1 and call.attempt == 1
-            self._push(t + rng.uniform(30.0, 180.0), _K_SURVEY, (call.id, qi, agent.id),
-                       waited_ok)
+            self._push(t + rng.uniform(30.0, 180.0), _K_SURVEY, (call.id, qi, agent.id), call.waited)
 
     def _on_wrap_end(self, t: float, agent: _Agent, b: tuple[str, int]) -> None:
         call_id, qi = b
@@ -771,19 +817,88 @@ class _Simulation:
         ev["agent_id"] = agent.id
         self._agent_ready(agent, t)
 
-    def _on_survey(self, t: float, a: tuple[str, int, str], quick: bool) -> None:
+    def _on_survey(self, t: float, a: tuple[str, int, str], waited: float) -> None:
         rng = self.rng
         call_id, qi, agent_id = a
         ev = self._ev(t, "call.survey")
         ev["call_id"] = call_id
         ev["queue"] = self.qnames[qi]
         ev["agent_id"] = agent_id
-        weights = (3, 5, 12, 35, 45) if quick else (10, 15, 25, 30, 20)  # quick: first ring
+        # the longer the caller waited in the queue(s), the worse the score (NPS follows CSAT)
+        if waited <= SERVICE_LEVEL_SECONDS:
+            weights = _SURVEY_WEIGHTS_QUICK
+        elif waited <= _SURVEY_LONG_WAIT:
+            weights = _SURVEY_WEIGHTS_WAITED
+        else:
+            weights = _SURVEY_WEIGHTS_LONG
         csat = rng.choices((1, 2, 3, 4, 5), weights)[0]
         ev["csat"] = csat
         ev["resolved"] = rng.random() < (0.5 + 0.1 * csat)
         if rng.random() < 0.5:
             ev["nps"] = min(10, max(0, 2 * csat + rng.randint(-2, 1)))
+
+    # ---------------------------------------------------------------- callbacks and outbound
+
+    def _bridged_agent(self, qi: int) -> _Agent | None:
+        """The agent of queue ``qi``'s group a callback or outbound call is put through to: an
+        idle one if any, else any logged-in one (None: nobody of the group is logged in). The
+        agent's state is left alone (see the comment above _CALLBACK_DELAY_MEDIAN)."""
+        group = self.groups[qi]
+        idle = [agent for agent in group if agent in self.avail]
+        if idle:
+            return self.side_rng.choice(idle)
+        logged_in = [agent for agent in group if agent.logged_in]
+        return self.side_rng.choice(logged_in) if logged_in else None
+
+    def _on_callback(self, t: float, call: _Call, attempt: int) -> None:
+        """Attempt ``attempt`` at calling back a caller who asked for it (call.callback_requested)."""
+        rng = self.side_rng
+        agent = self._bridged_agent(call.qi)
+        if agent is None:  # nobody to place it: later
+            self._push(t + _CALLBACK_NOBODY_WAIT, _K_CALLBACK, call, attempt)
+            return
+        result = rng.choices(_CALLBACK_RESULTS, _CALLBACK_RESULT_WEIGHTS)[0]
+        ev = self._call_ev(t, "call.callback_completed", call, call.qi)
+        ev["callback_id"] = f"cb-{call.id}"
+        ev["result"] = result
+        if result == "connected":
+            ev["agent_id"] = agent.id
+        elif result != "cancelled" and attempt < _CALLBACK_ATTEMPTS:  # still open: try again later
+            self._push(t + rng.uniform(*_CALLBACK_RETRY_AFTER), _K_CALLBACK, call, attempt + 1)
+
+    def _schedule_outbound(self, ci: int, t: float) -> None:
+        """The next attempt of campaign ``ci``: Poisson along the intraday curve (thinning)."""
+        lam = self.outbound_rate[ci]
+        if lam <= 0.0:
+            return
+        rnd = self.side_rng.random
+        while True:
+            t -= math.log(1.0 - rnd()) / lam
+            if t >= self.end:
+                return
+            if rnd() <= arrival_profile((t % _SECONDS_PER_DAY) / 3600.0):
+                break
+        self._push(t, _K_OUTBOUND, ci)
+
+    def _on_outbound(self, t: float, ci: int, _b: Any) -> None:
+        """One dial attempt of a campaign; a connected one is bridged to an agent at once, or
+        (rarely) to nobody: an abandoned outbound call. The dialer pauses while nobody of the
+        queue's group is logged in."""
+        rng = self.side_rng
+        campaign, qi = self.campaigns[ci]
+        agent = self._bridged_agent(qi)
+        self._schedule_outbound(ci, t)
+        if agent is None:
+            return
+        self.n_outbound += 1
+        ev = self._ev(t, "call.outbound_attempt")
+        ev["queue"] = self.qnames[qi]
+        ev["call_id"] = f"{self.outbound_prefix}{self.n_outbound}"
+        ev["campaign"] = campaign
+        ev["caller"] = f"+79{rng.randrange(10 ** 9):09d}"  # the number dialled
+        result = ev["result"] = rng.choices(_OUTBOUND_RESULTS, _OUTBOUND_RESULT_WEIGHTS)[0]
+        if result == "connected" and rng.random() >= _OUTBOUND_NO_AGENT:
+            ev["agent_id"] = agent.id
 
     # ---------------------------------------------------------------- agents
 

@@ -84,13 +84,13 @@ def test_not_ready_agents_by_reason():
 
 
 def test_not_ready_reasons_are_capped():
-    from callpulse.kpi.model import MAX_NOT_READY_REASONS, _top_reasons
+    from callpulse.kpi.model import MAX_NOT_READY_REASONS, top_counts
 
     counts = {f"r{i:02d}": i + 1 for i in range(30)}  # r29 has 30 agents, r00 one
-    top = _top_reasons(counts)
+    top = top_counts(counts)
     assert len(top) == MAX_NOT_READY_REASONS and sum(top.values()) == sum(counts.values())
     assert top["r29"] == 30 and "r00" not in top and top["other"] == sum(range(1, 12))
-    assert _top_reasons({"lunch": 2}) == {"lunch": 2}
+    assert top_counts({"lunch": 2}) == {"lunch": 2}
 
 
 # ---- containment (issue 13): one queue's failing numbers never take the scrape down ----------

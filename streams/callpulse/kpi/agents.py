@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import formulas, quality
-from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay
+from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay, top_counts
 
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
 #: The counters read() gives since the agent's first event (today's have more: state seconds, KPIs).
@@ -43,16 +43,6 @@ def occupancy(talk: float, hold: float, wrapup: float, logged_in: float, not_rea
 def utilization(talk: float, hold: float, wrapup: float, logged_in: float) -> float | None:
     """Agent utilization = (talk + hold + wrap-up seconds) / logged-in seconds."""
     return formulas.ratio(talk + hold + wrapup, logged_in)
-
-
-def _top(counts: dict[str, float]) -> dict[str, float]:
-    """At most MAX_CODES keys, the smallest folded into "other"."""
-    if len(counts) <= MAX_CODES:
-        return dict(sorted(counts.items()))
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    kept = dict(ranked[: MAX_CODES - 1])
-    kept["other"] = kept.get("other", 0.0) + sum(n for _, n in ranked[MAX_CODES - 1:])
-    return dict(sorted(kept.items()))
 
 
 class AgentModel:
@@ -334,7 +324,7 @@ def day_view(c: dict[str, float]) -> dict:
         "wrapup_seconds": wrap,
         "average_handle_seconds": formulas.average_handle_seconds(get("handled"), talk, hold, wrap),
         "state_seconds": {"logged_in": logged_in, **{s: get(f"{s}_seconds") for s in AGENT_STATES}},
-        "not_ready_seconds_by_reason": _top({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("not_ready:")}),
+        "not_ready_seconds_by_reason": top_counts({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("not_ready:")}, MAX_CODES),
         "occupancy": occupancy(talk, hold, wrap, logged_in, not_ready),
         "utilization": utilization(talk, hold, wrap, logged_in),
         "surveys": get("surveys"),
@@ -342,7 +332,7 @@ def day_view(c: dict[str, float]) -> dict:
         "csat_average_score": quality.csat_average_score(csat),
         "net_promoter_score": quality.net_promoter_score(nps),
         "first_call_resolution_ratio": quality.first_call_resolution(get("fcr:resolved"), get("fcr:unresolved")),
-        "dispositions": _top({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("disposition:")}),
+        "dispositions": top_counts({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("disposition:")}, MAX_CODES),
     }
 
 

@@ -281,13 +281,13 @@ class AgentSeconds:
 MAX_NOT_READY_REASONS = 20
 
 
-def _top_reasons(counts: dict[str, int]) -> dict[str, int]:
-    """{reason: agents}, at most MAX_NOT_READY_REASONS keys, the smallest folded into "other"."""
-    if len(counts) <= MAX_NOT_READY_REASONS:
+def top_counts(counts: dict[str, Any], limit: int = MAX_NOT_READY_REASONS) -> dict[str, Any]:
+    """{code: count} with at most `limit` keys, sorted: the smallest counts folded into "other"."""
+    if len(counts) <= limit:
         return dict(sorted(counts.items()))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    kept = dict(ranked[: MAX_NOT_READY_REASONS - 1])
-    kept["other"] = kept.get("other", 0) + sum(n for _, n in ranked[MAX_NOT_READY_REASONS - 1:])
+    kept = dict(ranked[: limit - 1])
+    kept["other"] = kept.get("other", 0) + sum(n for _, n in ranked[limit - 1:])
     return dict(sorted(kept.items()))
 
 
@@ -749,7 +749,7 @@ class QueueModel:
                 threshold_key(t): sum(1 for w in live_waits if w > t) for t in self.thresholds
             },
             "agents": agents,
-            "agents_not_ready_by_reason": _top_reasons(not_ready),
+            "agents_not_ready_by_reason": top_counts(not_ready),
             "agents_not_ready_over_limit": over_limit,
             "calls_orphaned": len(waits) - len(live_waits),
             "callbacks_open": len(self.open_callbacks),

@@ -554,7 +554,7 @@ class QueueModel:
         counts = days.get(iso)
         if counts is None:
             counts = days[iso] = [0.0, 0.0]
-            oldest = (date.fromisoformat(iso) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+            oldest = _first_rule_day(iso)
             for old in [d for d in days if d < oldest]:
                 del days[old]
         return counts
@@ -584,7 +584,7 @@ class QueueModel:
     def _outbound_30_days(self, today: str) -> dict[str, dict]:
         """Per campaign over the last 30 business days up to `today`: live connects, abandoned and
         the abandon rate; at most MAX_CAMPAIGNS campaigns, the rest summed as "other"."""
-        oldest = (date.fromisoformat(today) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+        oldest = _first_rule_day(today)
         sums: dict[str, list[float]] = {}
         for campaign, days in self.campaign_days.items():
             live = sum(v[0] for d, v in days.items() if oldest <= d <= today)
@@ -683,7 +683,7 @@ class QueueModel:
             del self.outbound_calls[key]
         if self.campaign_days:  # campaigns that stopped dialling: their days leave the 30 too
             today = self.business_day.bounds(w)[2]
-            oldest = (date.fromisoformat(today) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
+            oldest = _first_rule_day(today)
             for campaign, days in list(self.campaign_days.items()):
                 for old in [d for d in days if d < oldest]:
                     del days[old]
@@ -1107,6 +1107,11 @@ def _round_counts(view: dict) -> dict:
     """A view with its counts (floats summed in counters) as integers, its ratios as they are."""
     return {k: (_round_counts(v) if isinstance(v, dict) else v if k in _NOT_COUNTS else round(v))
             for k, v in view.items()}
+
+
+def _first_rule_day(today: str) -> str:
+    """The oldest business date (ISO) of the outbound 30-day rule's days that end with `today`."""
+    return (date.fromisoformat(today) - timedelta(days=OUTBOUND_RULE_DAYS - 1)).isoformat()
 
 
 def _seconds_present(table: dict[int, Any], start: int, stop: int) -> list[int]:

@@ -465,3 +465,70 @@ async def test_a_leave_is_a_flow_out_after_the_grace_even_when_nothing_else_happ
     assert [short(e) for e in events if e["type"].startswith("call.")] == [
         ("call.offered", 0, C1.uniqueid, {}), ("call.flowed_out", 30, C1.uniqueid, {"reason": "no_agents"})]
     assert_valid(events)
+
+
+# ---- agent_name ----------------------------------------------------------------------------------
+
+def test_member_name_is_the_agent_name_when_members_are_named_by_interface():
+    """agent_id_from="interface": the member name is the display name (agent_name) of every event that
+    names that member; a member whose MemberName is its interface (Asterisk's default) gets none."""
+    dave = Member("PJSIP/1004", "PJSIP/1004")  # no name configured: Asterisk uses the interface
+    zoe = Member("Zoë Ångström", "PJSIP/1005")
+    mapper = AmiMapper(SOURCE, agent_id_from="interface")
+    script = [member_event("QueueMemberAdded", T0 - 10, "IT", zoe), member_event("QueueMemberAdded", T0 - 10, "IT", dave),
+              join(T0, "IT", C1), agent_called(T0 + 1, "IT", C1, dave), agent_dump(T0 + 2, "IT", C1, dave),
+              agent_called(T0 + 3, "IT", C1, zoe), leave(T0 + 5, "IT", C1), connect(T0 + 5, "IT", C1, zoe, 5, 2),
+              hold(T0 + 10, zoe, C1), hold(T0 + 20, zoe, C1, on=False),
+              complete(T0 + 65, "IT", C1, zoe, hold_time=5, talk_time=60, reason="agent"),
+              member_event("QueueMemberPause", T0 + 70, "IT", zoe, paused=True, reason="lunch")]
+    events = [e for s in script for e in mapper.map(as_message(s), s.timestamp)]
+    named = [(e["type"], e["agent_id"], e.get("agent_name")) for e in events if "agent_id" in e]
+    assert named == [
+        ("agent.queue_joined", "PJSIP/1005", "Zoë Ångström"),
+        ("agent.state_changed", "PJSIP/1005", "Zoë Ångström"),
+        ("agent.queue_joined", "PJSIP/1004", None),
+        ("agent.state_changed", "PJSIP/1004", None),
+        ("call.ringing", "PJSIP/1004", None),
+        ("call.ring_no_answer", "PJSIP/1004", None),
+        ("call.ringing", "PJSIP/1005", "Zoë Ångström"),
+        ("call.answered", "PJSIP/1005", "Zoë Ångström"),
+        ("agent.state_changed", "PJSIP/1005", "Zoë Ångström"),
+        ("call.hold_started", "PJSIP/1005", "Zoë Ångström"),
+        ("call.hold_ended", "PJSIP/1005", "Zoë Ångström"),
+        ("call.ended", "PJSIP/1005", "Zoë Ångström"),
+        ("agent.state_changed", "PJSIP/1005", "Zoë Ångström"),
+        ("agent.state_changed", "PJSIP/1005", "Zoë Ångström"),
+    ]
+    assert not any("agent_name" in e for e in events if "agent_id" not in e)  # never on caller-only events
+    assert_valid(events)
+    # The name never enters the ids: the same script without names gives the same ids.
+    plain = AmiMapper(SOURCE, agent_id_from="interface")
+    anonymous = {"Zoë Ångström": "PJSIP/1005"}
+    ids = []
+    for s in script:
+        message = as_message(s)
+        if message.get("membername") in anonymous:
+            message["membername"] = anonymous[message["membername"]]
+        ids += [e["event_id"] for e in plain.map(message, s.timestamp)]
+    assert ids == [e["event_id"] for e in events]
+
+
+def test_no_agent_name_when_members_are_named_by_member_name():
+    mapper = AmiMapper(SOURCE)  # agent_id = MemberName: there is no other name to show
+    script = [member_event("QueueMemberAdded", T0 - 10, "IT", ALICE), join(T0, "IT", C1),
+              agent_called(T0 + 1, "IT", C1, ALICE), connect(T0 + 3, "IT", C1, ALICE, 3, 2)]
+    events = [e for s in script for e in mapper.map(as_message(s), s.timestamp)]
+    assert [e["agent_id"] for e in events if "agent_id" in e] == ["alice"] * 5
+    assert not any("agent_name" in e for e in events)
+
+
+def test_queue_status_names_members_too():
+    """QueueStatus lists a member as Name / Location (older) or Interface: the snapshot's events
+    carry the name as well."""
+    mapper = AmiMapper(SOURCE, agent_id_from="interface")
+    rows = [{"event": "QueueMember", "queue": "IT", "name": "Bob Marley", "location": "PJSIP/1002", "status": "1",
+             "paused": "0"}]
+    events = mapper.snapshot(rows, [], T0)
+    assert [(e["type"], e["agent_id"], e.get("agent_name")) for e in events] == [
+        ("agent.queue_joined", "PJSIP/1002", "Bob Marley"), ("agent.state_changed", "PJSIP/1002", "Bob Marley")]
+    assert_valid(events)

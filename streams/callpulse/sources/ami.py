@@ -41,7 +41,10 @@ Choices the canonical contract leaves open:
 - `call_id` is the caller channel's Uniqueid: the same as queue_log's callid, and the only id that
   QueueStatus lists for a waiting call (it has no Linkedid).
 - `agent_id` is the member name (MemberName, Name in QueueStatus), which is also what queue_log
-  calls the agent; `agent_id_from="interface"` uses the interface (``PJSIP/1001``) instead.
+  calls the agent; `agent_id_from="interface"` uses the interface (``PJSIP/1001``) instead, and then
+  the member name, when it differs from the interface, is the `agent_name` of every event that names
+  that member. No other header is used for a name: the channel snapshots' CallerIDName and
+  ConnectedLineName (with or without the ``Dest`` prefix) describe channels and can hold the caller's.
 - Why QueueCallerLeave is deferred: app_queue sends it for *every* stay that ends, and for an
   answered call it comes just *before* AgentConnect. Only a leave that no AgentConnect follows (and
   that no QueueCallerAbandon preceded) is a flow-out. The wait for the connect is in event time (the
@@ -228,6 +231,7 @@ class AmiMapper:
         self.members: dict[str, dict[str, _Member]] = {}  # agent -> queue -> member
         self.in_call: dict[str, set[str]] = {}  # agent -> the calls it is bridged to
         self.agent_events: dict[str, int] = {}  # agent -> events sent about it (part of their ids)
+        self.agent_names: dict[str, str] = {}  # agent -> its MemberName, when that is not its id
         self._pruned_at = -math.inf
 
     # ---- live events ------------------------------------------------------------------------
@@ -479,7 +483,16 @@ class AmiMapper:
         agent = (name or interface) if self.agent_id_from == "member_name" else (interface or name)
         if not agent:
             raise KeyError("membername/interface")
-        return agent[:128]
+        agent = agent[:128]
+        if self.agent_id_from == "interface" and interface and name:
+            # The member's name (MemberName; Name in QueueStatus) is its display name when the id is
+            # the interface. Asterisk sets it to the interface when none is configured: no name then.
+            display = name.strip()[:128]
+            if display and display != agent:
+                self.agent_names[agent] = display
+            else:
+                self.agent_names.pop(agent, None)
+        return agent
 
     def _caller(self, m: dict[str, str]) -> str | None:
         number = m.get("calleridnum", "")
@@ -517,6 +530,9 @@ class AmiMapper:
 
     def _call_event(self, kind: str, stay: _Stay, t: float, *id_parts: object, **fields) -> dict:
         eid = event_id(self.source, kind, stay.queue, stay.call_id, stay.number, *id_parts)
+        agent = fields.get("agent_id")
+        if agent is not None:
+            fields["agent_name"] = self.agent_names.get(agent)
         return make_event(kind, t, self.source, eid, queue=stay.queue, call_id=stay.call_id, **fields)
 
     def _agent_event(self, kind: str, agent: str, t: float, **fields) -> dict:
@@ -525,7 +541,7 @@ class AmiMapper:
         where = fields.get("queue") or ",".join(fields.get("queues", ()))
         eid = event_id(self.source, kind, agent, where, fields.get("state", ""), fields.get("reason") or "",
                        format_time(t), n)
-        return make_event(kind, t, self.source, eid, agent_id=agent, **fields)
+        return make_event(kind, t, self.source, eid, agent_id=agent, agent_name=self.agent_names.get(agent), **fields)
 
 
 def _pause_reason(m: dict[str, str]) -> str | None:

@@ -198,8 +198,10 @@ def decode(raw: bytes) -> str:
 
 # Lines that are read and understood but carry nothing for queue KPIs.
 IGNORED_EVENTS = frozenset((
-    "QUEUESTART", "CONFIGRELOAD", "SYSCOMPAT", "AGENTDUMP", "PENALTY", "RINGINUSE", "INFO", "DID",
-    "OUTDIAL", "OUTTRANSFER",  # outbound: the attempt's result line carries the outcome
+    "QUEUESTART", "CONFIGRELOAD", "SYSCOMPAT", "PENALTY", "RINGINUSE", "INFO",
+    # An outbound call's transfer, written after its OUTANSWER: call.transferred needs a queue, and
+    # these dialplan lines name none.
+    "OUTTRANSFER",
 ))
 # Calls refused at the door (never queued): Wazo/FreePBX dialplan writes these instead of ENTERQUEUE.
 REFUSED_REASONS = {
@@ -218,6 +220,7 @@ OUTBOUND_RESULTS = {
 LOGINS = frozenset(("AGENTLOGIN", "AGENTCALLBACKLOGIN"))
 LOGOFFS = frozenset(("AGENTLOGOFF", "AGENTCALLBACKLOGOFF"))
 TRANSFERS = frozenset(("BLINDTRANSFER", "ATTENDEDTRANSFER", "TRANSFER"))
+MAX_DID = 64  # a dialled number, like the schema's phone numbers
 
 Timed = tuple[float, dict]  # (epoch seconds, event)
 
@@ -253,6 +256,8 @@ class QueueLogMapper:
         self.agent_queues: dict[str, list[str]] = {}  # agent -> queues it is known to serve
         self.paused: dict[str, dict[str, str]] = {}  # agent -> {queue: not-ready reason}
         self.on_call: dict[str, list[tuple[str, str]]] = {}  # agent -> calls it is talking on
+        self.dids: dict[str, tuple[str, float]] = {}  # call -> (number it came in on, DID line time)
+        self.dialling: dict[str, float] = {}  # call -> time of its last OUTDIAL, until the result line
         self._repeat_second = ""  # epoch text of the last line, and how often each text was seen in it
         self._repeats: dict[str, int] = {}
         self._pruned_hour = 0
@@ -383,6 +388,10 @@ class QueueLogMapper:
         for table in (self.waiting, self.talking):
             for key in [k for k, t in table.items() if t < horizon]:
                 del table[key]
+        for call in [c for c, (_, t) in self.dids.items() if t < horizon]:
+            del self.dids[call]
+        for call in [c for c, t in self.dialling.items() if t < horizon]:
+            del self.dialling[call]
         for key in [k for k in self.ring_attempts if k not in self.waiting]:
             del self.ring_attempts[key]
 
@@ -398,6 +407,8 @@ class QueueLogMapper:
             "paused": {a: dict(p) for a, p in self.paused.items()},
             "on_call": {a: [list(call) for call in calls] for a, calls in self.on_call.items()},
             "repeats": [self._repeat_second, dict(self._repeats)],
+            "dids": [[c, did, t] for c, (did, t) in self.dids.items()],
+            "dialling": dict(self.dialling),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -409,6 +420,9 @@ class QueueLogMapper:
         self.on_call = {a: [(q, c) for q, c in calls] for a, calls in state.get("on_call", {}).items()}
         self._repeat_second, repeats = state.get("repeats", ["", {}])
         self._repeats = dict(repeats)
+        # Added later: a state saved before has neither (nothing pending then).
+        self.dids = {c: (did, t) for c, did, t in state.get("dids", [])}
+        self.dialling = dict(state.get("dialling", {}))
 
 
 def _with_agent(r: QueueLogRecord, agent: str) -> QueueLogRecord:
@@ -453,7 +467,27 @@ def _on_enterqueue(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None
     m.ring_attempts.pop(key, None)
     caller = r.field(2)
     keep_caller = m.include_caller and 0 < len(caller) <= 64
-    emit("call.offered", r.time, queue=r.queue, call_id=r.call_id, caller=caller if keep_caller else None)
+    emit("call.offered", r.time, queue=r.queue, call_id=r.call_id, caller=caller if keep_caller else None,
+         attributes=_did_attributes(m, r.call_id))
+
+
+def _did_attributes(m: QueueLogMapper, call_id: str) -> dict | None:
+    """The attributes of a call's call.offered: the number it came in on, if a DID line said so."""
+    did = m.dids.pop(call_id, None)
+    return {"did": did[0]} if did else None
+
+
+def _on_did(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
+    # DID(number): written by the FreePBX dialplan (QueueLog) just before the call enters the queue,
+    # with the number the call came in on: the centre's own number, not the caller's. It is carried as
+    # attributes.did on the call.offered that follows. Empty for a call dialled from inside (no DID).
+    if not _needs(m, r, queue=False):
+        return
+    did = r.field(1).strip()
+    if len(did) > MAX_DID:
+        m._skip("field_too_long:did", m._example(r))
+    elif did:
+        m.dids[r.call_id] = (did, r.time)
 
 
 def _on_refused(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
@@ -464,7 +498,7 @@ def _on_refused(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     key = (r.queue, r.call_id)
     attributes = {"asterisk_event": r.event}
     if key not in m.waiting:
-        emit("call.offered", r.time, queue=r.queue, call_id=r.call_id)
+        emit("call.offered", r.time, queue=r.queue, call_id=r.call_id, attributes=_did_attributes(m, r.call_id))
     m.waiting.pop(key, None)
     m.ring_attempts.pop(key, None)
     emit("call.flowed_out", r.time, queue=r.queue, call_id=r.call_id, reason=REFUSED_REASONS[r.event],
@@ -484,6 +518,22 @@ def _on_ring_ended(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None
     emit("call.ring_no_answer", r.time, queue=r.queue, call_id=r.call_id, agent_id=r.agent, attempt=attempt,
          ring_seconds=None if ms is None else ms / 1000.0,
          attributes={"canceled": True} if r.event == "RINGCANCELED" else None)
+
+
+def _on_agent_dump(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
+    # AGENTDUMP (no data): the member answered its phone and hung up during the announcement played
+    # to it, before the bridge. app_queue writes it instead of CONNECT, leaves the caller in the queue
+    # (it is offered to members again) and counts no call for the member. So it is one more offer
+    # that ended unanswered: call.ring_no_answer. The member was never put on_call (that comes with
+    # CONNECT), so its state stays what it was: no state event.
+    if not _needs(m, r, agent=True):
+        return
+    key = (r.queue, r.call_id)
+    attempt = m.ring_attempts.get(key, 0) + 1
+    m.ring_attempts[key] = attempt
+    m._learn_queue(r.agent, r.queue)
+    emit("call.ring_no_answer", r.time, queue=r.queue, call_id=r.call_id, agent_id=r.agent, attempt=attempt,
+         attributes={"asterisk_event": "AGENTDUMP"})
 
 
 def _on_connect(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
@@ -517,11 +567,13 @@ def _on_complete(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
 
 def _on_transfer(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     # BLINDTRANSFER / TRANSFER(exten|context|holdtime|talktime|position),
-    # ATTENDEDTRANSFER(method|method data|holdtime|talktime|position)
+    # ATTENDEDTRANSFER(method|method data|holdtime|talktime|position), where the method LINK has two
+    # data fields (the two channels linked), so its holdtime and talktime come one field later.
     if not _needs(m, r, agent=True):
         return
     key = (r.queue, r.call_id)
-    t = m._timed_from(m.talking.pop(key, None), r.field(4), r.time)
+    talk_field = 5 if r.event == "ATTENDEDTRANSFER" and r.field(1) == "LINK" else 4
+    t = m._timed_from(m.talking.pop(key, None), r.field(talk_field), r.time)
     target = attributes = kind = None
     if r.event == "ATTENDEDTRANSFER":
         kind = "attended"
@@ -561,15 +613,28 @@ def _on_wait_exit(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
          attributes={"key": key_pressed} if key_pressed else None)
 
 
+def _on_outdial(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
+    # OUTDIAL(number): a callback-agent dialplan starts a dial-out. Its result line (below) follows
+    # on the same call id and carries the outcome; the dial's time gives that attempt its duration.
+    if not _needs(m, r, queue=False):
+        return
+    m.dialling[r.call_id] = r.time
+
+
 def _on_outbound(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     # OUTANSWER / OUTCANCEL / ... (number[|how it ended]): a dial-out attempt's result, written by
-    # callback-agent dialplans next to OUTDIAL.
+    # callback-agent dialplans after OUTDIAL. OUTANSWER is written when the call ends, so the time
+    # from the OUTDIAL is the whole call; for the others, how long the attempt took to fail.
     if not _needs(m, r, queue=False):
         return
     number = r.field(1)
+    dialled = m.dialling.pop(r.call_id, None)
+    attributes = None
+    if dialled is not None and 0 <= r.time - dialled <= FORGET_CALL_AFTER_SECONDS:
+        attributes = {"seconds_from_dial": r.time - dialled}
     emit("call.outbound_attempt", r.time, call_id=r.call_id, result=OUTBOUND_RESULTS[r.event],
          queue=None if r.queue in NO_VALUE else r.queue, agent_id=None if r.agent in NO_VALUE else r.agent,
-         caller=number if m.include_caller and 0 < len(number) <= 64 else None)
+         caller=number if m.include_caller and 0 < len(number) <= 64 else None, attributes=attributes)
 
 
 def _on_member_added(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
@@ -636,16 +701,19 @@ def _on_unpause(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
 
 
 _HANDLERS = {
+    "DID": _on_did,
     "ENTERQUEUE": _on_enterqueue,
     **{name: _on_refused for name in REFUSED_REASONS},
     "RINGNOANSWER": _on_ring_ended,
     "RINGCANCELED": _on_ring_ended,
+    "AGENTDUMP": _on_agent_dump,
     "CONNECT": _on_connect,
     "COMPLETECALLER": _on_complete,
     "COMPLETEAGENT": _on_complete,
     **{name: _on_transfer for name in TRANSFERS},
     "ABANDON": _on_abandon,
     **{name: _on_wait_exit for name in WAIT_EXITS},
+    "OUTDIAL": _on_outdial,
     **{name: _on_outbound for name in OUTBOUND_RESULTS},
     "ADDMEMBER": _on_member_added,
     "REMOVEMEMBER": _on_member_removed,

@@ -5,7 +5,7 @@ import datetime
 import orjson
 import pytest
 
-from callpulse.kpi.agents import AgentModel, occupancy, utilization
+from callpulse.kpi.agents import AgentModel, AgentSettings, occupancy, utilization
 from callpulse.kpi.model import DUPLICATE, TOO_LATE
 from helpers import epoch, event
 
@@ -13,12 +13,15 @@ T0 = epoch("2026-12-01T08:00:00Z")  # 11:00 in Moscow
 
 
 def zones(queue):
-    return {"продажи": ("Europe/Moscow", datetime.time(0, 0)), None: ("UTC", datetime.time(0, 0))}.get(
-        queue, ("Asia/Shanghai", datetime.time(6, 0)))
+    return {"продажи": ("Europe/Moscow", datetime.time(0, 0), (15, 30)), None: ("UTC", datetime.time(0, 0), (15,))}.get(
+        queue, ("Asia/Shanghai", datetime.time(6, 0), (30,)))
 
 
-def make() -> AgentModel:
-    return AgentModel("a1", zones, lateness_seconds=60.0)
+SETTINGS = AgentSettings(zones, lateness_seconds=60.0)
+
+
+def make(settings: AgentSettings = SETTINGS) -> AgentModel:
+    return AgentModel("a1", settings)
 
 
 def feed(model: AgentModel, events: list[dict]) -> list[str]:
@@ -212,7 +215,7 @@ def test_per_agent_series_only_when_asked_and_capped():
         def read_agents(self):
             models = []
             for n in range(5):
-                m = AgentModel(f"a{n}", zones, 60.0)
+                m = AgentModel(f"a{n}", SETTINGS)
                 m.apply(event("agent.logged_in", T0, agent_id=f"a{n}", queues=["sales"]), T0)
                 models.append(m.read(T0 + 30))
             return T0 + 30, models

@@ -106,7 +106,7 @@ def test_config_survives_pickle_deepcopy_and_asdict():
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     assert copy.deepcopy(cfg) == cfg
     data = dataclasses.asdict(cfg)
-    assert set(data) == {"kafka", "stream", "queue_defaults", "queues"}
+    assert set(data) == {"kafka", "stream", "queue_defaults", "queues", "agents"}
     assert data["queues"]["sales"]["label"] == "Продажи"
     changed = dataclasses.replace(cfg, stream=StreamConfig(web_port=1))
     assert changed.queue("sales").formula == "SL-B"
@@ -337,6 +337,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_TOPIC_BATCHES": "ba",
         "CALLPULSE_TOPIC_DEAD_LETTER": "dl",
         "CALLPULSE_TOPIC_INTERVALS": "iv",
+        "CALLPULSE_TOPIC_AGENT_INTERVALS": "ai",
         "CALLPULSE_PARTITIONS": "8",
         "CALLPULSE_REPLICATION_FACTOR": "3",
         "CALLPULSE_APP_ID": "cp-prod",
@@ -359,6 +360,7 @@ def test_every_env_override_reaches_its_field():
     assert k.sasl_password == " s3cret "  # secrets are taken verbatim, not stripped
     assert (k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile) == ("/ca.pem", "/cert.pem", "/key.pem")
     assert (k.topic_events, k.topic_batches, k.topic_dead_letter, k.topic_intervals) == ("ev", "ba", "dl", "iv")
+    assert k.topic_agent_intervals == "ai"
     assert (k.partitions, k.replication_factor) == (8, 3)
     assert (s.app_id, s.web_host, s.web_port) == ("cp-prod", "127.0.0.1", 9100)
     assert s.lateness_seconds == 120.0

@@ -4,7 +4,7 @@ progress, pacing); the end-to-end runs are in tests/e2e/test_replay.py."""
 import csv
 import io
 from dataclasses import replace
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 
 import pytest
@@ -114,3 +114,36 @@ def test_a_late_preliminary_record_never_replaces_the_final_one():
     assert latest[b"k"]["offered"] == 3
     _keep(latest, b"k", None)  # a tombstone deletes
     assert b"k" not in latest
+
+
+def test_agent_rows_are_flat_with_the_scorecard_and_filtered_by_agent_and_day():
+    from callpulse.config import DEFAULT_SCORECARD
+    from callpulse.kpi.agents import AgentModel, AgentSettings
+    from callpulse.tools.report import agent_csv_columns, agent_csv_row, select_agents, write_agent_csv
+
+    settings = AgentSettings(lambda q: ("Europe/Moscow", time(0, 0), (15,)), 60.0,
+                             names={"a1": "Анна"}, card=DEFAULT_SCORECARD)
+    m = AgentModel("a1", settings)
+    a = {"agent_id": "a1"}
+    for e in [event("agent.logged_in", T0, queues=["sales"], **a),
+              event("agent.state_changed", T0 + 60, queues=["sales"], state="available", **a),
+              event("call.answered", T0 + 100, queue="sales", call_id="c1", **a),
+              event("call.ended", T0 + 400, queue="sales", call_id="c1", **a),
+              event("call.survey", T0 + 500, call_id="c1", csat=4, **a),
+              event("agent.logged_out", T0 + 600, queues=["sales"], **a),
+              event("agent.logged_in", T0 + 86400, queues=["sales"], **a)]:
+        m.apply(e, epoch(e["time"]))
+    day = [r for r in m.closed if r["period"] == "day"]
+    assert len(day) == 1 and len(m.closed) == 2  # the day, and its one 15-minute interval with counts
+    row = agent_csv_row(day[0])
+    assert row["agent_name"] == "Анна" and row["period"] == "day" and row["interval_minutes"] == ""
+    assert row["business_day"] == "2026-11-23" and row["interval_start"] == "2026-11-23T00:00:00+03:00"
+    # logged in 600 s, 60 of them not ready: occupancy 300 / 540 (below the 0.75-0.90 band); CSAT 1
+    assert row["handled"] == "1" and row["logged_in_seconds"] == "600" and row["csat_ratio"] == "1"
+    assert row["score_csat_ratio"] == "1" and row["score_first_call_resolution_ratio"] == ""
+    assert float(row["score"]) == pytest.approx(100 * (1 + (300 / 540) / 0.75) / 2)
+    assert "score_occupancy" in agent_csv_columns(day)
+    assert select_agents(m.closed, days=True) == day and select_agents(m.closed, agents={"b2"}) == []
+    out = io.StringIO()
+    write_agent_csv(select_agents(m.closed), out)
+    assert list(csv.DictReader(io.StringIO(out.getvalue())))[1]["period"] == "interval"

@@ -163,13 +163,19 @@ def cmd_report(args) -> int:
     except ValueError as exc:
         print(f"callpulse report: --since/--until take a date like 2026-11-23: {exc}", file=sys.stderr)
         return 2
+    if (args.agent or args.days) and not args.agents:
+        print("callpulse report: --agent and --days need --agents", file=sys.stderr)
+        return 2
+    if args.agents and args.queue:
+        print("callpulse report: --queue selects queue records; with --agents use --agent", file=sys.stderr)
+        return 2
     config = load_config(args.config)
     # Written to a temporary file first, so a failed read never leaves a cut report behind.
     partial = Path(f"{args.output}.partial") if args.output else None
     out = open(partial, "w", encoding="utf-8", newline="") if partial else sys.stdout
     try:
         n = run(config, fmt=args.format, queues=set(args.queue) or None, minutes=args.interval_minutes,
-                since=since, until=until, out=out)
+                since=since, until=until, out=out, agents=args.agents, agent_ids=set(args.agent) or None, days=args.days)
     except (ReportError, KafkaError) as exc:
         print(f"callpulse report: {exc}", file=sys.stderr)
         return 2
@@ -354,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--queue", action="append", default=[], help="only this queue (repeatable)")
     p.add_argument("--interval-minutes", type=int, default=None, help="only intervals of this length")
+    p.add_argument("--agents", action="store_true", help="the agents' interval and day records (with the scorecard) instead")
+    p.add_argument("--agent", action="append", default=[], help="with --agents: only this agent id (repeatable)")
+    p.add_argument("--days", action="store_true", help="with --agents: only the day records (scorecards)")
     p.add_argument("--since", default=None, help="first local date, YYYY-MM-DD")
     p.add_argument("--until", default=None, help="last local date, YYYY-MM-DD")
     p.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")

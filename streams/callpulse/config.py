@@ -10,6 +10,8 @@ Layout of the file (every key is optional; ``deploy/callpulse.example.toml`` lis
     [stream]           # StreamConfig
     [queue_defaults]   # QueueConfig for every queue that has no section of its own
     [queues.sales]     # per-queue overrides; keys left out inherit from [queue_defaults]
+    [agents]           # AgentsConfig: the agents' day, names, schedule and scorecard (绩效)
+    [agents.scorecard] # one line per measure: {target = N | band = [lo, hi], weight = W}
 
 Precedence: environment variable > file > built-in default. An environment variable that is set
 but empty (``CALLPULSE_WEB_PORT=``, common with compose files) counts as unset.
@@ -21,6 +23,7 @@ aiokafka when it runs, for the SASL login.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime
 import difflib
@@ -37,6 +40,8 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .kpi import hours
+from .kpi.scorecard import MEASURES as SCORECARD_MEASURES
+from .kpi.scorecard import Measure
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -49,6 +54,7 @@ __all__ = [
     "KafkaConfig",
     "QueueConfig",
     "StreamConfig",
+    "AgentsConfig",
     "check_broker_access",
     "load_config",
 ]
@@ -566,6 +572,8 @@ class KafkaConfig:
     """Rejected events with the reason and the original bytes."""
     topic_intervals: str = "callpulse-intervals"
     """Closed interval reports (compacted: the latest record per queue and interval counts)."""
+    topic_agent_intervals: str = "callpulse-agent-intervals"
+    """Agent interval and day records with the day's scorecard (compacted like topic_intervals)."""
     partitions: int = 4
     """Partition count of every topic callpulse creates (>= 1)."""
     replication_factor: int = 1
@@ -586,7 +594,7 @@ class KafkaConfig:
                         f"(set it in [kafka] or with {_ENV_NAME[('kafka', name)]})",
                     )
         seen: dict[str, str] = {}
-        for name in ("topic_events", "topic_batches", "topic_dead_letter", "topic_intervals"):
+        for name in ("topic_events", "topic_batches", "topic_dead_letter", "topic_intervals", "topic_agent_intervals"):
             topic = getattr(self, name)
             if topic in seen:
                 _fail(f"kafka.{name}", f"must differ from kafka.{seen[topic]} (both are {topic!r})")
@@ -696,6 +704,45 @@ class StreamConfig:
             object.__setattr__(self, name, check(getattr(self, name), f"stream.{name}"))
 
 
+#: The card used when [agents.scorecard] is not given: the targets the guides our users start from
+#: name (kpi-reference.md): CSAT 80 %, FCR 85 %, occupancy 75-90 %; equal weights. AHT and the
+#: like have no target that fits every center: add them in the config.
+DEFAULT_SCORECARD = (
+    Measure("csat_ratio", 1.0, target=0.8),
+    Measure("first_call_resolution_ratio", 1.0, target=0.85),
+    Measure("occupancy", 1.0, band=(0.75, 0.9)),
+)
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """The agents' business day, display names, schedule and scorecard (kpi/agents.py)."""
+
+    timezone: str | None = None
+    """IANA time zone of every agent's "today" and intervals; None: the time zone of the agent's
+    first queue (the queue of the first event it was seen in)."""
+    business_day_start: datetime.time = datetime.time(0, 0)
+    """With timezone: local time the agents' business day starts."""
+    names_file: str | None = None
+    """Optional CSV with columns agent_id, agent_name and optionally scheduled_hours (a header row
+    names them). A name there takes precedence over the events' agent_name."""
+    names: Mapping[str, str] = field(default_factory=dict)
+    """agent_id -> display name: [agents.names] merged over names_file."""
+    scheduled_hours: float = 0.0
+    """Hours each agent is scheduled per day, for the adherence measure; 0: no schedule (adherence
+    is then left out of the card). Per agent: names_file's scheduled_hours column."""
+    schedule: Mapping[str, float] = field(default_factory=dict)
+    """agent_id -> scheduled hours per day (from names_file)."""
+    scorecard: tuple[Measure, ...] = DEFAULT_SCORECARD
+    """The scorecard's measures with their targets or bands and weights."""
+
+    def name_of(self, agent_id: str) -> str | None:
+        return self.names.get(agent_id)
+
+    def scheduled_seconds(self, agent_id: str) -> float:
+        return 3600.0 * self.schedule.get(agent_id, self.scheduled_hours)
+
+
 class _ReadOnlyDict(dict):
     """A dict that refuses changes: Config.queues. Unlike MappingProxyType it survives
     pickle, copy.deepcopy and dataclasses.asdict."""
@@ -719,6 +766,7 @@ class Config:
     queue_defaults: QueueConfig = field(default_factory=lambda: QueueConfig(name=DEFAULTS_NAME))
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
     """Explicitly configured queues by id, in file order (a read-only dict)."""
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
 
     def __post_init__(self) -> None:
         if self.queue_defaults.name != DEFAULTS_NAME:
@@ -779,6 +827,7 @@ _KAFKA_SPEC: dict[str, tuple[str, Check]] = {
     "topic_batches": (_STR, _topic),
     "topic_dead_letter": (_STR, _topic),
     "topic_intervals": (_STR, _topic),
+    "topic_agent_intervals": (_STR, _topic),
     "partitions": (_INT, _integer(1)),
     "replication_factor": (_INT, _integer(1)),
 }
@@ -845,6 +894,7 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_TOPIC_BATCHES": "kafka.topic_batches",
         "CALLPULSE_TOPIC_DEAD_LETTER": "kafka.topic_dead_letter",
         "CALLPULSE_TOPIC_INTERVALS": "kafka.topic_intervals",
+        "CALLPULSE_TOPIC_AGENT_INTERVALS": "kafka.topic_agent_intervals",
         "CALLPULSE_PARTITIONS": "kafka.partitions",
         "CALLPULSE_REPLICATION_FACTOR": "kafka.replication_factor",
         "CALLPULSE_APP_ID": "stream.app_id",
@@ -1154,7 +1204,7 @@ def _hide_password(kafka: KafkaConfig, exc: BaseException) -> str:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-_SECTIONS = ("kafka", "stream", "queue_defaults", "queues")
+_SECTIONS = ("kafka", "stream", "queue_defaults", "queues", "agents")
 
 
 def load_config(
@@ -1321,4 +1371,106 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
             )
         queues[name] = _queue_from_table(table, name, defaults)
 
-    return Config(kafka=kafka, stream=stream, queue_defaults=defaults, queues=queues)
+    agents = _agents(_table(data.get("agents", {}), "agents", "[agents]"))
+    return Config(kafka=kafka, stream=stream, queue_defaults=defaults, queues=queues, agents=agents)
+
+
+_AGENTS_KEYS = ("timezone", "business_day_start", "names_file", "names", "scheduled_hours", "scorecard")
+
+
+def _agents(table: Mapping[str, Any]) -> AgentsConfig:
+    _check_keys(table, "agents", _AGENTS_KEYS)
+    if "business_day_start" in table and "timezone" not in table:
+        _fail("agents.business_day_start", "needs agents.timezone (without it, agents follow their first queue's day)")
+    values: dict[str, Any] = {}
+    if "timezone" in table:
+        values["timezone"] = _timezone(table["timezone"], "agents.timezone")
+    if "business_day_start" in table:
+        values["business_day_start"] = _time_of_day(table["business_day_start"], "agents.business_day_start")
+    if "scheduled_hours" in table:
+        values["scheduled_hours"] = _hours_per_day(table["scheduled_hours"], "agents.scheduled_hours")
+    names: dict[str, str] = {}
+    schedule: dict[str, float] = {}
+    if "names_file" in table:
+        values["names_file"] = path = _string(table["names_file"], "agents.names_file")
+        names, schedule = _agent_names_file(path)
+    for agent_id, name in _table(table.get("names", {}), "agents.names", "agent_id = \"display name\"").items():
+        names[agent_id] = _short_name(name, f"agents.names.{_key(agent_id)}")
+    if "scorecard" in table:
+        values["scorecard"] = _scorecard(_table(table["scorecard"], "agents.scorecard", "one line per measure"))
+    return AgentsConfig(names=names, schedule=schedule, **values)
+
+
+def _hours_per_day(value: Any, where: str) -> float:
+    hours_ = _number(value, where, ge=0)
+    if hours_ > 24:
+        _fail(where, f"must be hours per day in [0, 24], got {_show(value)}")
+    return hours_
+
+
+def _short_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        _fail(where, f"must be a display name of 1 to 128 characters, got {_show(value)}")
+    return value
+
+
+def _agent_names_file(path: str) -> tuple[dict[str, str], dict[str, float]]:
+    """agent_id -> name and agent_id -> scheduled hours from a CSV with a header row."""
+    where = f"agents.names_file ({path})"
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            header = rows[0].keys() if rows else []
+    except OSError as exc:
+        _fail(where, f"cannot read: {exc.strerror or exc}")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        _fail(where, f"not a UTF-8 CSV file: {exc}")
+    if rows and ("agent_id" not in header or "agent_name" not in header):
+        _fail(where, f"needs a header row with agent_id and agent_name columns, got {_show(list(header))}")
+    names: dict[str, str] = {}
+    schedule: dict[str, float] = {}
+    for line, row in enumerate(rows, start=2):
+        agent_id = (row.get("agent_id") or "").strip()
+        if not agent_id:
+            _fail(f"{where} line {line}", "agent_id is empty")
+        if agent_id in names:
+            _fail(f"{where} line {line}", f"agent {agent_id!r} is listed twice")
+        names[agent_id] = _short_name((row.get("agent_name") or "").strip(), f"{where} line {line} agent_name")
+        if (row.get("scheduled_hours") or "").strip():
+            try:
+                value: Any = float(row["scheduled_hours"])
+            except ValueError:
+                value = row["scheduled_hours"]
+            schedule[agent_id] = _hours_per_day(value, f"{where} line {line} scheduled_hours")
+    return names, schedule
+
+
+def _scorecard(table: Mapping[str, Any]) -> tuple[Measure, ...]:
+    card = []
+    for name, line in table.items():
+        where = f"agents.scorecard.{_key(name)}"
+        if name not in SCORECARD_MEASURES:
+            hint = _did_you_mean(name, tuple(SCORECARD_MEASURES)) or f"; expected one of: {', '.join(SCORECARD_MEASURES)}"
+            _fail(where, f"unknown measure{hint}")
+        line = _table(line, where, "{target = N, weight = W} or {band = [low, high], weight = W}")
+        _check_keys(line, where, ("target", "band", "weight"))
+        if ("target" in line) == ("band" in line):
+            _fail(where, "needs exactly one of target or band")
+        weight = _number(line.get("weight", 1.0), f"{where}.weight", ge=0)
+        if "band" in line:
+            band = line["band"]
+            if (not isinstance(band, (list, tuple)) or len(band) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band)
+                    or not 0 <= band[0] <= band[1]):
+                _fail(f"{where}.band", f"must be [low, high] with 0 <= low <= high, got {_show(band)}")
+            card.append(Measure(name, weight, band=(float(band[0]), float(band[1]))))
+        else:
+            target = _number(line["target"], f"{where}.target")
+            if name != "net_promoter_score" and target < 0:
+                _fail(f"{where}.target", f"must be >= 0, got {_show(line['target'])}")
+            if name == "net_promoter_score" and not -100 <= target <= 100:
+                _fail(f"{where}.target", f"must be an NPS in [-100, 100], got {_show(line['target'])}")
+            card.append(Measure(name, weight, target=target))
+    if card and not any(m.weight > 0 for m in card):
+        _fail("agents.scorecard", "every weight is 0: give at least one measure a weight > 0")
+    return tuple(card)

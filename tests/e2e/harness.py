@@ -43,6 +43,7 @@ class Pipeline:
             CALLPULSE_TOPIC_BATCHES=f"{name}-batches",
             CALLPULSE_TOPIC_DEAD_LETTER=f"{name}-dead-letter",
             CALLPULSE_TOPIC_INTERVALS=f"{name}-intervals",
+            CALLPULSE_TOPIC_AGENT_INTERVALS=f"{name}-agent-intervals",
             CALLPULSE_PARTITIONS=str(partitions),
             CALLPULSE_WEB_HOST="127.0.0.1",
             CALLPULSE_DATA_DIR=str(LOGS / name),

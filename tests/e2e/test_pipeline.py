@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -219,3 +220,92 @@ def test_two_workers_share_queues_and_one_takes_over(pipeline):
         raise AssertionError(f"survivor's wrong totals (got, expected): {wrong}; rejected: {rejected}; "
                              f"changelog: {changelog}; see {first.log}") from None
     assert first.queues() == set(queues)
+
+
+def agent_shifts(agents: int, base: float, tag: str) -> tuple[list[dict], dict]:
+    """Per agent: log in at `base`, then calls every 300 s (answered, 120 s talk, 30 s wrap-up) over
+    three queues for 75 minutes, log out at +5500. Returns the events and, per agent, the calls
+    handled per 15-minute interval start (UTC: the default time zone)."""
+    events, expected = [], {}
+    queues = ["sales", "billing", "support"]
+    for n in range(agents):
+        agent, own = f"agent-{n:02d}", {}
+        qs = queues[n % 3:] + queues[:n % 3]
+        events.append(event("agent.logged_in", base, agent_id=agent, queues=qs, agent_name=f"Агент {n}"))
+        events.append(event("agent.state_changed", base + 1, agent_id=agent, queues=qs, state="available"))
+        for k in range(15):
+            answered = base + 60 + k * 300 + n
+            queue, call_id = qs[k % 3], f"{tag}-{agent}-{k}"
+            events += call(queue, call_id, answered - 5, "answered", answered, agent=agent)
+            events.append(event("call.ended", answered + 120, queue=queue, call_id=call_id, agent_id=agent))
+            events.append(event("call.wrapup_ended", answered + 150, queue=queue, call_id=call_id, agent_id=agent))
+            start = base + (answered + 120 - base) // 900 * 900
+            own[start] = own.get(start, 0) + 1
+        events.append(event("agent.logged_out", base + 5500, agent_id=agent, queues=qs))
+        expected[agent] = own
+    return sorted(events, key=lambda e: e["time"]), expected
+
+
+SNAPSHOT_EVERY_SECOND = Path(__file__).resolve().parent / "snapshot-every-second.toml"
+
+
+@pytest.mark.pipeline_env(CALLPULSE_CONFIG=str(SNAPSHOT_EVERY_SECOND))
+def test_agent_records_are_exact_after_a_sigkill_and_reach_the_report(pipeline, tmp_path):
+    """The agent shards are snapshotted every second here, so the restart rebuilds them from a
+    snapshot and the batches after it."""
+    import csv
+    import sys
+
+    base = (time.time() - 3 * 3600) // 900 * 900  # on an interval boundary, 3 hours ago
+    events, expected = agent_shifts(24, base, "ar")
+    worker = pipeline.start_worker()
+    quarter = len(events) // 4
+
+    def handled() -> float:
+        body = worker.get("/api/agents")
+        return sum(a["totals"]["handled"] for a in orjson.loads(body)["agents"]) if body else 0
+
+    pipeline.produce(events[:quarter])
+    wait_for(lambda: handled() > 0)
+    time.sleep(1.5)  # the next batches come with a snapshot
+    before = handled()
+    pipeline.produce(events[quarter:2 * quarter])
+    wait_for(lambda: handled() > before)
+    worker.kill(signal.SIGKILL)  # mid-stream: some batches applied, offsets not yet committed
+    pipeline.produce(events[2 * quarter:])
+    restarted = pipeline.start_worker()
+
+    def exact() -> bool:
+        body = restarted.get("/api/agents")
+        agents = orjson.loads(body)["agents"] if body else []
+        return len(agents) == 24 and all(a["totals"]["handled"] == 15 for a in agents)
+
+    wait_for(exact, timeout=90, message="exact agent totals after the restart")
+    # Another queue's call moves the stream clock past the agents' last interval (+5400..+6300),
+    # which they left no event after: its records come as preliminary ones, by the clock.
+    pipeline.produce([event("call.offered", base + 7000, queue="other", call_id="ar-later")])
+    # every agent's 15-minute records: one per interval it was logged in, handled as produced
+    out = tmp_path / "agents.csv"
+
+    def reported() -> bool:
+        report = subprocess.run([sys.executable, "-m", "callpulse", "report", "--agents", "--interval-minutes", "15",
+                                 "-o", str(out)], env=pipeline.env, capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr
+        with open(out, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return len({r["agent_id"] for r in rows}) == 24 and len(rows) == 24 * 7
+
+    wait_for(reported, timeout=120, interval=3.0, message="24 agents x 7 15-minute records")
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    got: dict[str, dict[float, int]] = {}
+    from datetime import datetime
+    for row in rows:
+        start = datetime.fromisoformat(row["interval_start"]).timestamp()
+        got.setdefault(row["agent_id"], {})[start] = int(row["handled"])
+        assert row["agent_name"] == f"Агент {int(row['agent_id'][-2:])}" and row["timezone"] == "UTC"
+        # logged in from base to +5500: 900 s in each interval but the last (+5400..+5500), which
+        # is preliminary: closed by the clock, not by the agent's own events
+        assert float(row["logged_in_seconds"]) == (100 if start == base + 5400 else 900)
+        assert row["final"] == ("false" if start == base + 5400 else "true")
+    assert {a: {s: h for s, h in own.items() if h} for a, own in got.items()} == expected

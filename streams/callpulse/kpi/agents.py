@@ -11,16 +11,26 @@ Attribution, as for queues (model.py): a handled call counts when its conversati
 seconds when `call.wrapup_ended` came; state seconds in the seconds the agent spent in each state;
 surveys and dispositions naming the agent at their own time. "Today" is the business day of the
 agent's time zone: the first queue of the first event it applied (its `queue`, or the first of its
-`queues`), so a replay decides it the same way.
+`queues`), so a replay decides it the same way; or, when the config sets [agents] timezone, that
+zone for every agent.
+
+Interval and day records: an agent's counters are also kept per interval (its first queue's
+interval_minutes) and per business day. A period closes once the agent's watermark minus the
+lateness passes its end (the same rule as a queue's intervals): its record is final, with the
+state seconds up to the period's end. A period that ended while the agent was quiet gets a
+preliminary record by the stream clock, as a quiet queue's does. Day records carry the
+scorecard (scorecard.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import formulas, quality
+from . import formulas, quality, scorecard
+from .intervals import KEEP_FINAL_RECORDS_SECONDS, interval_bounds, interval_start, local_iso
 from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay, top_counts
 
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
@@ -33,6 +43,24 @@ DAYS_KEPT = 3  # business days of totals kept (today, and two before for late re
 #: Not-ready reasons and disposition codes are the platform's own: the most used are kept by name
 #: in a day's totals, the rest summed as "other".
 MAX_CODES = 20
+DAY = 0  # the period key of business days, beside the interval lengths in minutes
+# A quiet agent's preliminary records: at most this many periods per agent per pass (a logged-in
+# agent with no events has state seconds in every interval).
+MAX_PENDING_PERIODS = 200
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What an agent's model needs from the config."""
+
+    #: queue (None: unknown) -> (IANA zone, business-day start, interval lengths in minutes) of an
+    #: agent whose first queue it is
+    day_for: Callable[[str | None], tuple[str, Any, tuple[int, ...]]]
+    lateness_seconds: float
+    dedup_seconds: float = 600.0
+    names: Mapping[str, str] = field(default_factory=dict)  # configured display names (win over the events')
+    scheduled_seconds: Callable[[str], float] = lambda agent_id: 0.0  # per day; 0: no schedule
+    card: tuple[scorecard.Measure, ...] = ()
 
 
 def occupancy(talk: float, hold: float, wrapup: float, logged_in: float, not_ready: float) -> float | None:
@@ -48,20 +76,19 @@ def utilization(talk: float, hold: float, wrapup: float, logged_in: float) -> fl
 class AgentModel:
     """Live state and per-day totals of one agent."""
 
-    def __init__(self, agent_id: str, zone_for: Callable[[str | None], tuple[str, Any]], lateness_seconds: float,
-                 dedup_seconds: float = 600.0):
-        """zone_for(queue) -> (IANA time zone, business-day start) of the agent's days, given the
-        first queue it is seen in (None: no queue known)."""
+    def __init__(self, agent_id: str, settings: AgentSettings):
         self.agent_id = agent_id
-        self.zone_for = zone_for
-        self.lateness = lateness_seconds
-        self.dedup_horizon = max(dedup_seconds, lateness_seconds)
-        self.home_queue: str | None = None  # decides the time zone of "today"
+        self.settings = settings
+        self.lateness = settings.lateness_seconds
+        self.dedup_horizon = max(settings.dedup_seconds, settings.lateness_seconds)
+        self.home_queue: str | None = None  # decides the time zone of "today" and the intervals
         self.business_day: BusinessDay | None = None
+        self.minutes: tuple[int, ...] = ()  # interval lengths
         self.name: str | None = None  # agent_name from the events, the newest one
         self.named_at = -math.inf
         self.state: str | None = None  # None: logged out
         self.since = 0.0
+        self.counted_until = 0.0  # the current state's seconds are in the counters up to here
         self.reason: str | None = None
         self.queues: list[str] = []
         # Calls in progress, by id: [queue, answered_at, hold_started_at | None, hold seconds]. Usually
@@ -77,9 +104,19 @@ class AgentModel:
         self.seen_ids: set[str] = set()
         self.watermark = -math.inf
         self.applied_offset = -1  # newest batch offset applied (the pipeline's redelivery guard)
-        self.unmatched: list = []  # (the pipeline reads this of every model; agents reject nothing)
-        self.closed_intervals: list[dict] = []  # (likewise; agent interval records are not built yet)
-        self.final_records: dict = {}
+        # (period, start) -> [end, counters] of the periods not closed yet (period: minutes; days
+        # are in self.days); the first applied event's time, and per period the next one to close
+        self.slots: dict[tuple[int, float], list] = {}
+        self.first_time = math.inf
+        self.closed_until: dict[int, float] = {}
+        self._next_close = -math.inf  # no period ends before this: the common case made cheap
+        self._current: dict[int, tuple[float, float, dict]] = {}  # per length: the slot last added to
+        # (period, start) -> [closed at, end, counters] of closed periods, kept a while to publish
+        # their records again after a takeover (the crashed owner may not have sent them)
+        self.final: dict[tuple[int, float], list] = {}
+        self.closed: list[dict] = []  # records closed since last taken
+        self._version = 0  # applied events, for the preliminary records' repeat check
+        self._pending_seen: tuple[int, float] | None = None  # (version, next period end) of the last preliminary records
 
     # ---- applying events -------------------------------------------------------------------
 
@@ -95,8 +132,10 @@ class AgentModel:
         if self.business_day is None:
             queues = event.get("queues") or []
             self.home_queue = event.get("queue") or (queues[0] if queues else None)
-            zone, day_start = self.zone_for(self.home_queue)
-            self.business_day = BusinessDay(zone, day_start)
+            self._set_day()
+        if not self.closed_until:  # until a period closes, an earlier event moves the first one back
+            self.first_time = min(self.first_time, t)
+        self._version += 1
         if "agent_name" in event and t >= self.named_at:  # the newest name stands
             self.name, self.named_at = event["agent_name"], t
         handler = _HANDLERS.get(event["type"])
@@ -107,8 +146,13 @@ class AgentModel:
             self.watermark = t
             if new_second:
                 self._expire()
+                self._close(t - self.lateness)
             return APPLIED
         return LATE if t < self.watermark else APPLIED
+
+    def _set_day(self) -> None:
+        zone, day_start, self.minutes = self.settings.day_for(self.home_queue)
+        self.business_day = BusinessDay(zone, day_start)
 
     def _day(self, t: float) -> dict[str, float]:
         assert self.business_day is not None  # set by the first event
@@ -120,35 +164,56 @@ class AgentModel:
                 del self.days[old]
         return day
 
+    def _slot(self, minutes: int, t: float) -> dict[str, float]:
+        """The counters of the interval of `minutes` containing t."""
+        current = self._current.get(minutes)
+        if current is not None and current[0] <= t < current[1]:
+            return current[2]
+        assert self.business_day is not None
+        start, end = interval_bounds(t, minutes, self.business_day.zone)
+        slot = self.slots.get((minutes, start))
+        if slot is None:
+            slot = self.slots[(minutes, start)] = [end, {}]
+        self._current[minutes] = (start, end, slot[1])
+        return slot[1]
+
     def _add(self, t: float, **amounts: float) -> None:
-        day, totals = self._day(t), self.totals
+        sinks = [self._day(t), self.totals] + [self._slot(m, t) for m in self.minutes]
         for name, amount in amounts.items():
-            day[name] = day.get(name, 0.0) + amount
-            totals[name] = totals.get(name, 0.0) + amount
+            for counters in sinks:
+                counters[name] = counters.get(name, 0.0) + amount
 
     def _add_key(self, t: float, name: str, amount: float = 1.0) -> None:
         self._add(t, **{name: amount})
 
     def _state_seconds(self, state: str, reason: str | None, start: float, end: float,
-                       out: Callable[[float], dict[str, float]] | None = None) -> None:
-        """Seconds of a state [start, end) into the day counters, split at business-day bounds."""
+                       out: dict[str, float] | None = None) -> None:
+        """Seconds of a state [start, end) into the day counters split at business-day bounds, and
+        into the interval counters split at theirs; or all into `out` (a view being read)."""
         assert self.business_day is not None
-        out = out or self._day
-        cursor = start
-        while cursor < end:
-            piece_end = min(end, self.business_day.bounds(cursor)[1])
-            seconds = piece_end - cursor
-            day = out(cursor)
-            for name in ("logged_in_seconds", f"{state}_seconds") + ((f"not_ready:{reason or 'unknown'}",) if state == "not_ready" else ()):
-                day[name] = day.get(name, 0.0) + seconds
-            cursor = piece_end
+        names = ("logged_in_seconds", f"{state}_seconds") + ((f"not_ready:{reason or 'unknown'}",) if state == "not_ready" else ())
+        if out is not None:
+            _add_seconds(out, names, end - start)
+            return
+        for period in (DAY, *self.minutes):
+            cursor = start
+            while cursor < end:
+                piece_end = min(end, self._bounds(period, cursor)[1])
+                _add_seconds(self._day(cursor) if period == DAY else self._slot(period, cursor), names, piece_end - cursor)
+                cursor = piece_end
+
+    def _account_state(self, until: float) -> None:
+        """Put the current state's seconds up to `until` into the counters."""
+        if self.state is not None and until > self.counted_until:
+            self._state_seconds(self.state, self.reason, max(self.since, self.counted_until), until)
+            self.counted_until = until
 
     def _set_state(self, t: float, state: str | None, reason: str | None) -> None:
         if self.state is not None:
             if t < self.since:  # an older state change arriving late: the newer one stands
                 return
-            self._state_seconds(self.state, self.reason, self.since, t)
-        self.state, self.since, self.reason = state, t, reason
+            self._account_state(t)
+        self.state, self.since, self.counted_until, self.reason = state, t, t, reason
 
     def _on_state(self, event: dict, t: float) -> None:
         kind = event["type"]
@@ -239,6 +304,134 @@ class AgentModel:
         for call_id in [c for c, (_, t) in self.ended_early.items() if t < w - self.lateness]:
             del self.ended_early[call_id]  # no answer within the lateness: not this agent's call
 
+    # ---- interval and day records -------------------------------------------------------------
+
+    def _bounds(self, period: int, t: float) -> tuple[float, float]:
+        assert self.business_day is not None
+        if period == DAY:
+            return self.business_day.bounds(t)[:2]
+        return interval_bounds(t, period, self.business_day.zone)
+
+    def _counters(self, period: int, start: float, take: bool) -> dict[str, float]:
+        """A period's counters; `take`: it is closing (an interval's slot is removed, a day's
+        counters stay for today's and the previous days' views)."""
+        assert self.business_day is not None
+        if period == DAY:
+            return self.days.get(self.business_day.bounds(start)[2], {})
+        if take:
+            self._current.pop(period, None)
+            slot = self.slots.pop((period, start), None)
+        else:
+            slot = self.slots.get((period, start))
+        return slot[1] if slot is not None else {}
+
+    def _periods_due(self, period: int, horizon: float, cursor: float):
+        """(start, end) of the periods from the one containing `cursor` that end at or before
+        `horizon`. Spans without counts (no slot, and before the open state's uncounted seconds)
+        are skipped: an agent away for a week costs a few steps, not 672 intervals."""
+        assert self.business_day is not None
+        zone = self.business_day.zone
+        while True:
+            start, end = self._bounds(period, cursor)
+            if end > horizon:
+                return
+            yield start, end
+            cursor = end
+            if period != DAY and (period, self._bounds(period, cursor)[0]) not in self.slots:
+                live_from = self.counted_until if self.state is not None else math.inf
+                later = min((s for (m, s) in self.slots if m == period and s >= cursor), default=math.inf)
+                target = min(later, live_from, horizon)
+                if target > cursor:
+                    cursor = interval_start(target, period, zone)
+
+    def _close(self, horizon: float) -> None:
+        """Close every period that ended at or before `horizon` (the watermark minus the lateness:
+        nothing can change them any more); their records are final."""
+        if horizon < self._next_close or self.business_day is None:
+            return
+        next_close = math.inf
+        for period in (*self.minutes, DAY):
+            cursor = self.closed_until.get(period, self.first_time)
+            for start, end in self._periods_due(period, horizon, cursor):
+                self._account_state(end)
+                counters = self._counters(period, start, take=True)
+                if counters:
+                    self.final[(period, start)] = [horizon, end, counters]
+                    self.closed.append(self._record(period, start, end, counters, final=True))
+                cursor = end
+            self.closed_until[period] = cursor
+            next_close = min(next_close, self._bounds(period, cursor)[1])
+        self._next_close = next_close
+        keep_after = horizon - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
+        for key in [k for k, (at, _, _) in self.final.items() if at < keep_after]:
+            del self.final[key]
+
+    def pending_records(self, now: float) -> list[dict]:
+        """Preliminary records of the periods that ended more than the lateness before clock `now`
+        but are not closed, because the agent went quiet (with the open state's seconds up to
+        their end); [] when they are the same as last time."""
+        horizon = now - self.lateness
+        if horizon < self._next_close or self.business_day is None:
+            return []
+        version, next_due = self._pending_seen or (-1, -math.inf)
+        if version == self._version and horizon < next_due:
+            return []  # nothing happened and no other period ended since the last records
+        due = []
+        next_due = math.inf
+        for period in (*self.minutes, DAY):
+            cursor = self.closed_until.get(period, self.first_time)
+            for n, (start, end) in enumerate(self._periods_due(period, horizon, cursor)):
+                if n == MAX_PENDING_PERIODS:
+                    break
+                due.append((period, start, end))
+                cursor = end
+            next_due = min(next_due, self._bounds(period, cursor)[1])
+        self._pending_seen = (self._version, next_due)
+        records = []
+        for period, start, end in due:
+            counters = dict(self._counters(period, start, take=False))
+            if self.state is not None and end > self.counted_until:
+                self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, start), end, out=counters)
+            if counters:
+                records.append(self._record(period, start, end, counters, final=False))
+        return records
+
+    def final_records(self) -> list[dict]:
+        """The records of the periods closed recently, to publish again after a takeover."""
+        return [self._record(period, start, end, counters, final=True)
+                for (period, start), (_, end, counters) in sorted(self.final.items())]
+
+    def _record(self, period: int, start: float, end: float, counters: dict[str, float], final: bool) -> dict:
+        assert self.business_day is not None
+        zone = self.business_day.zone
+        view = day_view(counters)
+        record = {
+            "agent_id": self.agent_id, "agent_name": self.display_name(),
+            "period": "day" if period == DAY else "interval", "interval_minutes": None if period == DAY else period,
+            "business_day": self.business_day.bounds(start)[2], "start": local_iso(start, zone), "end": local_iso(end, zone),
+            "start_epoch": start, "end_epoch": end, "timezone": zone.key, "final": final, **view,
+        }
+        if period == DAY and self.settings.card:
+            record["scorecard"] = self.score(view, counters)
+        return record
+
+    # ---- scorecard ---------------------------------------------------------------------------
+
+    def display_name(self) -> str | None:
+        """The configured name, else the newest agent_name of the events."""
+        return self.settings.names.get(self.agent_id, self.name)
+
+    def score(self, view: dict, counters: dict[str, float]) -> dict:
+        """The scorecard of a day: its view (day_view) and counters."""
+        scheduled = self.settings.scheduled_seconds(self.agent_id)
+        logged_in = counters.get("logged_in_seconds", 0.0)
+        values = {name: view.get(name) for name in scorecard.MEASURES}
+        values["not_ready_ratio"] = formulas.ratio(counters.get("not_ready_seconds", 0.0), logged_in)
+        values["adherence"] = logged_in / scheduled if scheduled > 0 else None
+        card = scorecard.score_card(values, self.settings.card)
+        card["scheduled_seconds"] = scheduled or None
+        return card
+
     # ---- reading ---------------------------------------------------------------------------
 
     def read(self, now: float) -> dict:
@@ -249,16 +442,19 @@ class AgentModel:
         if self.business_day is not None:
             day_start, _, iso = self.business_day.bounds(now)
             today = dict(self.days.get(iso, {}))
-            if self.state is not None and now > self.since:
-                self._state_seconds(self.state, self.reason, max(self.since, day_start), now, out=lambda _: today)
+            if self.state is not None and now > self.counted_until:
+                self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, day_start), now, out=today)
         call = None  # the call in progress answered last
         if self.calls:
             queue, answered_at, hold_started, _ = max(self.calls.values(), key=lambda c: c[1])
             call = {"queue": queue, "phase": "holding" if hold_started is not None else "talking",
                     "seconds": max(0.0, now - answered_at), "calls_in_progress": len(self.calls)}
+        today_view = day_view(today)
+        if self.settings.card:
+            today_view["scorecard"] = self.score(today_view, today)
         return {
             "agent_id": self.agent_id,
-            "agent_name": self.name,
+            "agent_name": self.display_name(),
             "state": self.state or "logged_out",
             "reason": self.reason,
             "state_seconds": max(0.0, now - self.since) if self.state is not None else None,
@@ -266,7 +462,7 @@ class AgentModel:
             "call": call,
             "business_day": iso,
             "timezone": self.business_day.zone.key if self.business_day else None,
-            "today": day_view(today),
+            "today": today_view,
             "totals": {name: self.totals.get(name, 0.0) for name in TOTALS},
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
         }
@@ -276,7 +472,11 @@ class AgentModel:
     def to_state(self) -> dict:
         return {
             "home_queue": self.home_queue, "initialized": self.business_day is not None, "name": self.name,
-            "state": self.state, "since": self.since, "reason": self.reason, "queues": self.queues,
+            "state": self.state, "since": self.since, "counted_until": self.counted_until, "reason": self.reason,
+            "queues": self.queues, "slots": [[m, start, end, c] for (m, start), (end, c) in self.slots.items()],
+            "first_time": self.first_time if self.first_time < math.inf else None,
+            "closed_until": [[m, v] for m, v in self.closed_until.items()],
+            "final": [[m, start, at, end, c] for (m, start), (at, end, c) in self.final.items()],
             "calls": self.calls, "wrapping": self.wrapping, "ended_early": self.ended_early,
             "named_at": self.named_at if self.named_at > -math.inf else None, "days": self.days, "totals": self.totals,
             "seen": [[s, ids] for s, ids in self.seen.items()],
@@ -287,10 +487,16 @@ class AgentModel:
     def load_state(self, state: dict) -> None:
         self.home_queue = state["home_queue"]
         if state["initialized"]:
-            zone, day_start = self.zone_for(self.home_queue)
-            self.business_day = BusinessDay(zone, day_start)
+            self._set_day()
         self.name = state["name"]
         self.state, self.since, self.reason = state["state"], state["since"], state["reason"]
+        # (snapshots written before interval records existed have none of these)
+        self.counted_until = state.get("counted_until", self.since)
+        self.slots = {(m, start): [end, dict(c)] for m, start, end, c in state.get("slots", []) if m in self.minutes}
+        self.first_time = math.inf if state.get("first_time") is None else state["first_time"]
+        self.closed_until = {m: v for m, v in state.get("closed_until", []) if m in (*self.minutes, DAY)}
+        self.final = {(m, start): [at, end, dict(c)] for m, start, at, end, c in state.get("final", [])}
+        self._current, self._next_close, self._pending_seen = {}, -math.inf, None
         self.queues = list(state["queues"])
         self.calls = {c: list(v) for c, v in state["calls"].items()}
         self.ended_early = {c: (kind, t) for c, (kind, t) in state["ended_early"].items()}
@@ -302,6 +508,13 @@ class AgentModel:
         self.seen_ids = {i for ids in self.seen.values() for i in ids}
         self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
         self.applied_offset = state["applied_offset"]
+        if self.first_time == math.inf and self.watermark > -math.inf:  # an older snapshot: periods from now on
+            self.first_time = self.watermark
+
+
+def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: float) -> None:
+    for name in names:
+        counters[name] = counters.get(name, 0.0) + seconds
 
 
 def day_view(c: dict[str, float]) -> dict:
@@ -358,23 +571,35 @@ class AgentShard:
     """The agents of one shard (events.agent_key), each an AgentModel: what the second stage keeps
     under the shard's key, with the attributes it reads of a queue's model."""
 
-    def __init__(self, zone_for: Callable[[str | None], tuple[str, Any]], lateness_seconds: float,
-                 dedup_seconds: float = 600.0):
-        self.zone_for, self.lateness, self.dedup_seconds = zone_for, lateness_seconds, dedup_seconds
+    def __init__(self, settings: AgentSettings):
+        self.settings = settings
         self.agents: dict[str, AgentModel] = {}
         self.applied_offset = -1  # newest batch offset applied (the pipeline's redelivery guard)
-        self.unmatched: list = []  # (the pipeline reads these of every model: agents reject nothing
-        self.closed_intervals: list[dict] = []  # and publish no interval records yet)
-        self.final_records: dict = {}
+        self.unmatched: list = []  # (the pipeline reads this of every model: agents reject nothing)
+        self.closed_intervals: list[dict] = []  # agent records closed since last taken: to publish
 
     def _agent(self, agent_id: str) -> AgentModel:
         model = self.agents.get(agent_id)
         if model is None:
-            model = self.agents[agent_id] = AgentModel(agent_id, self.zone_for, self.lateness, self.dedup_seconds)
+            model = self.agents[agent_id] = AgentModel(agent_id, self.settings)
         return model
 
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
-        return self._agent(event["agent_id"]).apply(event, t, raw)
+        model = self._agent(event["agent_id"])
+        outcome = model.apply(event, t, raw)
+        if model.closed:
+            self.closed_intervals += model.closed
+            model.closed = []
+        return outcome
+
+    @property
+    def final_records(self) -> dict[tuple[str, int, float], tuple[float, dict]]:
+        """Like a queue model's: the recently closed records (closed at, record), by agent and period."""
+        return {(m.agent_id, r["interval_minutes"] or DAY, r["start_epoch"]): (r["end_epoch"], r)
+                for m in self.agents.values() for r in m.final_records()}
+
+    def pending_interval_records(self, now: float) -> list[dict]:
+        return [r for m in self.agents.values() for r in m.pending_records(now)]
 
     def read(self, now: float) -> list[dict]:
         return [model.read(now) for model in self.agents.values()]

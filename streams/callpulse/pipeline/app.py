@@ -180,6 +180,8 @@ def create_app(config: Config) -> SimpleNamespace:
     batches_topic = app.topic(kafka.topic_batches, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     dead_letter_topic = app.topic(kafka.topic_dead_letter, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
     intervals_topic = app.topic(kafka.topic_intervals, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
+    agent_intervals_topic = app.topic(kafka.topic_agent_intervals, key_serializer="raw", value_serializer="raw",
+                                      partitions=kafka.partitions)
     state_table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes, partitions=kafka.partitions, default=None)
 
     router = ev.Router(max_future_seconds=stream.max_future_seconds)
@@ -216,7 +218,12 @@ def create_app(config: Config) -> SimpleNamespace:
                 for r in rejected]
 
     async def publish_intervals(records: list[dict]) -> list[Awaitable]:
-        return [await intervals_topic.send(key=key, value=value) for key, value in states.interval_messages(records)]
+        """Queue interval records to the intervals topic, agents' (they name an agent_id) to theirs."""
+        futures = []
+        for topic, of_agents in ((intervals_topic, False), (agent_intervals_topic, True)):
+            selected = [r for r in records if ("agent_id" in r) == of_agents]
+            futures += [await topic.send(key=key, value=value) for key, value in states.interval_messages(selected)]
+        return futures
 
     async def delivered(futures: list, what: str) -> None:
         """Wait until every write of `futures` reached the broker. A write that failed (after the

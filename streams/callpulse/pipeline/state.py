@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .. import events as ev
-from ..kpi.agents import AgentShard
+from ..kpi.agents import AgentSettings, AgentShard
 from ..kpi.forecast import ForecastFile, compare
 from ..kpi.intervals import record_key
 from ..kpi.model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
@@ -115,6 +115,10 @@ class QueueStates:
         self.models: dict[str, QueueModel | AgentShard] = {}
         self.partition_of: dict[str, int] = {}
         self.histogram_bounds = sorted(set(WAIT_BUCKETS) | set(config.all_thresholds()))
+        agents = config.agents
+        self._agent_settings = AgentSettings(
+            self._agent_day, config.stream.lateness_seconds, config.stream.dedup_seconds, names=agents.names,
+            scheduled_seconds=agents.scheduled_seconds, card=agents.scorecard)
         self._batches_since_snapshot: dict[str, list[int]] = {}
         self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
         self._covered_by_previous: dict[str, int] = {}
@@ -138,13 +142,17 @@ class QueueStates:
     def _new_model(self, queue: str) -> QueueModel | AgentShard:
         stream = self.config.stream
         if ev.is_agent_key(queue):
-            return AgentShard(self._agent_zone, stream.lateness_seconds, stream.dedup_seconds)
+            return AgentShard(self._agent_settings)
         return QueueModel(self.config.queue(queue), stream.lateness_seconds, self.histogram_bounds, stream.dedup_seconds)
 
-    def _agent_zone(self, queue: str | None) -> tuple:
-        """An agent's business day: that of its first queue (queue_defaults' when none is known)."""
+    def _agent_day(self, queue: str | None) -> tuple:
+        """An agent's business day and interval lengths: [agents] timezone if set, else its first
+        queue's (queue_defaults' when none is known); the intervals are its first queue's."""
         cfg = self.config.queue(queue) if queue is not None else self.config.queue_defaults
-        return cfg.timezone, cfg.business_day_start
+        agents = self.config.agents
+        if agents.timezone is not None:
+            return agents.timezone, agents.business_day_start, cfg.interval_minutes
+        return cfg.timezone, cfg.business_day_start, cfg.interval_minutes
 
     def model_for(self, queue: str, partition: int) -> QueueModel | AgentShard:
         model = self.models.get(queue)
@@ -326,12 +334,17 @@ class QueueStates:
         this worker sent for the same queue and interval."""
         out = []
         for record in records:
-            key = (record["queue"], record["interval_minutes"], record["start_epoch"])
+            if "agent_id" in record:  # an agent's record (kpi/agents.py), for the agent intervals topic
+                key: tuple = ("agent", record["agent_id"], record["period"], record["interval_minutes"], record["start_epoch"])
+                message_key = orjson.dumps(list(key[1:]))
+            else:
+                key = (record["queue"], record["interval_minutes"], record["start_epoch"])
+                message_key = record_key(*key)
             value = orjson.dumps(record)
             digest = hashlib.blake2b(value, digest_size=8).digest()
             if self._published.get(key) != digest:
                 self._published[key] = digest
-                out.append((record_key(*key), value))
+                out.append((message_key, value))
         if len(self._published) > 50_000:  # only suppresses repeats: safe to forget
             self._published.clear()
         return out
@@ -343,6 +356,9 @@ class QueueStates:
         records, self.republish = self.republish, []
         for _, model in self._ready_models():
             records += model.pending_interval_records(now)
+        for key, shard in self.models.items():
+            if isinstance(shard, AgentShard) and (self.ready is None or self.partition_of.get(key) in self.ready):
+                records += shard.pending_interval_records(now)
         return records
 
     def _ready_models(self) -> list[tuple[str, QueueModel]]:

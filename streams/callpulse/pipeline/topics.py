@@ -28,6 +28,7 @@ def topic_plan(config) -> dict[str, int]:
         config.kafka.topic_batches: n,
         config.kafka.topic_dead_letter: n,
         config.kafka.topic_intervals: n,
+        config.kafka.topic_agent_intervals: n,
         changelog_topic_name(app_id): n,
         f"{app_id}-__assignor-__leader": 1,  # Faust's own leader-election topic
         progress_topic_name(app_id): 1,  # the first stage's shared progress (align.py)
@@ -58,6 +59,7 @@ async def create_topics(config) -> list[str]:
             changelog_topic_name(config.stream.app_id): {"cleanup.policy": "compact"},
             # an interval's latest record is the one that counts (it is re-sent after a takeover)
             config.kafka.topic_intervals: {"cleanup.policy": "compact"},
+            config.kafka.topic_agent_intervals: {"cleanup.policy": "compact"},
             # progress reports are useless after seconds (align.py): keep a minute of them
             progress_topic_name(config.stream.app_id): {"retention.ms": "60000", "segment.ms": "60000"},
         }

@@ -6,6 +6,10 @@ one counts). The CSV has one row per queue and interval with flat columns, the l
 workforce-management tools import (interval start in the queue's local time with its offset);
 the JSON is the list of full records. A record's `final` says whether the interval is closed
 (nothing can change it) or preliminary (its queue went quiet; a late event may still change it).
+
+`--agents` reads the agent intervals topic instead: one row per agent and interval, or per agent
+and business day (`--days`, with the scorecard's score and each measure's score), in the agent's
+time zone (kpi/agents.py).
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from typing import TextIO
 import orjson
 
 
-async def read_records(config, timeout_seconds: float = 10.0) -> list[dict]:
-    """The record that counts for every key of the intervals topic, read from its start to its
-    end: the latest final one, else the latest preliminary one (a preliminary record sent late
-    must not replace the final one; compaction may keep either)."""
+async def read_records(config, timeout_seconds: float = 10.0, *, agents: bool = False) -> list[dict]:
+    """The record that counts for every key of the intervals topic (`agents`: of the agent
+    intervals topic), read from its start to its end: the latest final one, else the latest
+    preliminary one (a preliminary record sent late must not replace the final one; compaction
+    may keep either)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    topic = config.kafka.topic_intervals
+    topic = config.kafka.topic_agent_intervals if agents else config.kafka.topic_intervals
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **config.kafka.client_kwargs())
     await consumer.start()
     latest: dict[bytes, dict] = {}
@@ -166,15 +171,78 @@ def write_csv(records: list[dict], out: TextIO) -> None:
         writer.writerow(csv_row(record))
 
 
+# ---- agents (`--agents`: the agent intervals topic, kpi/agents.py) ----------------------------
+
+def select_agents(records: Iterable[dict], *, agents: set[str] | None = None, minutes: int | None = None,
+                  days: bool = False, since: date | None = None, until: date | None = None) -> list[dict]:
+    """Agent records filtered by agent id, interval length (or day records only) and business
+    date range [since, until], sorted by agent, period and start."""
+    out = []
+    for r in records:
+        day = date.fromisoformat(r["business_day"])
+        if agents and r["agent_id"] not in agents:
+            continue
+        if days and r["period"] != "day":
+            continue
+        if minutes is not None and r["interval_minutes"] != minutes:
+            continue
+        if (since and day < since) or (until and day > until):
+            continue
+        out.append(r)
+    out.sort(key=lambda r: (r["agent_id"], r["period"], r["interval_minutes"] or 0, r["start_epoch"]))
+    return out
+
+
+_AGENT_COUNTS = ("answered", "handled", "transfers", "ring_no_answers", "talk_seconds", "hold_seconds", "wrapup_seconds",
+                 "average_handle_seconds")
+_AGENT_KPIS = ("occupancy", "utilization", "surveys", "csat_ratio", "csat_average_score", "net_promoter_score",
+               "first_call_resolution_ratio")
+_AGENT_STATES = ("logged_in", "available", "on_call", "wrap_up", "not_ready")
+
+
+def agent_csv_columns(records: list[dict]) -> list[str]:
+    measures = list(dict.fromkeys(m for r in records for m in (r.get("scorecard") or {}).get("measures", {})))
+    return (["agent_id", "agent_name", "period", "interval_start", "interval_end", "interval_minutes", "business_day",
+             "timezone", "final", *_AGENT_COUNTS] + [f"{s}_seconds" for s in _AGENT_STATES] + list(_AGENT_KPIS)
+            + ["score"] + [f"score_{m}" for m in measures])
+
+
+def agent_csv_row(record: dict) -> dict:
+    row = {"agent_id": record["agent_id"], "agent_name": record["agent_name"] or "", "period": record["period"],
+           "interval_start": record["start"], "interval_end": record["end"],
+           "interval_minutes": _num(record["interval_minutes"]), "business_day": record["business_day"],
+           "timezone": record["timezone"], "final": "true" if record["final"] else "false"}
+    row.update({name: _num(record[name]) for name in (*_AGENT_COUNTS, *_AGENT_KPIS)})
+    row.update({f"{s}_seconds": _num(record["state_seconds"][s]) for s in _AGENT_STATES})
+    card = record.get("scorecard") or {}
+    row["score"] = _num(card.get("score"))
+    for name, line in card.get("measures", {}).items():
+        row[f"score_{name}"] = _num(line["score"])
+    return row
+
+
+def write_agent_csv(records: list[dict], out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=agent_csv_columns(records), lineterminator="\n", restval="")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(agent_csv_row(record))
+
+
 def write_json(records: list[dict], out: TextIO) -> None:
     out.write(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def run(config, *, fmt: str, queues: set[str] | None, minutes: int | None, since: date | None,
-        until: date | None, out: TextIO = sys.stdout) -> int:
-    """Read, select and write the records; returns how many were written."""
+        until: date | None, out: TextIO = sys.stdout, agents: bool = False, agent_ids: set[str] | None = None,
+        days: bool = False) -> int:
+    """Read, select and write the records (`agents`: the agents' records); returns how many were written."""
     import asyncio
 
+    if agents:
+        records = select_agents(asyncio.run(read_records(config, agents=True)), agents=agent_ids, minutes=minutes,
+                                days=days, since=since, until=until)
+        (write_agent_csv if fmt == "csv" else write_json)(records, out)
+        return len(records)
     records = select(asyncio.run(read_records(config)), queues=queues, minutes=minutes, since=since, until=until)
     (write_csv if fmt == "csv" else write_json)(records, out)
     return len(records)

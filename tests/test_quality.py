@@ -354,3 +354,92 @@ def test_a_decimal_score_counts_as_its_integer_and_an_early_answer_of_a_bridged_
              event("call.offered", T0 + 200, queue="sales", call_id="moves-the-horizon")])
     assert m.unmatched == [] and m.pending == {}
     assert m.totals[m.index["outbound_agent_connects"]] == 1 and m.totals[m.index["answered"]] == 0
+
+
+# ---- repeat-caller FCR ----------------------------------------------------------------------
+
+def test_the_callers_keyed_hash():
+    one = quality.caller_hash("+7 (495) 111-22-33", b"secret")
+    assert one == quality.caller_hash("74951112233", b"secret")  # the digits are the caller
+    assert one != quality.caller_hash("74951112233", b"other secret") and len(one) == 32
+    assert "74951112233" not in one and "4951112233" not in one
+    assert quality.caller_hash("anonymous", b"secret") is None
+    assert quality.repeat_caller_fcr(3, 2) == pytest.approx(1 / 3) and quality.repeat_caller_fcr(0, 0) is None
+
+
+def repeat_model() -> QueueModel:
+    cfg = replace(load_config(None, {}).queue("sales"), interval_minutes=(15,), repeat_caller_seconds=3600.0)
+    return QueueModel(cfg, lateness_seconds=60.0, histogram_bounds=(5, 10, 20), caller_key=b"secret")
+
+
+def caller_calls() -> list[dict]:
+    """A: handled, ends +100; its caller calls again at exactly +100 + 3600 (B): a repeat, the edge
+    included. C: handled, ends +300; its caller's next call (D) is 1 s past the period: resolved.
+    G: handled, ends +400; H from the same caller at +450 (applied before G's end, which comes 50 s
+    late): a repeat. E withholds its number; F has none: neither is checked."""
+    def offered(call_id, t, caller=None):
+        return event("call.offered", t, queue="sales", call_id=call_id, **({"caller": caller} if caller else {}))
+
+    def answered_and_ended(call_id, t, end):
+        return [event("call.answered", t, queue="sales", call_id=call_id, agent_id="a1"),
+                event("call.ended", end, queue="sales", call_id=call_id, agent_id="a1")]
+
+    return [offered("A", T0, "+7 (495) 111-22-33"), *answered_and_ended("A", T0 + 10, T0 + 100),
+            offered("B", T0 + 3700, "74951112233"), event("call.abandoned", T0 + 3710, queue="sales", call_id="B"),
+            offered("C", T0 + 200, "555-0100"), *answered_and_ended("C", T0 + 210, T0 + 300),
+            offered("D", T0 + 3901, "5550100"), event("call.abandoned", T0 + 3905, queue="sales", call_id="D"),
+            offered("G", T0 + 350, "999"), event("call.answered", T0 + 360, queue="sales", call_id="G", agent_id="a1"),
+            offered("H", T0 + 450, "999"), event("call.abandoned", T0 + 455, queue="sales", call_id="H"),
+            event("call.ended", T0 + 400, queue="sales", call_id="G", agent_id="a1"),
+            offered("E", T0 + 500, "anonymous"), *answered_and_ended("E", T0 + 510, T0 + 600),
+            offered("F", T0 + 700), *answered_and_ended("F", T0 + 710, T0 + 800)]
+
+
+def test_repeat_caller_fcr_at_the_period_edge_and_out_of_order():
+    m = repeat_model()
+    events = sorted(caller_calls(), key=lambda e: e["time"])
+    g_end = next(e for e in events if e["type"] == "call.ended" and e["call_id"] == "G")
+    events.remove(g_end)
+    events.insert(events.index(next(e for e in events if e["call_id"] == "H" and e["type"] == "call.abandoned")) + 1, g_end)
+    before = [e for e in events if epoch(e["time"]) < T0 + 3755]
+    for e in before:
+        assert m.apply(e, epoch(e["time"])) in ("applied", "late")
+    # nothing is final before A's period and the lateness passed (A ended +100: +3760)
+    m.apply(event("call.offered", T0 + 3755, queue="sales", call_id="probe1"), T0 + 3755)
+    assert m.read(T0 + 3755)["totals"]["repeat_caller_checked"] == 0
+    for e in events[len(before):]:
+        m.apply(e, epoch(e["time"]))
+    m.apply(event("call.offered", T0 + 5000, queue="sales", call_id="probe2"), T0 + 5000)
+    q = m.read(T0 + 5000)["windows"]["today"]["quality"]
+    # checked A, C, G (E and F have no caller); repeated A (B at the edge) and G (H, applied first)
+    assert (q["repeat_caller_checked"], q["repeat_caller_repeated"]) == (3, 2)
+    assert q["repeat_caller_fcr_ratio"] == pytest.approx(1 / 3)
+    assert m.handled_callers == {}
+    s = scrape(m, T0 + 5000)
+    assert s[("callcenter_repeat_caller_checked_calls_total", (("queue", "sales"),))] == 3
+    assert s[("callcenter_repeat_caller_repeated_calls_total", (("queue", "sales"),))] == 2
+    assert s[("callcenter_first_call_resolution_ratio", (("method", "repeat_caller"), ("queue", "sales"), ("window", "today")))] == pytest.approx(1 / 3)
+
+
+def test_repeat_caller_state_survives_a_snapshot_and_keeps_no_numbers():
+    events = sorted(caller_calls(), key=lambda e: e["time"])
+    whole, part = repeat_model(), repeat_model()
+    feed(whole, events)
+    feed(part, events[:9])
+    state = orjson.dumps(part.to_state())
+    assert b"4951112233" not in state and b"5550100" not in state and b"555-0100" not in state
+    restored = repeat_model()
+    restored.load_state(orjson.loads(state))
+    feed(restored, events[9:])
+    for m in (whole, restored):
+        m.apply(event("call.offered", T0 + 5000, queue="sales", call_id="probe"), T0 + 5000)
+    assert restored.read(T0 + 5000)["totals"] == whole.read(T0 + 5000)["totals"]
+    assert whole.read(T0 + 5000)["totals"]["repeat_caller_checked"] == 3
+
+
+def test_without_a_key_no_caller_is_hashed_or_kept():
+    cfg = replace(load_config(None, {}).queue("sales"), repeat_caller_seconds=3600.0)
+    m = QueueModel(cfg, lateness_seconds=60.0, histogram_bounds=(5, 10, 20))
+    feed(m, caller_calls())
+    assert m.call_callers == {} and m.handled_callers == {}
+    assert m.read(T0 + 5000)["totals"]["repeat_caller_checked"] == 0

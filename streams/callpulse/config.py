@@ -504,6 +504,10 @@ class QueueConfig:
     """Cost of one logged-in agent-hour, for cost per handled call (0: not computed)."""
     currency: str = ""
     """ISO 4217 code of cost_per_agent_hour, e.g. "EUR", "CNY", "RUB"."""
+    repeat_caller_seconds: float = 86400.0
+    """Repeat-caller FCR: a handled call counts as resolved when the same caller (by keyed hash,
+    stream.caller_hash_key) offers no further call to the queue within this long after it ended
+    (0: off; 7 days = 604800 is also common)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -698,6 +702,10 @@ class StreamConfig:
     agent_metrics_limit: int = 500
     """The most agents a worker exports per-agent series for (the first by id); the number left
     out is exported as callcenter_agent_metrics_left_out."""
+    caller_hash_key: str | None = field(default=None, repr=False)
+    """Secret key of the keyed hash (BLAKE2b) the repeat-caller FCR keeps caller numbers as; the
+    numbers themselves are never kept. Set it from the environment (CALLPULSE_CALLER_HASH_KEY), the
+    same on every worker. None: repeat-caller FCR is off."""
 
     def __post_init__(self) -> None:
         for name, check in _STREAM_FIELDS.items():
@@ -846,6 +854,7 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "dead_letter_mask_callers": (_BOOL, _boolean),
     "export_agent_metrics": (_BOOL, _boolean),
     "agent_metrics_limit": (_INT, _integer(1, 100_000)),
+    "caller_hash_key": (_SECRET, _secret),
 }
 _KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
 _STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
@@ -876,6 +885,7 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "not_ready_limits_seconds": _limits,
     "cost_per_agent_hour": _non_negative,
     "currency": _currency,
+    "repeat_caller_seconds": _non_negative,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
 
@@ -907,6 +917,7 @@ ENV_OVERRIDES: Mapping[str, str] = types.MappingProxyType(
         "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "stream.dead_letter_mask_callers",
         "CALLPULSE_EXPORT_AGENT_METRICS": "stream.export_agent_metrics",
         "CALLPULSE_AGENT_METRICS_LIMIT": "stream.agent_metrics_limit",
+        "CALLPULSE_CALLER_HASH_KEY": "stream.caller_hash_key",
     }
 )
 _ENV_NAME = {tuple(path.split(".")): env for env, path in ENV_OVERRIDES.items()}

@@ -28,12 +28,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from callpulse.kpi import quality
 from harness import LOGS, value, wait_for
 from helpers import call, event
 
 pytestmark = pytest.mark.e2e
 
 SECRET = f"leak-canary-{secrets.token_hex(12)}"
+HASH_KEY = f"hash-key-canary-{secrets.token_hex(12)}"
 QUEUE = "leak-q"
 ROUTE_REJECTS = ("malformed_json", "malformed_json", "not_an_object", "unknown_type", "schema_violation",
                  "schema_violation", "schema_violation", "future_time")
@@ -129,10 +131,10 @@ def found(blob: bytes | str, needles: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("masked", [
     pytest.param(True, id="masked", marks=pytest.mark.pipeline_env(
-        CALLPULSE_DEAD_LETTER_MASK_CALLERS="true", CALLPULSE_KAFKA_SASL_PASSWORD=SECRET,
+        CALLPULSE_DEAD_LETTER_MASK_CALLERS="true", CALLPULSE_KAFKA_SASL_PASSWORD=SECRET, CALLPULSE_CALLER_HASH_KEY=HASH_KEY,
         CALLPULSE_KAFKA_SASL_USERNAME="leak-test", CALLPULSE_KAFKA_SASL_MECHANISM="SCRAM-SHA-512")),
     pytest.param(False, id="unmasked", marks=pytest.mark.pipeline_env(
-        CALLPULSE_DEAD_LETTER_MASK_CALLERS="false", CALLPULSE_KAFKA_SASL_PASSWORD=SECRET,
+        CALLPULSE_DEAD_LETTER_MASK_CALLERS="false", CALLPULSE_KAFKA_SASL_PASSWORD=SECRET, CALLPULSE_CALLER_HASH_KEY=HASH_KEY,
         CALLPULSE_KAFKA_SASL_USERNAME="leak-test", CALLPULSE_KAFKA_SASL_MECHANISM="SCRAM-SHA-512")),
 ])
 def test_no_caller_number_or_password_leaves_the_worker(pipeline, masked):
@@ -177,8 +179,11 @@ def test_no_caller_number_or_password_leaves_the_worker(pipeline, masked):
     for path in sorted(p for p in Path(data_dir).rglob("*") if p.is_file()):
         outputs[f"data dir {path.relative_to(data_dir)}"] = path.read_bytes()
 
-    # Nothing but the dead letters may hold a caller number, with or without masking; nothing at all the password.
-    secret = {SECRET: "the SASL password"}
+    # Nothing but the dead letters may hold a caller number, with or without masking; nothing at all the
+    # password, the callers' hash key or a caller's keyed hash (repeat-caller FCR keeps them in its state only).
+    secret = {SECRET: "the SASL password", HASH_KEY: "the caller hash key"}
+    secret.update({quality.caller_hash(n, HASH_KEY.encode()): f"the keyed hash of {where}" for n, where in numbers.items()})
+    assert pipeline.config.stream.caller_hash_key == HASH_KEY
     leaks = {name: found(blob, numbers) + found(blob, secret) for name, blob in outputs.items()}
     assert not {name: hits for name, hits in leaks.items() if hits}, leaks
 

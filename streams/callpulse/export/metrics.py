@@ -343,7 +343,9 @@ class QueueCollector(Collector):
             ("callbacks", "completion_rate"): _gauge("callback_completion_rate_ratio", "Callbacks completed connected / callbacks requested, each counted at its own time (so a short window can exceed 1)." + window_rule, ["queue", "window"]),
             ("callbacks", "average_wait_seconds"): _gauge("average_callback_wait_seconds", "Mean seconds from request to a connected callback." + window_rule, ["queue", "window"]),
         }
-        fcr = _gauge("first_call_resolution_ratio", "First-call resolution by method; survey: answers resolved=true / answers to the resolved question." + window_rule, ["queue", "window", "method"])
+        fcr = _gauge("first_call_resolution_ratio", "First-call resolution by method. survey: answers resolved=true / answers to the resolved question. repeat_caller: handled calls whose caller (by keyed hash) called the queue again within repeat_caller_seconds (default 24 h), subtracted from the handled calls whose period passed, over those; final only once the period has passed, so a call counts here repeat_caller_seconds after it ended, in the window of that moment." + window_rule, ["queue", "window", "method"])
+        checked = _counter("repeat_caller_checked_calls", "Handled calls with a known caller whose repeat_caller_seconds passed (counted then): the denominator of the repeat-caller FCR. Needs stream.caller_hash_key; caller numbers are kept only as keyed hashes.", ["queue"])
+        repeated = _counter("repeat_caller_repeated_calls", "Of repeat_caller_checked_calls, those the same caller called the queue again within repeat_caller_seconds after (not first-call resolved); counted when the period passed.", ["queue"])
         cost = _gauge("cost_per_handled_call", "Cost per handled call: logged-in agent-hours (any state) x the queue's cost_per_agent_hour / handled calls, in the queue's currency; windows today only (the rolling windows keep no logged-in seconds; interval reports have it too). Absent when cost_per_agent_hour is 0 or no call was handled.", ["queue", "window", "currency"])
         cb_open = _gauge("callbacks_open", "Callbacks requested and not yet completed (connected or cancelled); forgotten after 7 days.", ["queue"])
         cb_over = _gauge("callbacks_open_over_limit", "Open callbacks requested longer ago than callback_open_limit_seconds (stream clock). Absent when that limit is 0.", ["queue"])
@@ -363,6 +365,8 @@ class QueueCollector(Collector):
                 add(nps, [queue, str(score)], totals[f"nps:{score}"])
             add(resolved, [queue, "true"], totals["fcr:resolved"])
             add(resolved, [queue, "false"], totals["fcr:unresolved"])
+            add(checked, [queue], totals["repeat_caller_checked"])
+            add(repeated, [queue], totals["repeat_caller_repeated"])
             for result in OUTBOUND_RESULTS:
                 add(attempts, [queue, result], totals[f"outbound:{result}"])
             add(live, [queue], totals["outbound_live_connects"])
@@ -379,6 +383,8 @@ class QueueCollector(Collector):
                         add(family, [queue, window], w[part][key])
                 if w["quality"]["first_call_resolution_ratio"] is not None:
                     add(fcr, [queue, window, "survey"], w["quality"]["first_call_resolution_ratio"])
+                if w["quality"]["repeat_caller_fcr_ratio"] is not None:
+                    add(fcr, [queue, window, "repeat_caller"], w["quality"]["repeat_caller_fcr_ratio"])
                 if w["cost_per_handled_call"] is not None:
                     add(cost, [queue, window, v["currency"]], w["cost_per_handled_call"])
             add(cb_open, [queue], v["live"]["callbacks_open"])
@@ -398,7 +404,7 @@ class QueueCollector(Collector):
 
         self._each("quality", views, fill)
         yield from (surveys, csat, nps, resolved, unlinked, attempts, live, agent, requested, completed, unmatched,
-                    cb_wait, logged_in)
+                    cb_wait, logged_in, checked, repeated)
         yield from ratios.values()
         yield from (fcr, cost, cb_open, cb_over, rule_ratio, rule_live, rule_limit, cb_limit, cost_rate)
 

@@ -22,6 +22,7 @@ the queue's business day in the queue's own time zone.
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import math
 from collections.abc import Iterable
@@ -116,6 +117,7 @@ def field_layout(thresholds: Iterable[float]) -> list[str]:
         "talk_seconds", "hold_seconds", "wrapup_seconds",
         "agent_busy_seconds", "agent_staffed_seconds", "agent_logged_in_seconds",
         "surveys", "surveys_unlinked", "fcr:resolved", "fcr:unresolved",
+        "repeat_caller_checked", "repeat_caller_repeated",
         "outbound_attempts", "outbound_live_connects", "outbound_agent_connects",
         "callbacks_requested", "callbacks_unmatched", "callbacks_waited", "callback_wait_seconds",
     ]
@@ -295,8 +297,10 @@ class QueueModel:
     """Live state, cumulative counters and rolling windows of one queue."""
 
     def __init__(self, config: Any, lateness_seconds: float, histogram_bounds: Iterable[float],
-                 dedup_seconds: float = 600.0):
+                 dedup_seconds: float = 600.0, caller_key: bytes | None = None):
+        """caller_key: the secret of the callers' keyed hash (repeat-caller FCR); None: off."""
         self.config = config
+        self.caller_key = caller_key if config.repeat_caller_seconds > 0 else None
         self.name: str = config.name
         self.lateness = lateness_seconds
         self.dedup_horizon = max(dedup_seconds, lateness_seconds)
@@ -326,6 +330,14 @@ class QueueModel:
         # call.answered may still come (and must not be taken for an inbound answer)
         self.outbound_calls: dict[str, list] = {}
         self.campaign_days: dict[str, dict[str, list[float]]] = {}  # campaign -> day -> [live, agent connects]
+        # Repeat-caller FCR, by the callers' keyed hashes (never the numbers): the caller of each call
+        # in progress; each caller's handled calls still in their period, [conversation end,
+        # repeated 0/1], with a heap of (end, caller) to count them when the period passes; and the
+        # callers' offers of the last lateness, for a handled call applied after the repeat.
+        self.call_callers: dict[str, str] = {}
+        self.handled_callers: dict[str, list[list[float]]] = {}
+        self._maturing: list[tuple[float, str]] = []
+        self.recent_contacts: dict[str, list[float]] = {}
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
         self.watermark = -math.inf  # newest event time applied
@@ -432,12 +444,14 @@ class QueueModel:
             if ended_at is not None and ended_at >= t:  # its end came first (out of order): settle it now
                 self._on_conversation_ended(event, ended_at, b"")
         elif kind == "call.abandoned":
+            self.call_callers.pop(event["call_id"], None)
             inc = [(ix["abandoned"], 1.0), (ix["abandon_wait_seconds"], wait)]
             inc += [(i, 1.0) for i, limit in zip(self._abandoned_within, self.thresholds) if wait <= limit]
             if wait <= self.config.short_abandon_seconds:
                 inc.append((ix["short_abandoned"], 1.0))
             self.abandon_waits.observe(wait)
         else:  # call.flowed_out
+            self.call_callers.pop(event["call_id"], None)
             inc = self._flow.get(event.get("reason", "other"), self._flow["other"])
         self._count(t, inc)
 
@@ -447,6 +461,8 @@ class QueueModel:
             self.waiting[call_id] = min(self.waiting[call_id], t)
             return
         self._count(t, self._offered)
+        if self.caller_key is not None and event.get("caller"):
+            self._caller_offered(call_id, quality.caller_hash(event["caller"], self.caller_key), t)
         pending = self.pending.pop(call_id, None)
         if pending is not None:  # its outcome arrived first (out of order): settle it now
             outcome_time, outcome, _ = pending
@@ -490,6 +506,51 @@ class QueueModel:
         self._count(t, [(ix["handled"], 1.0), (ix["talk_seconds"], talk), (ix["hold_seconds"], hold)])
         self.ended[event["call_id"]] = t
         self.recent_handled[event["call_id"]] = t
+        caller = self.call_callers.pop(event["call_id"], None)
+        if caller is not None:
+            self._caller_handled(caller, t)
+
+    # ---- repeat-caller FCR -----------------------------------------------------------------------
+
+    def _caller_offered(self, call_id: str, caller: str | None, t: float) -> None:
+        """A call from `caller` at t: it repeats each handled call of that caller that ended in the
+        period before t."""
+        if caller is None:
+            return
+        self.call_callers[call_id] = caller
+        period = self.config.repeat_caller_seconds
+        for handled in self.handled_callers.get(caller, ()):
+            if handled[0] < t <= handled[0] + period:
+                handled[1] = 1.0
+        self.recent_contacts.setdefault(caller, []).append(t)
+
+    def _caller_handled(self, caller: str, t: float) -> None:
+        period = self.config.repeat_caller_seconds
+        repeated = any(t < offered <= t + period for offered in self.recent_contacts.get(caller, ()))
+        self.handled_callers.setdefault(caller, []).append([t, 1.0 if repeated else 0.0])
+        heapq.heappush(self._maturing, (t, caller))
+
+    def _mature_callers(self) -> None:
+        """Count the handled calls whose period has passed (by the watermark minus the lateness, so
+        no late offer can still repeat them): checked, and repeated or not. Counted at the watermark."""
+        horizon = self.watermark - self.lateness - self.config.repeat_caller_seconds
+        checked = repeated = 0.0
+        while self._maturing and self._maturing[0][0] <= horizon:
+            ended, caller = heapq.heappop(self._maturing)
+            calls = self.handled_callers.get(caller, [])
+            for i, (at, flag) in enumerate(calls):
+                if at == ended:
+                    checked, repeated = checked + 1, repeated + flag
+                    del calls[i]
+                    break
+            if not calls:
+                self.handled_callers.pop(caller, None)
+        if checked:
+            ix = self.index
+            self._count(self.watermark, [(ix["repeat_caller_checked"], checked), (ix["repeat_caller_repeated"], repeated)])
+        offers_after = self.watermark - self.lateness
+        for caller in [c for c, offers in self.recent_contacts.items() if offers[-1] < offers_after]:
+            del self.recent_contacts[caller]
 
     def _on_wrapup_ended(self, event: dict, t: float, raw: bytes) -> None:
         ended_at = self.ended.pop(event["call_id"], None)
@@ -662,6 +723,8 @@ class QueueModel:
             self.unmatched.append((event, raw))
         for call_id in [c for c, t in self.ended_early.items() if t < horizon]:
             del self.ended_early[call_id]  # a call not answered in this queue (or its answer too late)
+        if self.caller_key is not None and (self._maturing or self.recent_contacts):
+            self._mature_callers()
         assert self._watermark_second is not None  # apply() sets it just before
         if self._watermark_second % 60 == 0:
             self._forget_stale()
@@ -681,6 +744,8 @@ class QueueModel:
                 del table[key]
         for key in [k for k, call in self.outbound_calls.items() if w - call[0] > FORGET_OUTBOUND_CALL_AFTER]:
             del self.outbound_calls[key]
+        for key in [k for k in self.call_callers if k not in self.waiting and k not in self.talking]:
+            del self.call_callers[key]  # forgotten calls (no outcome, or an end never came)
         if self.campaign_days:  # campaigns that stopped dialling: their days leave the 30 too
             today = self.business_day.bounds(w)[2]
             oldest = _first_rule_day(today)
@@ -911,6 +976,9 @@ class QueueModel:
             "csat_average_score": quality.csat_average_score(csat),
             "net_promoter_score": quality.net_promoter_score(nps),
             "first_call_resolution_ratio": quality.first_call_resolution(resolved, unresolved),
+            "repeat_caller_checked": c["repeat_caller_checked"],
+            "repeat_caller_repeated": c["repeat_caller_repeated"],
+            "repeat_caller_fcr_ratio": quality.repeat_caller_fcr(c["repeat_caller_checked"], c["repeat_caller_repeated"]),
         }
 
     @staticmethod
@@ -1049,6 +1117,9 @@ class QueueModel:
             "open_callbacks": self.open_callbacks,
             "outbound_calls": self.outbound_calls,
             "campaign_days": self.campaign_days,
+            "call_callers": self.call_callers,
+            "handled_callers": self.handled_callers,
+            "recent_contacts": self.recent_contacts,
         }
 
     def load_state(self, state: dict) -> None:
@@ -1096,10 +1167,16 @@ class QueueModel:
         self.open_callbacks = dict(state.get("open_callbacks", {}))
         self.outbound_calls = {c: list(v) for c, v in state.get("outbound_calls", {}).items()}
         self.campaign_days = {c: {d: list(v) for d, v in days.items()} for c, days in state.get("campaign_days", {}).items()}
+        self.call_callers = dict(state.get("call_callers", {}))
+        self.handled_callers = {c: [list(h) for h in calls] for c, calls in state.get("handled_callers", {}).items()}
+        self._maturing = [(h[0], c) for c, calls in self.handled_callers.items() for h in calls]
+        heapq.heapify(self._maturing)
+        self.recent_contacts = {c: list(offers) for c, offers in state.get("recent_contacts", {}).items()}
 
 
 #: Keys of the quality, outbound and callbacks views that hold ratios or seconds, not counts.
 _NOT_COUNTS = frozenset(("csat_ratio", "csat_average_score", "net_promoter_score", "first_call_resolution_ratio",
+                         "repeat_caller_fcr_ratio",
                          "connect_rate", "abandon_rate", "completion_rate", "average_wait_seconds"))
 
 

@@ -1,5 +1,6 @@
-"""Pure arithmetic of the customer-facing KPIs: CSAT, NPS, first-call resolution, outbound connect
-and abandon rates, callback completion, cost per handled call.
+"""Pure arithmetic of the customer-facing KPIs: CSAT, NPS, first-call resolution (by survey and by
+repeat caller, with the keyed hash callers are kept as), outbound connect and abandon rates,
+callback completion, cost per handled call.
 
 Inputs are counts (of one window, interval, day or 30 days); like formulas.py, every function
 returns None when its denominator is zero (no surveys is not 0 % satisfied).
@@ -7,6 +8,8 @@ returns None when its denominator is zero (no surveys is not 0 % satisfied).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 
 from .formulas import ratio
@@ -18,6 +21,22 @@ CSAT_SATISFIED = frozenset((4, 5))
 #: NPS on the 0-10 scale: promoters answer 9-10, detractors 0-6 (7-8 are passives).
 NPS_PROMOTERS = frozenset((9, 10))
 NPS_DETRACTORS = frozenset(range(7))
+
+
+def repeat_caller_fcr(checked: float, repeated: float) -> float | None:
+    """Repeat-caller FCR: handled calls with no further call from the same caller within the
+    period / handled calls whose period has passed (both counted when the period passed)."""
+    return ratio(checked - repeated, checked)
+
+
+def caller_hash(caller: str, key: bytes) -> str | None:
+    """The keyed hash (BLAKE2b-128, hex) that stands for a caller number; the number is reduced to
+    its digits first, so "+7 (495) 123-45-67" and "74951234567" are one caller. None: no digits
+    (an anonymous or withheld caller is nobody's repeat)."""
+    digits = re.sub(r"\D", "", caller)
+    if not digits:
+        return None
+    return hashlib.blake2b(digits.encode(), key=hashlib.sha256(key).digest(), digest_size=16).hexdigest()
 
 
 def csat_ratio(answers_by_score: Mapping[int, float]) -> float | None:

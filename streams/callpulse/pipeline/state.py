@@ -143,7 +143,9 @@ class QueueStates:
         stream = self.config.stream
         if ev.is_agent_key(queue):
             return AgentShard(self._agent_settings)
-        return QueueModel(self.config.queue(queue), stream.lateness_seconds, self.histogram_bounds, stream.dedup_seconds)
+        key = stream.caller_hash_key.encode() if stream.caller_hash_key else None
+        return QueueModel(self.config.queue(queue), stream.lateness_seconds, self.histogram_bounds, stream.dedup_seconds,
+                          caller_key=key)
 
     def _agent_day(self, queue: str | None) -> tuple:
         """An agent's business day and interval lengths: [agents] timezone if set, else its first

@@ -84,6 +84,14 @@ def run_demo(args) -> int:
                CALLPULSE_WEB_HOST="127.0.0.1")
     if forecast.exists():
         env["CALLPULSE_FORECAST_FILE"] = str(forecast)
+    # Repeat-caller FCR needs a hash key; a demo-only one unless one is set. A call is final once
+    # its repeat period passed (24 h by default): the demo's own config shortens it to 10 minutes
+    # so the figure moves while one watches (a config of the user's own is used as it is).
+    env.setdefault("CALLPULSE_CALLER_HASH_KEY", "callpulse-demo-only-key")
+    if not env.get("CALLPULSE_CONFIG"):
+        demo_config = logs / "demo.toml"
+        demo_config.write_text("# written by `callpulse demo`\n[queue_defaults]\nrepeat_caller_seconds = 600\n", encoding="utf-8")
+        env["CALLPULSE_CONFIG"] = str(demo_config)
     children: list[subprocess.Popen] = []
     timer: threading.Timer | None = None
     # SIGTERM (systemd, docker stop, kill) takes Ctrl-C's way out: through the `finally` below.

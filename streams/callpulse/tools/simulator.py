@@ -194,6 +194,8 @@ _WRAP_SIGMA = 0.5
 _HOLD_MEAN = 45.0
 _EXIT_KEY_PROB = 0.02  # callers who would press the exit key (voicemail) ...
 _EXIT_KEY_AFTER = (20.0, 120.0)  # ... after this many seconds waiting
+_REPEAT_SHARE = 0.12  # calls from a caller who called recently (one of the last _RECENT_CALLERS)
+_RECENT_CALLERS = 400
 _CALLBACK_PROB = 0.03  # callers who would accept a callback offer ...
 _CALLBACK_AFTER = (30.0, 180.0)  # ... after this many seconds waiting
 _SURVEY_PROB = 0.10
@@ -448,6 +450,7 @@ class _Simulation:
         self.call_prefix = f"call-{seed}-{tag}-"
         self.n_events = 0
         self.n_calls = 0
+        self.recent_callers: deque[str] = deque(maxlen=_RECENT_CALLERS)
         self.seq = count()
         self.heap: list[tuple[float, int, int, Any, Any]] = []
         self.out: list[dict[str, Any]] = []
@@ -531,6 +534,16 @@ class _Simulation:
         self.out.append(ev)
         return ev
 
+    def _caller(self, draw: int) -> str:
+        """A caller number from a random draw: a new one, or for _REPEAT_SHARE of calls one of the
+        recent callers again (a repeat contact, for the repeat-caller FCR). Taken from the same draw,
+        so the traffic's timing is what it was before callers repeated."""
+        if draw % 1000 < _REPEAT_SHARE * 1000 and self.recent_callers:
+            return self.recent_callers[draw // 1000 % len(self.recent_callers)]
+        caller = f"+79{draw:09d}"
+        self.recent_callers.append(caller)
+        return caller
+
     def _call_ev(self, t: float, typ: str, call: _Call, qi: int) -> dict[str, Any]:
         ev = self._ev(t, typ)
         ev["queue"] = self.qnames[qi]
@@ -588,7 +601,7 @@ class _Simulation:
     def _on_arrive(self, t: float, qi: int, _b: Any) -> None:
         rng = self.rng
         self.n_calls += 1
-        call = _Call(f"{self.call_prefix}{self.n_calls}", f"+79{rng.randrange(10 ** 9):09d}", qi)
+        call = _Call(f"{self.call_prefix}{self.n_calls}", self._caller(rng.randrange(10 ** 9)), qi)
         ev = self._ev(t, "call.ivr_entered")
         ev["call_id"] = call.id
         ev["caller"] = call.caller
@@ -1116,7 +1129,7 @@ class _SteadySimulation(_Simulation):
     def _on_arrive(self, t: float, _a: Any, _b: Any) -> None:
         rng = self.rng
         self.n_calls += 1
-        call = _Call(f"{self.call_prefix}{self.n_calls}", f"+79{rng.randrange(10 ** 9):09d}", 0)
+        call = _Call(f"{self.call_prefix}{self.n_calls}", self._caller(rng.randrange(10 ** 9)), 0)
         call.leg = 1
         call.offered_at = t
         ev = self._call_ev(t, "call.offered", call, 0)

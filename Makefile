@@ -52,6 +52,12 @@ tools:
 bench: install
 	$(BIN)/python bench/benchmark.py --events 1000000 --repeat 3
 
+## The per-agent part: 1,000 agents over 200 queues through one worker, then GET /api/agents; prints
+## events/s, RSS growth and the request times (bench/agents_benchmark.py; several minutes).
+.PHONY: bench-agents
+bench-agents: install
+	$(BIN)/python bench/agents_benchmark.py --events 300000 --repeat 3
+
 ## The chaos run at length: 60 SIGKILLs and restarts over 10 minutes at 1,000 events/s through 3
 ## workers, scaled 3 -> 1 -> 3 midway; prints the figures (the CI size is tests/chaos/test_chaos.py).
 CHAOS_ARGS ?= --kills 60 --seconds 600 --rate 1000

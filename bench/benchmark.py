@@ -90,7 +90,7 @@ def start_worker(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
 def pipeline_env(broker: EmbeddedBroker, name: str, **extra) -> dict:
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_APP_ID=f"bench-{name}",
                CALLPULSE_TOPIC_EVENTS=f"{name}-events", CALLPULSE_TOPIC_BATCHES=f"{name}-batches",
-               CALLPULSE_TOPIC_DEAD_LETTER=f"{name}-dead-letter", CALLPULSE_TOPIC_INTERVALS=f"{name}-intervals", CALLPULSE_DATA_DIR=str(LOGS / name), **extra)
+               CALLPULSE_TOPIC_DEAD_LETTER=f"{name}-dead-letter", CALLPULSE_TOPIC_INTERVALS=f"{name}-intervals", CALLPULSE_TOPIC_AGENT_INTERVALS=f"{name}-agent-intervals", CALLPULSE_DATA_DIR=str(LOGS / name), **extra)
     asyncio.run(create_topics(load_config(None, env)))
     return env
 

@@ -318,7 +318,7 @@ async def soak(args, broker: EmbeddedBroker) -> int:
     config_file.write_text(f"# written by bench/soak.py\n[stream]\nsnapshot_interval_seconds = {args.snapshot_interval:g}\n")
     env = dict(os.environ, CALLPULSE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, CALLPULSE_APP_ID=f"bench-{NAME}",
                CALLPULSE_TOPIC_EVENTS=f"{NAME}-events", CALLPULSE_TOPIC_BATCHES=f"{NAME}-batches",
-               CALLPULSE_TOPIC_DEAD_LETTER=f"{NAME}-dead-letter", CALLPULSE_TOPIC_INTERVALS=f"{NAME}-intervals",
+               CALLPULSE_TOPIC_DEAD_LETTER=f"{NAME}-dead-letter", CALLPULSE_TOPIC_INTERVALS=f"{NAME}-intervals", CALLPULSE_TOPIC_AGENT_INTERVALS=f"{NAME}-agent-intervals",
                CALLPULSE_DATA_DIR=str(LOGS / NAME), CALLPULSE_CONFIG=str(config_file), PYTHONUNBUFFERED="1")
     config = load_config(None, env)
     await create_topics(config)

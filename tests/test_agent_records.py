@@ -208,3 +208,16 @@ def test_a_names_file_without_its_columns_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="needs a header row with agent_id and agent_name"):
         load_config(path, {})
 
+
+
+def test_a_shard_reads_only_the_agents_of_a_queue_when_asked():
+    from callpulse.kpi.agents import AgentShard
+
+    shard = AgentShard(AgentSettings(zones, 60.0))
+    for e in shift():
+        shard.apply(e, epoch(e["time"]))
+    shard.apply(event("agent.logged_in", T0, agent_id="b2", queues=["support"]), T0)
+    shard.apply(event("call.answered", T0 + 10, agent_id="b2", queue="vip", call_id="v1"), T0 + 10)
+    assert [a["agent_id"] for a in shard.read(T0 + 3600, "billing")] == ["a1"]
+    assert [a["agent_id"] for a in shard.read(T0 + 3600, "vip")] == ["b2"]  # a call in progress there
+    assert len(shard.read(T0 + 3600)) == 2 and shard.read(T0 + 3600, "nowhere") == []

@@ -525,8 +525,23 @@ def day_view(c: dict[str, float]) -> dict:
 
     talk, hold, wrap = get("talk_seconds"), get("hold_seconds"), get("wrapup_seconds")
     logged_in, not_ready = get("logged_in_seconds"), get("not_ready_seconds")
-    csat = {s: get(f"csat:{s}") for s in quality.CSAT_SCORES}
-    nps = {s: get(f"nps:{s}") for s in quality.NPS_SCORES}
+    # the keyed counters (score:N, reason and code counts), in one pass over the day's counters
+    csat: dict[int, float] = {}
+    nps: dict[int, float] = {}
+    reasons: dict[str, float] = {}
+    codes: dict[str, float] = {}
+    for key, n in c.items():
+        kind, _, name = key.partition(":")
+        if not name:
+            continue
+        if kind == "not_ready":
+            reasons[name] = n
+        elif kind == "disposition":
+            codes[name] = n
+        elif kind == "csat":
+            csat[int(name)] = n
+        elif kind == "nps":
+            nps[int(name)] = n
     return {
         "answered": get("answered"),
         "handled": get("handled"),
@@ -537,7 +552,7 @@ def day_view(c: dict[str, float]) -> dict:
         "wrapup_seconds": wrap,
         "average_handle_seconds": formulas.average_handle_seconds(get("handled"), talk, hold, wrap),
         "state_seconds": {"logged_in": logged_in, **{s: get(f"{s}_seconds") for s in AGENT_STATES}},
-        "not_ready_seconds_by_reason": top_counts({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("not_ready:")}, MAX_CODES),
+        "not_ready_seconds_by_reason": top_counts(reasons, MAX_CODES),
         "occupancy": occupancy(talk, hold, wrap, logged_in, not_ready),
         "utilization": utilization(talk, hold, wrap, logged_in),
         "surveys": get("surveys"),
@@ -545,7 +560,7 @@ def day_view(c: dict[str, float]) -> dict:
         "csat_average_score": quality.csat_average_score(csat),
         "net_promoter_score": quality.net_promoter_score(nps),
         "first_call_resolution_ratio": quality.first_call_resolution(get("fcr:resolved"), get("fcr:unresolved")),
-        "dispositions": top_counts({k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("disposition:")}, MAX_CODES),
+        "dispositions": top_counts(codes, MAX_CODES),
     }
 
 
@@ -601,8 +616,11 @@ class AgentShard:
     def pending_interval_records(self, now: float) -> list[dict]:
         return [r for m in self.agents.values() for r in m.pending_records(now)]
 
-    def read(self, now: float) -> list[dict]:
-        return [model.read(now) for model in self.agents.values()]
+    def read(self, now: float, queue: str | None = None) -> list[dict]:
+        """The agents read at `now`; `queue`: only those serving it or with a call in progress in it
+        (chosen before reading: reading is what costs)."""
+        return [model.read(now) for model in self.agents.values()
+                if queue is None or queue in model.queues or any(c[0] == queue for c in model.calls.values())]
 
     def to_state(self) -> dict:
         return {"agents": {agent_id: m.to_state() for agent_id, m in self.agents.items()},

@@ -834,10 +834,7 @@ def create_app(config: Config) -> SimpleNamespace:
     async def agents_json(web, request):
         """Every agent of this worker's partitions (query `queue=` keeps those serving it, or
         whose call in progress is in it)."""
-        now, agents = states.read_agents()
-        queue = request.query.get("queue")
-        if queue is not None:
-            agents = [a for a in agents if queue in a["queues"] or (a["call"] or {}).get("queue") == queue]
+        now, agents = states.read_agents(request.query.get("queue"))
         body = {"worker": f"{socket.gethostname()}:{stream.web_port}", "generated_at": states.wall(), "clock": now,
                 "agents": agents}
         return web.bytes(orjson.dumps(body), headers={"Content-Type": "application/json"})

@@ -367,12 +367,12 @@ class QueueStates:
         return sorted((queue, model) for queue, model in self.models.items() if isinstance(model, QueueModel)
                       and (self.ready is None or self.partition_of.get(queue) in self.ready))
 
-    def read_agents(self) -> tuple[float, list[dict]]:
-        """Every agent of the partitions whose recovery completed, read at the stream clock,
-        sorted by name (or id)."""
+    def read_agents(self, queue: str | None = None) -> tuple[float, list[dict]]:
+        """Every agent of the partitions whose recovery completed (`queue`: those serving it, or
+        with a call in progress in it), read at the stream clock, sorted by name (or id)."""
         now = self.clock.now()
         views = [view for key, model in self.models.items() if isinstance(model, AgentShard)
-                 and (self.ready is None or self.partition_of.get(key) in self.ready) for view in model.read(now)]
+                 and (self.ready is None or self.partition_of.get(key) in self.ready) for view in model.read(now, queue)]
         views.sort(key=lambda v: ((v["agent_name"] or v["agent_id"]).casefold(), v["agent_id"]))
         return now, views
 

@@ -549,7 +549,7 @@ def by_window(gauge: str, record: str, legend_unit: str = "", **labels: str) -> 
                 instant=True)
           for i, w in enumerate(c.WINDOWS)]
     n = len(qs)
-    return qs + [query(latest(sel(f"{record}{d}")), f"{{{{queue}}}} {d}{legend_unit}", ref=chr(ord("A") + n + i),
+    return qs + [query(latest(sel(f"{record}{d}", **labels)), f"{{{{queue}}}} {d}{legend_unit}", ref=chr(ord("A") + n + i),
                        instant=True)
                  for i, d in enumerate(("1d", "7d"))]
 
@@ -562,7 +562,7 @@ def q_csat_by_window():
         f"queue:callcenter_csat:ratio_rate7d); {SURVEY_TIME}; {RECORDED_DAYS}. No bar: no CSAT answer in that "
         "window (neither 0 % nor 100 %). Short windows hold few answers: read them with the 7d bar and the answer "
         "counts (\"Survey answers, last 7 days\")." + NO_TARGET,
-        "percentunit", *by_window("callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate"), width=8, max_val=1)
+        "percentunit", *by_window("callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate"), width=6, max_val=1)
 
 
 def q_nps_by_window():
@@ -572,7 +572,7 @@ def q_nps_by_window():
         "{window}) and over the last day and week (queue:callcenter_net_promoter_score:ratio_rate1d, _7d); "
         f"{SURVEY_TIME}; {RECORDED_DAYS}. No bar: no NPS answer in that window." + NO_TARGET,
         "none", *by_window("callcenter_net_promoter_score", "queue:callcenter_net_promoter_score:ratio_rate"),
-        width=8, max_val=100).min(-100)
+        width=6, max_val=100).min(-100)
 
 
 def q_fcr_by_window():
@@ -585,7 +585,22 @@ def q_fcr_by_window():
         "percentunit",
         *by_window("callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate",
                    method="survey"),
-        width=8, max_val=1)
+        width=6, max_val=1)
+
+
+def q_repeat_caller_fcr_by_window():
+    return c.bars_now(
+        "Repeat-caller FCR by window",
+        "First-call resolution by repeat caller = handled calls whose caller did not call the queue again within "
+        "repeat_caller_seconds (default 24 h) / handled calls whose period passed, per queue in each of the "
+        "worker's windows (callcenter_first_call_resolution_ratio{method=\"repeat_caller\", window}) and over the "
+        "last day and week (queue:callcenter_first_call_resolution:ratio_rate1d, _7d, method=\"repeat_caller\"). "
+        "A call counts once its period has passed, so these are final and a period late. No bar: no call checked "
+        "in that window, or no CALLPULSE_CALLER_HASH_KEY." + NO_TARGET,
+        "percentunit",
+        *by_window("callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate",
+                   method="repeat_caller"),
+        width=6, max_val=1)
 
 
 def q_csat_fcr_over_time():
@@ -600,7 +615,7 @@ def q_csat_fcr_over_time():
         query(latest(sel("queue:callcenter_csat:ratio_rate7d")), "{{queue}} CSAT 7d", ref="B"),
         query(latest(sel("callcenter_first_call_resolution_ratio", window="$window", method="survey")),
               "{{queue}} FCR", ref="C"),
-        query(latest(sel("queue:callcenter_first_call_resolution:ratio_rate7d")), "{{queue}} FCR 7d", ref="D"),
+        query(latest(sel("queue:callcenter_first_call_resolution:ratio_rate7d", method="survey")), "{{queue}} FCR 7d", ref="D"),
         dashed_refs=["B", "D"], width=8, min_val=0, max_val=1)
 
 
@@ -768,7 +783,7 @@ def queue_detail() -> db.Dashboard:
             q_burn(("1d", "2h", "3d", "6h"), "Burn rate: ticket windows", [(1.0, "orange")],
                    "Tickets when both windows of a pair are above 1 (1d and 2h, 3d and 6h): running over budget."),
         ]),
-        ("Quality", [q_csat_by_window(), q_nps_by_window(), q_fcr_by_window(),
+        ("Quality", [q_csat_by_window(), q_nps_by_window(), q_fcr_by_window(), q_repeat_caller_fcr_by_window(),
                      q_csat_fcr_over_time(), q_nps_over_time(), q_csat_average(), q_survey_answers(),
                      q_outbound_connect_rate(), q_outbound_abandon_rate(), q_outbound_abandon_30d(),
                      q_callbacks_open(), q_callback_completion(), q_callback_wait(), q_cost_per_call()]),

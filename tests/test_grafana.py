@@ -491,6 +491,9 @@ QUALITY_PANELS = {  # title -> (panel type, unit, metrics it must read)
     "First-call resolution by window": ("bargauge", "percentunit", {
         "callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate1d",
         "queue:callcenter_first_call_resolution:ratio_rate7d"}),
+    "Repeat-caller FCR by window": ("bargauge", "percentunit", {
+        "callcenter_first_call_resolution_ratio", "queue:callcenter_first_call_resolution:ratio_rate1d",
+        "queue:callcenter_first_call_resolution:ratio_rate7d"}),
     "CSAT and FCR over time": ("timeseries", "percentunit", {
         "callcenter_csat_ratio", "queue:callcenter_csat:ratio_rate7d", "callcenter_first_call_resolution_ratio",
         "queue:callcenter_first_call_resolution:ratio_rate7d"}),
@@ -541,14 +544,16 @@ def test_queue_detail_has_a_quality_row(dashboards):
     assert sum(p["gridPos"]["w"] for p in panels) == 4 * 24, "four full lines"
     by_title = {p["title"]: p for p in panels}
     # "by window": the worker's five windows in order, then the recorded 1d and 7d
-    for title in ("CSAT by window", "NPS by window", "First-call resolution by window"):
+    for title in ("CSAT by window", "NPS by window", "First-call resolution by window", "Repeat-caller FCR by window"):
         targets = by_title[title]["targets"]
         windows = [re.search(r'window="([^"]+)"', t["expr"]).group(1) for t in targets[:5]]
         assert windows == ["5m", "15m", "30m", "1h", "today"], title
         assert [t["legendFormat"].split()[-1] for t in targets] == windows + ["1d", "7d"], title
         assert targets[5]["expr"].count(":ratio_rate1d") == 1 and targets[6]["expr"].count(":ratio_rate7d") == 1
     fcr = by_title["First-call resolution by window"]["targets"] + by_title["CSAT and FCR over time"]["targets"]
-    assert all('method="survey"' in t["expr"] for t in fcr if "callcenter_first_call_resolution_ratio" in t["expr"])
+    assert all('method="survey"' in t["expr"] for t in fcr if "first_call_resolution" in t["expr"])
+    repeat = by_title["Repeat-caller FCR by window"]["targets"]
+    assert all('method="repeat_caller"' in t["expr"] for t in repeat)
     nps = by_title["NPS by window"]["fieldConfig"]["defaults"]
     assert (nps["min"], nps["max"]) == (-100, 100)
     # the worker computes the cost for today only; the 30-day rate is per campaign

@@ -188,7 +188,8 @@ def test_quality_records_exist():
     missing = QUALITY_RECORDS - records
     assert not missing, f"recording rules missing: {sorted(missing)}"
     fcr = [r for r in recording_rules() if r["record"].startswith("queue:callcenter_first_call_resolution:")]
-    assert fcr and all(r.get("labels") == {"method": "survey"} for r in fcr), "FCR carries method=survey like the gauge"
+    assert fcr and {r["labels"]["method"] for r in fcr} == {"survey", "repeat_caller"}, "FCR carries its method like the gauge"
+    assert len(fcr) == 2 * len(QUALITY_WINDOWS)
 
 
 def test_quality_windows_are_the_same_rule_with_another_range():

@@ -135,7 +135,7 @@ class Rejected:
 #: The top-level fields kept as they are by the masking: ids, times, queue names, enumerated counts.
 KEPT_FIELDS = frozenset({
     "schema_version", "event_id", "time", "call_id", "agent_id", "callback_id", "queue", "queues",
-    "target_queue", "priority", "attempt", "ring_seconds", "csat", "nps", "resolved",
+    "target_queue", "priority", "attempt", "ring_seconds", "wait_seconds", "csat", "nps", "resolved",
 })
 # An RFC 3339 date, with its time of day if any: never a phone number (its digits are kept).
 _DATE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!\d)(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"

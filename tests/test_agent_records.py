@@ -221,3 +221,22 @@ def test_a_shard_reads_only_the_agents_of_a_queue_when_asked():
     assert [a["agent_id"] for a in shard.read(T0 + 3600, "billing")] == ["a1"]
     assert [a["agent_id"] for a in shard.read(T0 + 3600, "vip")] == ["b2"]  # a call in progress there
     assert len(shard.read(T0 + 3600)) == 2 and shard.read(T0 + 3600, "nowhere") == []
+
+
+def test_answers_within_the_answering_queues_thresholds_by_the_acds_wait():
+    thresholds = {"продажи": (10.0, 20.0), "billing": (30.0,)}
+    m = make(AgentSettings(zones, 60.0, thresholds_for=lambda q: thresholds[q]))
+    answers = [("c1", "продажи", 8.0), ("c2", "продажи", 15.0), ("c3", "продажи", 20.0), ("c4", "продажи", 20.5),
+               ("c5", "billing", 25.0), ("c6", "billing", None)]
+    for n, (call_id, queue, wait) in enumerate(answers):
+        extra = {} if wait is None else {"wait_seconds": wait}
+        m.apply(event("call.answered", T0 + 100 * n, queue=queue, call_id=call_id, agent_id="a1", **extra), T0 + 100 * n)
+    today = m.read(T0 + 600)["today"]
+    # within 10: c1; within 20: c1, c2, c3 (the edge counts, as for queues); within 30 (billing): c5
+    assert today["answered_within"] == {"10": 1, "20": 3, "30": 1}
+    assert (today["answered"], today["answered_wait_unknown"]) == (6, 1)
+    from callpulse.tools.report import agent_csv_columns, agent_csv_row
+    m.apply(event("agent.logged_in", T0 + 1000, queues=["продажи"], agent_id="a1"), T0 + 1000)
+    record = next(r for r in m.closed if r["interval_minutes"] == 15)
+    assert {"answered_within_10s", "answered_within_20s"} <= set(agent_csv_columns([record]))
+    assert agent_csv_row(record)["answered_within_20s"] == "3"

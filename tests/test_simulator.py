@@ -59,7 +59,7 @@ TYPES: dict[str, tuple[set[str], set[str]]] = {
     "call.offered": ({"queue", "call_id"}, {"caller", "priority"}),
     "call.ringing": ({"queue", "call_id", "agent_id"}, {"attempt"}),
     "call.ring_no_answer": ({"queue", "call_id", "agent_id"}, {"attempt", "ring_seconds"}),
-    "call.answered": ({"queue", "call_id", "agent_id"}, set()),
+    "call.answered": ({"queue", "call_id", "agent_id"}, {"wait_seconds"}),
     "call.abandoned": ({"queue", "call_id"}, set()),
     "call.flowed_out": ({"queue", "call_id", "reason"}, {"target_queue"}),
     "call.hold_started": ({"queue", "call_id", "agent_id"}, set()),

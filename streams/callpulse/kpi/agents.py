@@ -31,7 +31,7 @@ from typing import Any
 
 from . import formulas, quality, scorecard
 from .intervals import KEEP_FINAL_RECORDS_SECONDS, interval_bounds, interval_start, local_iso
-from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay, top_counts
+from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay, threshold_key, top_counts
 
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
 #: The counters read() gives since the agent's first event (today's have more: state seconds, KPIs).
@@ -61,6 +61,7 @@ class AgentSettings:
     names: Mapping[str, str] = field(default_factory=dict)  # configured display names (win over the events')
     scheduled_seconds: Callable[[str], float] = lambda agent_id: 0.0  # per day; 0: no schedule
     card: tuple[scorecard.Measure, ...] = ()
+    thresholds_for: Callable[[str], tuple[float, ...]] = lambda queue: ()  # a queue's service-level thresholds
 
 
 def occupancy(talk: float, hold: float, wrapup: float, logged_in: float, not_ready: float) -> float | None:
@@ -239,7 +240,13 @@ class AgentModel:
     def _on_answered(self, event: dict, t: float) -> None:
         if event["call_id"] in self.calls:  # answered twice (different event ids): the first stands
             return
-        self._add(t, answered=1.0)
+        wait = event.get("wait_seconds")
+        if wait is None:  # the ACD did not say: the agent's answered-within counts leave it out
+            self._add(t, answered=1.0, answered_wait_unknown=1.0)
+        else:
+            within = {f"answered_within:{threshold_key(limit)}": 1.0
+                      for limit in self.settings.thresholds_for(event["queue"]) if wait <= limit}
+            self._add(t, answered=1.0, **within)
         self.calls[event["call_id"]] = [event["queue"], t, None, 0.0]
         early = self.ended_early.pop(event["call_id"], None)
         if early is not None and early[1] >= t:
@@ -530,6 +537,7 @@ def day_view(c: dict[str, float]) -> dict:
     nps: dict[int, float] = {}
     reasons: dict[str, float] = {}
     codes: dict[str, float] = {}
+    within: dict[str, float] = {}
     for key, n in c.items():
         kind, _, name = key.partition(":")
         if not name:
@@ -538,12 +546,18 @@ def day_view(c: dict[str, float]) -> dict:
             reasons[name] = n
         elif kind == "disposition":
             codes[name] = n
+        elif kind == "answered_within":
+            within[name] = n
         elif kind == "csat":
             csat[int(name)] = n
         elif kind == "nps":
             nps[int(name)] = n
     return {
         "answered": get("answered"),
+        # answered within each threshold of the answering queue (its label), by the answer's
+        # wait_seconds; answers without one are counted apart
+        "answered_within": dict(sorted(within.items(), key=lambda kv: float(kv[0]))),
+        "answered_wait_unknown": get("answered_wait_unknown"),
         "handled": get("handled"),
         "transfers": get("transfers"),
         "ring_no_answers": get("ring_no_answers"),

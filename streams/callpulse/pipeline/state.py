@@ -118,7 +118,8 @@ class QueueStates:
         agents = config.agents
         self._agent_settings = AgentSettings(
             self._agent_day, config.stream.lateness_seconds, config.stream.dedup_seconds, names=agents.names,
-            scheduled_seconds=agents.scheduled_seconds, card=agents.scorecard)
+            scheduled_seconds=agents.scheduled_seconds, card=agents.scorecard,
+            thresholds_for=lambda queue: config.queue(queue).thresholds_seconds)
         self._batches_since_snapshot: dict[str, list[int]] = {}
         self._last_snapshot: dict[str, tuple[float, int]] = {}  # queue -> (wall time, covered offset)
         self._covered_by_previous: dict[str, int] = {}

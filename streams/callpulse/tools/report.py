@@ -202,8 +202,10 @@ _AGENT_STATES = ("logged_in", "available", "on_call", "wrap_up", "not_ready")
 
 def agent_csv_columns(records: list[dict]) -> list[str]:
     measures = list(dict.fromkeys(m for r in records for m in (r.get("scorecard") or {}).get("measures", {})))
+    thresholds = sorted({t for r in records for t in r.get("answered_within", {})}, key=float)
     return (["agent_id", "agent_name", "period", "interval_start", "interval_end", "interval_minutes", "business_day",
-             "timezone", "final", *_AGENT_COUNTS] + [f"{s}_seconds" for s in _AGENT_STATES] + list(_AGENT_KPIS)
+             "timezone", "final", *_AGENT_COUNTS] + [f"answered_within_{t}s" for t in thresholds]
+            + ["answered_wait_unknown"] + [f"{s}_seconds" for s in _AGENT_STATES] + list(_AGENT_KPIS)
             + ["score"] + [f"score_{m}" for m in measures])
 
 
@@ -214,6 +216,8 @@ def agent_csv_row(record: dict) -> dict:
            "timezone": record["timezone"], "final": "true" if record["final"] else "false"}
     row.update({name: _num(record[name]) for name in (*_AGENT_COUNTS, *_AGENT_KPIS)})
     row.update({f"{s}_seconds": _num(record["state_seconds"][s]) for s in _AGENT_STATES})
+    row.update({f"answered_within_{t}s": _num(n) for t, n in record.get("answered_within", {}).items()})
+    row["answered_wait_unknown"] = _num(record.get("answered_wait_unknown"))
     card = record.get("scorecard") or {}
     row["score"] = _num(card.get("score"))
     for name, line in card.get("measures", {}).items():

@@ -763,6 +763,7 @@ class _Simulation:
         call.waited += t - call.offered_at
         ev = self._call_ev(t, "call.answered", call, call.qi)
         ev["agent_id"] = agent.id
+        ev["wait_seconds"] = round(t - call.offered_at, 3)  # this leg's wait, as an ACD reports it
         self._agent_state(agent, t, _ON_CALL)
         if not call.transferred and rng.random() < q.transfer_prob:
             call.transfer_to = rng.choice(self.transfer_targets[call.qi])
@@ -1151,6 +1152,7 @@ class _SteadySimulation(_Simulation):
         ev["attempt"] = 1
         ev = self._call_ev(t, "call.answered", call, 0)
         ev["agent_id"] = agent.id
+        ev["wait_seconds"] = round(t - call.offered_at, 3)
         self._agent_state(agent, t, _ON_CALL)
         handle = self.rng.expovariate(1.0 / self.p.handle_seconds)
         wrap = handle * _STEADY_WRAP_SHARE

@@ -30,7 +30,7 @@ from ami_server import (
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time, queues_of
 from callpulse.kpi.model import QueueModel
-from callpulse.sources import Skips
+from callpulse.sources import Skips, event_id
 from callpulse.sources.ami import AmiAuthError, AmiMapper, AmiParser, AmiSource, AmiStream, backoff_delay, parse_capture
 
 T0 = parse_time("2026-01-05T09:00:00.000Z")
@@ -202,9 +202,28 @@ EXPECTED_CALL_FLOWS = [
 ]
 
 
+def answer_waits(events: list[dict]) -> list[tuple[str, float | None]]:
+    """(call, wait_seconds) of every call.answered, after checking that wait_seconds is exactly the
+    wait the model computes: the answer's time minus the time of the stay's call.offered."""
+    offered: dict[tuple[str, str], float] = {}
+    out = []
+    for e in events:
+        key = (e.get("queue"), e.get("call_id"))
+        if e["type"] == "call.offered":
+            offered[key] = parse_time(e["time"])
+        elif e["type"] == "call.answered":
+            entered = offered.pop(key)  # the mapper answers only stays it has offered
+            if "wait_seconds" in e:
+                assert e["wait_seconds"] == round(parse_time(e["time"]) - entered, 3), e
+            out.append((e["call_id"], e.get("wait_seconds")))
+    return out
+
+
 def check_call_flows(events: list[dict]) -> None:
     assert [short(e) for e in events] == EXPECTED_CALL_FLOWS
     assert_valid(events)
+    # wait_seconds is the AgentConnect time minus the QueueCallerJoin time (equal to HoldTime here)
+    assert answer_waits(events) == [(C1.uniqueid, 6), (C3.uniqueid, 20), (C4.uniqueid, 4)]
     assert all(e["source"] == SOURCE and "caller" not in e for e in events)  # no caller numbers by default
 
     it = fold(events, "IT")
@@ -360,6 +379,7 @@ async def test_a_call_already_waiting_at_login_comes_from_queue_status_with_its_
     assert_valid(synced)
     totals = fold(synced, "IT")["totals"]
     assert (totals["offered"], totals["answered"], totals["answer_wait_seconds"], totals["talk_seconds"]) == (1, 1, 35, 60)
+    assert answer_waits(synced) == [(C0.uniqueid, 35)]  # from the snapshot's offer at now - Wait
 
     # The same call seen joining live: the same ids for all its events.
     async with ami_server([join(T0 - 30, "IT", C0)] + tail, members=members, clock=T0 - 31,
@@ -369,6 +389,7 @@ async def test_a_call_already_waiting_at_login_comes_from_queue_status_with_its_
         return {e["type"]: e["event_id"] for e in events if e.get("call_id") == C0.uniqueid}
     assert call_ids(synced) == call_ids(live)
     assert set(call_ids(live)) == {"call.offered", "call.ringing", "call.answered", "call.ended"}
+    assert answer_waits(live) == [(C0.uniqueid, 35)]
 
 
 async def test_a_dropped_connection_reconnects_with_backoff_and_loses_or_repeats_nothing(tmp_path):
@@ -532,3 +553,35 @@ def test_queue_status_names_members_too():
     assert [(e["type"], e["agent_id"], e.get("agent_name")) for e in events] == [
         ("agent.queue_joined", "PJSIP/1002", "Bob Marley"), ("agent.state_changed", "PJSIP/1002", "Bob Marley")]
     assert_valid(events)
+
+
+# ---- wait_seconds on call.answered -------------------------------------------------------------
+
+def test_wait_seconds_is_the_answer_time_minus_the_offer_time_not_the_whole_second_holdtime():
+    mapper = AmiMapper(SOURCE)
+    script = [join(T0 + 0.25, "IT", C1), agent_called(T0 + 2, "IT", C1, ALICE), leave(T0 + 6.8, "IT", C1),
+              connect(T0 + 6.8, "IT", C1, ALICE, hold_time=6, ring_time=4)]  # HoldTime: whole seconds
+    events = [e for s in script for e in mapper.map(as_message(s), s.timestamp)]
+    assert answer_waits(events) == [(C1.uniqueid, 6.55)]
+    assert_valid(events)
+    totals = fold(events, "IT")["totals"]
+    assert totals["answer_wait_seconds"] == pytest.approx(6.55)
+
+
+def test_no_wait_seconds_when_the_snapshot_gave_no_wait():
+    mapper = AmiMapper(SOURCE)
+    entry = {"event": "QueueEntry", "queue": "IT", "uniqueid": C1.uniqueid, "position": "1"}  # no Wait header
+    offered = mapper.snapshot([], [entry], T0)
+    answered = mapper.map(as_message(connect(T0 + 4, "IT", C1, ALICE, hold_time=30, ring_time=4)), T0 + 4)
+    events = offered + answered
+    assert [e["type"] for e in events if e["type"].startswith("call.")] == ["call.offered", "call.answered"]
+    assert answer_waits(events) == [(C1.uniqueid, None)]  # offered "now" is a guess: no wait_seconds
+    assert_valid(events)
+
+
+def test_wait_seconds_leaves_the_event_ids_as_they_were():
+    mapper = AmiMapper(SOURCE)
+    script = [join(T0, "IT", C1), connect(T0 + 6, "IT", C1, ALICE, hold_time=6, ring_time=4)]
+    answered = next(e for s in script for e in mapper.map(as_message(s), s.timestamp) if e["type"] == "call.answered")
+    assert answered["wait_seconds"] == 6
+    assert answered["event_id"] == event_id(SOURCE, "call.answered", "IT", C1.uniqueid, 1)

@@ -21,6 +21,7 @@ import pytest
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time
 from callpulse.kpi.model import QueueModel
+from callpulse.sources import event_id
 from callpulse.sources.call_records import (
     IVR_OUT_OF_ORDER,
     UNKNOWN_AGENT,
@@ -418,6 +419,9 @@ def test_august_imports():
     assert skips.counts[IVR_OUT_OF_ORDER] == sum(r["outcome"] != "PHANTOM" and int(r["vru_time"]) < 0 for r in rows)
     check_schema(events)
     assert len({e["event_id"] for e in events}) == len(events)
+    waits = check_answer_waits(events)  # wait_seconds = answered - offered = q_time here too
+    served = [r for r in rows if r["outcome"] == "AGENT"]
+    assert len(waits) == len(served) and all(waits[row_call_id(r)] == int(r["q_time"]) for r in served)
     # August is summer time in Israel (UTC+3): AA0204 43678, 990801 0:10:10 local
     first = next(e for e in events if e["call_id"] == "990801-AA0204-43678")
     assert first["time"] == "1999-07-31T21:10:10.000Z"
@@ -447,3 +451,40 @@ def test_a_file_of_another_layout_is_refused(tmp_path):
     path.write_text("epoch|callid|queue\n1|2|3\n")
     with pytest.raises(ValueError, match="not an Anonymous Bank file"):
         list(read_records(path, AnonymousBank()))
+
+
+
+# ---- wait_seconds on call.answered ------------------------------------------------------------------
+
+
+def check_answer_waits(events: list[dict]) -> dict[str, float]:
+    """call_id -> wait_seconds of every call.answered, after checking it is exactly the wait the model
+    computes: the answer's time minus the call's call.offered time."""
+    offered = {e["call_id"]: t(e) for e in events if e["type"] == "call.offered"}
+    waits = {}
+    for e in events:
+        if e["type"] == "call.answered":
+            assert e["wait_seconds"] == t(e) - offered[e["call_id"]], e
+            waits[e["call_id"]] = e["wait_seconds"]
+    return waits
+
+
+def test_answered_wait_seconds_is_q_time_and_the_queues_wait(feb_events, feb_rows):
+    waits = check_answer_waits(feb_events)
+    served = [r for r in feb_rows if r["outcome"] == "AGENT"]
+    assert len(waits) == len(served) == 27_162
+    assert all(waits[row_call_id(r)] == int(r["q_time"]) for r in served)  # 0 for the direct-to-agent calls
+    for queue in QUEUES:  # what the model folds from offered -> answered is the sum of wait_seconds
+        answered = [e for e in feb_events if e["type"] == "call.answered" and e["queue"] == queue]
+        model = fold(feb_events, queue)
+        totals = model.read(model.watermark)["totals"]
+        assert totals["answer_wait_seconds"] == sum(e["wait_seconds"] for e in answered), queue
+
+
+def test_direct_to_agent_wait_seconds_is_zero(feb_by_call):
+    # Straight from the VRU to a free agent: offered and answered at vru_exit, a real zero wait.
+    call = feb_by_call["990201-AA0101-34536"]
+    assert call["call.answered"]["wait_seconds"] == 0
+    # ... and the field does not change the id: event_id(source, call_id, kind), as before.
+    assert call["call.answered"]["event_id"] == event_id("anonymous_bank", "990201-AA0101-34536", "answered")
+

@@ -35,7 +35,7 @@ from esl_server import (
 from callpulse.config import load_config
 from callpulse.events import Router, parse_time
 from callpulse.kpi.model import QueueModel
-from callpulse.sources import Skips
+from callpulse.sources import Skips, event_id
 from callpulse.sources.freeswitch import (
     CallcenterMapper,
     FrameParser,
@@ -551,3 +551,75 @@ def test_events_without_time_or_of_other_kinds_are_skipped():
     assert mapper.map_event({"Event-Name": "CHANNEL_ANSWER", "Event-Date-Timestamp": "1795000000000000"}) == []
     assert mapper.skips.counts == {"event without Event-Date-Timestamp": 1, "CC-Action with no canonical event": 1,
                                    "not a callcenter::info event": 1}
+
+
+# ---- wait_seconds on call.answered ------------------------------------------------------------
+
+
+def answer_waits(events: list[dict]) -> list[tuple[str, float | None]]:
+    """(call, wait_seconds) of every call.answered, after checking that wait_seconds is exactly the
+    wait the model computes (the answer's time minus the call's call.offered time, clamped at 0 as the
+    model clamps it) and that every event is schema-valid."""
+    assert_schema_valid(events)
+    offered: dict[tuple[str, str], float] = {}
+    out = []
+    for e in events:  # as emitted: an answer can be timed before its offer (see the m3 case below)
+        key = (e.get("queue"), e.get("call_id"))
+        if e["type"] == "call.offered":
+            offered[key] = parse_time(e["time"])
+        elif e["type"] == "call.answered":
+            if "wait_seconds" in e:
+                assert e["wait_seconds"] == max(0.0, round(parse_time(e["time"]) - offered[key], 3)), e
+            out.append((e["call_id"], e.get("wait_seconds")))
+    return out
+
+
+def test_answered_carries_the_wait_from_the_offer(live_run):
+    events, _, _ = live_run
+    # M0: joined at -15 (the sync's joined_epoch), bridged at +4.25; A: joined at +10.1, bridged at +43.5.
+    assert answer_waits(events) == [(M0.session, 19.25), (MA.session, 33.4)]
+    _, view = fold(events)
+    assert view["totals"]["answer_wait_seconds"] == pytest.approx(sum(e["wait_seconds"] for e in of(events, "call.answered")))
+
+
+async def test_wait_seconds_survives_a_dropped_connection(live_run):
+    events, _, _ = await run(drop=True, refuse_after_drop=0)
+    assert answer_waits(events) == answer_waits(live_run[0])
+
+
+def test_wait_seconds_of_a_rebuilt_offer_or_answer():
+    mapper, _ = synced_mapper({A1: ("Available", "Waiting", 0), A2: ("Available", "Waiting", 0)})
+    m1, m2, m3 = Member(Q, "m1", "s1"), Member(Q, "m2", "s2"), Member(Q, "m3", "s3")
+    out = feed(mapper, [
+        # m1: member-queue-start missed, offered at CC-Member-Joined-Time (+12), bridged at +30.4
+        bridge_agent_start(T0 + 30.4, m1, A1, joined=T0 + 12, called=T0 + 28),
+        agent_state_change(T0 + 30.5, A1, "In a queue call"),
+        # m2: bridge-agent-start missed, answered at CC-Agent-Answered-Time (+41) after an offer at +31.6
+        member_queue_start(T0 + 31.6, m2),
+        bridge_agent_end(T0 + 60, m2, A2, joined=T0 + 31, called=T0 + 39, answered=T0 + 41),
+        # m3: the same, answered in the second it was offered: the whole-second answer time (+61) is
+        # before the offer (+61.7); the model counts a wait of 0, and so does wait_seconds.
+        member_queue_start(T0 + 61.7, m3),
+        bridge_agent_end(T0 + 90, m3, A2, joined=T0 + 61, called=T0 + 61, answered=T0 + 61),
+    ])
+    assert answer_waits(out) == [(m1.session, 18.4), (m2.session, 9.4), (m3.session, 0.0)]
+    _, view = fold(out)
+    assert view["totals"]["answer_wait_seconds"] == pytest.approx(18.4 + 9.4 + 0.0)
+
+
+def test_no_wait_seconds_when_the_sync_does_not_know_a_time():
+    mapper = CallcenterMapper(SOURCE, [Q])
+    def member(n: str, **row: str) -> dict[str, str]:
+        return {"queue": Q, "uuid": f"m{n}", "session_uuid": f"s{n}", "state": "Answered", "serving_agent": A1} | row
+    rows = [member("1", joined_epoch=str(int(T0 - 20)), bridge_epoch=str(int(T0 - 5))),  # both known
+            member("2", joined_epoch="0", bridge_epoch=str(int(T0 - 5))),  # joined unknown: offered "now"
+            member("3", joined_epoch=str(int(T0 - 20)), bridge_epoch="0")]  # bridge unknown: answered "now"
+    out = mapper.sync(Snapshot(T0, [Q], rows, [], [{"queue": Q, "agent": A1}]))
+    assert answer_waits(out) == [("s1", 15.0), ("s2", None), ("s3", None)]
+
+
+def test_wait_seconds_leaves_the_ids_as_they_were(live_run):
+    events, _, _ = live_run
+    for e in of(events, "call.answered"):
+        member = next(m for m in (M0, MA) if m.session == e["call_id"])
+        assert e["event_id"] == event_id(SOURCE, "answered", Q, member.uuid, member.session)

@@ -19,7 +19,7 @@ Mapping (the README's table):
 | AgentCalled | `call.ringing` (`attempt`: the n-th ring of this call in this queue) |
 | AgentRingNoAnswer | `call.ring_no_answer` (`ring_seconds` = RingTime / 1000: Asterisk sends ms) |
 | AgentDump | `call.ring_no_answer` with `attributes.ami_event = "AgentDump"` (the member hung up before being bridged; the caller keeps waiting) |
-| AgentConnect | `call.answered`, and `agent.state_changed` `on_call` in every queue of the member |
+| AgentConnect | `call.answered` (`wait_seconds` = its time minus the stay's `call.offered` time), and `agent.state_changed` `on_call` in every queue of the member |
 | AgentComplete, Reason caller / agent | `call.ended` (`ended_by` caller / agent), the member's state after the call |
 | AgentComplete, Reason transfer | `call.transferred`, the member's state after the call |
 | QueueCallerAbandon | `call.abandoned` |
@@ -192,6 +192,7 @@ class _Stay:
     call_id: str
     number: int  # 1 for the call's first stay in this queue, 2 if it came back, ...
     since: float  # event time of the last thing that happened to it
+    offered_at: float | None = None  # the time of its call.offered; None when that time was a guess
     connected: bool = False
     agent: str | None = None
     agent_leg: str | None = None  # the member channel's Uniqueid (Hold events may name it)
@@ -307,7 +308,10 @@ class AmiMapper:
             stay.agent, stay.agent_leg = agent, m.get("destuniqueid") or None
             if stay.agent_leg:
                 self.open_by_channel[stay.agent_leg] = stay
-            out.append(self._call_event("call.answered", stay, t, agent_id=agent))
+            # The wait the queue computes: this event's time minus the stay's call.offered time (the
+            # Timestamps are finer than HoldTime, Asterisk's whole seconds of the same wait).
+            wait = None if stay.offered_at is None else _wait_seconds(stay.offered_at, t)
+            out.append(self._call_event("call.answered", stay, t, agent_id=agent, wait_seconds=wait))
         self.in_call.setdefault(agent, set()).add(m["uniqueid"])
         return out + self._states(agent, t)
 
@@ -430,6 +434,8 @@ class AmiMapper:
             stay = self.stays.get(key)
             if stay is None or stay.connected:
                 stay = self._open(*key, now - wait)
+                if not e.get("wait"):  # no Wait: offered "now", a guess, so no wait_seconds later
+                    stay.offered_at = None
                 offers.append(self._call_event("call.offered", stay, now - wait, caller=self._caller(e)))
             elif stay.left_at is not None:  # left, and it is waiting again: not a flow-out after all
                 stay.left_at = None
@@ -450,7 +456,7 @@ class AmiMapper:
             self._close(old)
         number = self.stay_numbers.get((queue, call_id), (0, t))[0] + 1
         self.stay_numbers[(queue, call_id)] = (number, t)
-        stay = _Stay(queue, call_id, number, t)
+        stay = _Stay(queue, call_id, number, t, offered_at=t)
         self.stays[(queue, call_id)] = stay
         self.open_by_channel[call_id] = stay
         return stay
@@ -542,6 +548,12 @@ class AmiMapper:
         eid = event_id(self.source, kind, agent, where, fields.get("state", ""), fields.get("reason") or "",
                        format_time(t), n)
         return make_event(kind, t, self.source, eid, agent_id=agent, agent_name=self.agent_names.get(agent), **fields)
+
+
+def _wait_seconds(offered: float, answered: float) -> float:
+    """call.answered's `wait_seconds`: answered - offered as the model computes it from the two
+    events' times, which are written to the millisecond (so the two always agree), never negative."""
+    return max(0, math.floor(answered * 1000.0 + 0.5) - math.floor(offered * 1000.0 + 0.5)) / 1000.0
 
 
 def _pause_reason(m: dict[str, str]) -> str | None:

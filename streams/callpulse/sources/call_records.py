@@ -10,7 +10,7 @@ A record becomes, in this order (each part only when the record has it):
     call.ivr_entered (queue = the record's queue, so IVR arrivals can be counted per queue)
     call.ivr_left    (result to_queue / self_served / abandoned; queue = where it went)
     call.offered     (queue, priority)
-    call.answered + call.ended      or      call.abandoned
+    call.answered (wait_seconds = answered - offered) + call.ended      or      call.abandoned
 
 Event ids are `event_id(source, call_id, <kind>)`, so re-importing a file (from any path) gives
 the same ids and the worker counts nothing twice.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -123,12 +124,20 @@ def record_events(record: CallRecord, source: str) -> list[dict]:
     if record.wait_ended is None:
         return events  # still waiting when the file was written
     if record.outcome == "answered":
-        events.append(event("answered", record.wait_ended, queue=queue, agent_id=record.agent_id or UNKNOWN_AGENT))
+        # wait_seconds: the wait the queue computes from call.offered (for Anonymous Bank, q_time).
+        events.append(event("answered", record.wait_ended, queue=queue, agent_id=record.agent_id or UNKNOWN_AGENT,
+                            wait_seconds=_wait_seconds(record.queued_at, record.wait_ended)))
         if record.service_ended is not None:
             events.append(event("ended", record.service_ended, queue=queue, agent_id=record.agent_id))
     elif record.outcome == "abandoned":
         events.append(event("abandoned", record.wait_ended, queue=queue))
     return events
+
+
+def _wait_seconds(offered: float, answered: float) -> float:
+    """call.answered's `wait_seconds`: answered - offered as the model computes it from the two
+    events' times, which are written to the millisecond (so the two always agree), never negative."""
+    return max(0, math.floor(answered * 1000.0 + 0.5) - math.floor(offered * 1000.0 + 0.5)) / 1000.0
 
 
 def read_records(path: str | Path, layout: RecordLayout, timezone: str | None = None) -> Iterator[CallRecord | Skip]:

@@ -20,7 +20,7 @@ Mapping of ``callcenter::info`` events (``CC-Action``), as read in ``mod_callcen
 | `agent-offering` | | `call.ringing` (`attempt` = n-th offer of this caller in this queue) |
 | `bridge-agent-fail` | | `call.ring_no_answer` (same `attempt`, `ring_seconds`, `hangup_cause` attribute) |
 | `bridge-agent-start` | | agent `on_call`; `call.answered` once the bridge is confirmed (below) |
-| `agent-state-change` | `In a queue call` | confirms the bridge: `call.answered` at the `bridge-agent-start` time |
+| `agent-state-change` | `In a queue call` | confirms the bridge: `call.answered` at the `bridge-agent-start` time, `wait_seconds` = that time minus the `call.offered` time |
 | `bridge-agent-end` | bridged | `call.answered` if not yet confirmed, `call.ended`; agent `wrap_up` (wrap-up time > 0 or *On Demand*) else `available` |
 | `bridge-agent-end` | `CC-Agent-Bridged: false` | no outcome (the caller waits on, or a `member-queue-end` follows); agent `available` |
 | `member-queue-end` | `Terminated` | nothing new (`call.ended` only if `bridge-agent-end` was missed) |
@@ -267,9 +267,12 @@ class _Call:
     member: str  # CC-Member-UUID: one per callcenter app run (kept on member-queue-resume)
     session: str  # CC-Member-Session-UUID: the caller's channel, our call_id
     offered: bool = False
+    offered_at: float | None = None  # the time of its call.offered; None when that was a guess (sync "now")
     attempts: int = 0
     rings: dict[str, tuple[float, int]] = field(default_factory=dict)  # agent -> (ring start, attempt)
-    held_answer: tuple[float, str] | None = None  # (time, agent) of a bridge-agent-start not yet confirmed
+    # (time, agent, whether the time is known rather than the sync's "now") of a bridge-agent-start
+    # not yet confirmed
+    held_answer: tuple[float, str, bool] | None = None
     answered: bool = False
     agent: str | None = None
 
@@ -300,6 +303,13 @@ def _seconds(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def _wait_seconds(offered: float, answered: float) -> float:
+    """call.answered's `wait_seconds`: answered - offered as the model computes it from the two
+    events' times, which are written to the millisecond (so the two always agree), never negative
+    (a whole-second ``CC-*-Time`` can be up to a second before a microsecond event time)."""
+    return max(0, math.floor(answered * 1000.0 + 0.5) - math.floor(offered * 1000.0 + 0.5)) / 1000.0
 
 
 class CallcenterMapper:
@@ -394,11 +404,11 @@ class CallcenterMapper:
             if call is None or call.session != session:
                 call = self.calls[key] = _Call(queue, member, session)
             if not call.offered:
-                joined = _seconds(row.get("rejoined_epoch")) or _seconds(row.get("joined_epoch")) or snap.now
-                out += self._offer(call, joined, row.get("cid_number"))
+                joined = _seconds(row.get("rejoined_epoch")) or _seconds(row.get("joined_epoch"))
+                out += self._offer(call, joined or snap.now, row.get("cid_number"), known=joined is not None)
             if state == "Answered" and not call.answered and row.get("serving_agent"):
-                answered_at = _seconds(row.get("bridge_epoch")) or snap.now
-                call.held_answer = (answered_at, row["serving_agent"])
+                bridged = _seconds(row.get("bridge_epoch"))
+                call.held_answer = (bridged or snap.now, row["serving_agent"], bridged is not None)
                 out += self._confirm_answer(call)
                 self._agent(row["serving_agent"]).call = key
 
@@ -434,8 +444,9 @@ class CallcenterMapper:
             call = self.calls[(queue, member)] = _Call(queue, member, session)
         return call
 
-    def _offer(self, call: _Call, t: float, caller: str | None) -> list[dict]:
+    def _offer(self, call: _Call, t: float, caller: str | None, known: bool = True) -> list[dict]:
         call.offered = True
+        call.offered_at = t if known else None
         caller = caller if self.include_caller and caller and len(caller) <= 64 else None
         return [self._call_event("call.offered", t, call, "offered", caller=caller)]
 
@@ -485,7 +496,7 @@ class CallcenterMapper:
             return []
         out = self._offer_if_missed(call, h) + self._learn_queue(name, call.queue, t, stamp)
         call.rings.pop(name, None)
-        call.held_answer = (t, name)  # confirmed by the bridge (see the module docstring)
+        call.held_answer = (t, name, True)  # confirmed by the bridge (see the module docstring)
         agent = self._agent(name)
         out += self._end_wrap(agent, t)
         agent.call = (call.queue, call.member)
@@ -557,16 +568,18 @@ class CallcenterMapper:
     def _confirm_answer(self, call: _Call) -> list[dict]:
         if call.held_answer is None or call.answered:
             return []
-        t, agent = call.held_answer
+        t, agent, known = call.held_answer
         call.held_answer, call.answered, call.agent = None, True, agent
-        return [self._call_event("call.answered", t, call, "answered", agent_id=agent)]
+        # The wait the queue computes from the call's call.offered; only when both times are known.
+        wait = _wait_seconds(call.offered_at, t) if known and call.offered_at is not None else None
+        return [self._call_event("call.answered", t, call, "answered", agent_id=agent, wait_seconds=wait)]
 
     def _answer_if_missed(self, call: _Call, h: Mapping[str, str]) -> list[dict]:
         """An answer rebuilt from CC-Agent-Answered-Time when bridge-agent-start was not seen."""
         answered, agent = _seconds(h.get("CC-Agent-Answered-Time")), h.get("CC-Agent", "")
         if call.answered or answered is None or not agent:
             return []
-        call.held_answer = (answered, agent)
+        call.held_answer = (answered, agent, True)
         return self._confirm_answer(call)
 
     def _lost_while_away(self, call: _Call, agent_rows: dict[str, dict[str, str]]) -> list[dict]:

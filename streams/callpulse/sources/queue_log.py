@@ -20,6 +20,8 @@ those fields from the same clock as the epochs, so the two differ by at most the
 between two `time()` calls; when they differ by more than `MAX_CLOCK_SLIP_SECONDS` the fields are
 not trusted and the line's epoch is used (also when the call's earlier line was never seen, and
 for realtime rows whose times have microseconds: their differences are more precise than the fields).
+`call.answered` carries that same wait as `wait_seconds` (answer time minus enter time, so the
+holdtime whenever the answer is timed from it); without the call's ENTERQUEUE it has none.
 
 Event ids are `event_id(source, <line text>, <index of the event within the line>)`, the line
 text being the line without NUL bytes, line break and trailing empty fields. The same line read
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -223,6 +226,12 @@ TRANSFERS = frozenset(("BLINDTRANSFER", "ATTENDEDTRANSFER", "TRANSFER"))
 MAX_DID = 64  # a dialled number, like the schema's phone numbers
 
 Timed = tuple[float, dict]  # (epoch seconds, event)
+
+
+def _wait_seconds(offered: float, answered: float) -> float:
+    """call.answered's `wait_seconds`: answered - offered as the model computes it from the two
+    events' times, which are written to the millisecond (so the two always agree), never negative."""
+    return max(0, math.floor(answered * 1000.0 + 0.5) - math.floor(offered * 1000.0 + 0.5)) / 1000.0
 
 
 def _number(text: str) -> float | None:
@@ -541,14 +550,19 @@ def _on_connect(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     if not _needs(m, r, agent=True):
         return
     key = (r.queue, r.call_id)
-    t = m._timed_from(m.waiting.pop(key, None), r.field(1), r.time)
+    entered = m.waiting.pop(key, None)
+    t = m._timed_from(entered, r.field(1), r.time)
     m.ring_attempts.pop(key, None)
     m.talking[key] = t
     m._learn_queue(r.agent, r.queue)
     calls = m.on_call.setdefault(r.agent, [])
     if key not in calls:
         calls.append(key)
-    emit("call.answered", t, queue=r.queue, call_id=r.call_id, agent_id=r.agent)
+    # wait_seconds: the wait the queue computes from this call's call.offered, i.e. the holdtime when
+    # the answer is timed at enter time + holdtime (the epoch's wait when it is not, see Times). No
+    # ENTERQUEUE seen: no offer to measure from, so no wait_seconds.
+    emit("call.answered", t, queue=r.queue, call_id=r.call_id, agent_id=r.agent,
+         wait_seconds=None if entered is None else _wait_seconds(entered, t))
     emit("agent.state_changed", t, agent_id=r.agent, queues=list(m.agent_queues[r.agent]), state="on_call")
 
 

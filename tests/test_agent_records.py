@@ -45,7 +45,8 @@ def test_interval_records_of_a_shift_by_hand():
     assert (second["answered"], second["handled"], second["transfers"], second["ring_no_answers"]) == (1, 2, 1, 1)
     assert (second["talk_seconds"], second["hold_seconds"], second["wrapup_seconds"]) == (540, 60, 90)
     assert second["state_seconds"] == pytest.approx({"logged_in": 900, "available": 510, "on_call": 300, "wrap_up": 90, "not_ready": 0})
-    assert second["occupancy"] == pytest.approx(690 / 900) and second["csat_ratio"] == pytest.approx(0.5)
+    # an interval's occupancy is by states (on call + wrap-up) / (logged in - not ready): (300 + 90) / 900
+    assert second["occupancy"] == pytest.approx(390 / 900) and second["csat_ratio"] == pytest.approx(0.5)
     assert second["dispositions"] == {"sale": 1}
     # 11:30-11:45 the lunch break: occupancy undefined (no time available for calls), utilization 0
     assert lunch["not_ready_seconds_by_reason"] == pytest.approx({"обед": 900})
@@ -240,3 +241,77 @@ def test_answers_within_the_answering_queues_thresholds_by_the_acds_wait():
     record = next(r for r in m.closed if r["interval_minutes"] == 15)
     assert {"answered_within_10s", "answered_within_20s"} <= set(agent_csv_columns([record]))
     assert agent_csv_row(record)["answered_within_20s"] == "3"
+
+
+# ---- found by review: each failed before its fix ---------------------------------------------
+
+def test_a_weekend_logged_in_without_events_still_closes_fridays_day():
+    m = make()
+    fri = epoch("2026-12-04T06:00:00Z")  # Friday 09:00 in Moscow
+    feed(m, [event("agent.logged_in", fri, queues=["продажи"], **A),
+             event("call.answered", fri + 600, call_id="c1", **Q, **A),
+             event("call.ended", fri + 900, call_id="c1", **Q, **A),
+             event("agent.logged_out", epoch("2026-12-07T06:00:00Z"), queues=["продажи"], **A)])  # Monday
+    days = {r["business_day"]: r for r in closed(m) if r["period"] == "day"}
+    assert sorted(days) == ["2026-12-04", "2026-12-05", "2026-12-06"]
+    assert days["2026-12-04"]["handled"] == 1 and days["2026-12-04"]["state_seconds"]["logged_in"] == 54000
+    assert days["2026-12-05"]["state_seconds"]["logged_in"] == 86400
+
+
+def test_an_earlier_event_before_the_first_close_gets_its_interval_closed():
+    m = make()
+    assert m.apply(event("call.ring_no_answer", T0 + 910, call_id="b", **Q, **A), T0 + 910) == "applied"
+    assert m.apply(event("call.ring_no_answer", T0 + 890, call_id="a", **Q, **A), T0 + 890) == "late"
+    m.apply(event("call.ring_no_answer", T0 + 2000, call_id="c", **Q, **A), T0 + 2000)
+    first = by_period(closed(m))[(15, 0)]
+    assert first["ring_no_answers"] == 1 and (15, T0) not in m.slots
+
+
+def test_a_republished_record_is_the_one_sent_even_after_a_new_name():
+    m = make()
+    m.apply(event("agent.logged_in", T0, queues=["продажи"], agent_name="SIP/1001", **A), T0)
+    m.apply(event("call.ring_no_answer", T0 + 1000, call_id="c", **Q, **A), T0 + 1000)
+    sent = by_period(closed(m))[(15, 0)]
+    m.apply(event("call.ring_no_answer", T0 + 1100, call_id="d", agent_name="Анна Петрова", **Q, **A), T0 + 1100)
+    assert by_period(m.final_records())[(15, 0)] == sent and sent["agent_name"] == "SIP/1001"
+
+
+def test_a_quiet_agents_preliminary_records_are_built_once_each():
+    m = make()
+    fri = epoch("2026-12-04T14:00:00Z")
+    feed(m, [event("agent.logged_in", fri, queues=["продажи"], **A),
+             event("agent.state_changed", fri + 60, queues=["продажи"], state="available", **A)])
+    now = fri + 60 * 3600  # logged in, quiet, for 60 h by the stream clock
+    built = [len(m.pending_records(now + k)) for k in range(4)]
+    assert built[0] > 0 and built[-1] == 0 and sum(built) == 60 * 4 - 1 + 60 * 2 - 1 + 3  # each period once
+    assert m.pending_records(now + 900) != [] and m.pending_records(now + 901) == []
+
+
+def test_a_long_call_keeps_interval_occupancy_at_most_one():
+    m = make()
+    feed(m, [event("agent.logged_in", T0, queues=["продажи"], **A),
+             event("agent.state_changed", T0 + 60, queues=["продажи"], state="on_call", **A),
+             event("call.answered", T0 + 60, call_id="long", **Q, **A),
+             event("call.ended", T0 + 2460, call_id="long", **Q, **A),
+             event("agent.state_changed", T0 + 2460, queues=["продажи"], state="available", **A),
+             event("agent.logged_out", T0 + 3600, queues=["продажи"], **A),
+             event("agent.logged_in", T0 + 7200, queues=["продажи"], **A)])
+    records = [r for r in closed(m) if r["interval_minutes"] == 15]
+    assert all(r["occupancy"] is None or r["occupancy"] <= 1 for r in records)
+    # 11:00: 60 s login (not ready), 840 s on the call: 840 / (900 - 60); then 900 / 900, 660 / 900, 0
+    assert [round(r["occupancy"], 4) for r in records] == [1.0, 1.0, round(660 / 900, 4), 0.0]
+
+
+def test_a_changed_day_start_between_snapshot_and_load_starts_the_periods_again():
+    m = make()
+    feed(m, shift()[:6])
+    state = orjson.loads(orjson.dumps(m.to_state()))
+    moved = AgentSettings(lambda q: ("Europe/Moscow", datetime.time(6, 0), (15, 30)), 60.0)
+    restored = AgentModel("a1", moved)
+    restored.load_state(state)
+    assert restored.slots == {} and restored.closed_until == {} and restored.first_time == m.watermark
+    restored.apply(event("agent.logged_out", T0 + 4000, queues=["продажи"], **A), T0 + 4000)
+    restored.apply(event("agent.logged_in", T0 + 9000, queues=["продажи"], **A), T0 + 9000)
+    starts = sorted(r["start_epoch"] - T0 for r in closed(restored) if r["interval_minutes"] == 15)
+    # from the interval of the watermark at the load (+760) on, each once; that one is partial
+    assert starts[0] == 0 and len(starts) == len(set(starts))

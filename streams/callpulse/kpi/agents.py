@@ -112,12 +112,13 @@ class AgentModel:
         self.closed_until: dict[int, float] = {}
         self._next_close = -math.inf  # no period ends before this: the common case made cheap
         self._current: dict[int, tuple[float, float, dict]] = {}  # per length: the slot last added to
-        # (period, start) -> [closed at, end, counters] of closed periods, kept a while to publish
-        # their records again after a takeover (the crashed owner may not have sent them)
+        # (period, start) -> [closed at, record] of closed periods, kept a while to publish the
+        # records again, unchanged, after a takeover (the crashed owner may not have sent them)
         self.final: dict[tuple[int, float], list] = {}
         self.closed: list[dict] = []  # records closed since last taken
         self._version = 0  # applied events, for the preliminary records' repeat check
         self._pending_seen: tuple[int, float] | None = None  # (version, next period end) of the last preliminary records
+        self._pending_from: dict[int, float] = {}  # per period: preliminary records built up to here
 
     # ---- applying events -------------------------------------------------------------------
 
@@ -134,8 +135,7 @@ class AgentModel:
             queues = event.get("queues") or []
             self.home_queue = event.get("queue") or (queues[0] if queues else None)
             self._set_day()
-        if not self.closed_until:  # until a period closes, an earlier event moves the first one back
-            self.first_time = min(self.first_time, t)
+        self.first_time = min(self.first_time, t)  # periods never closed begin here
         self._version += 1
         if "agent_name" in event and t >= self.named_at:  # the newest name stands
             self.name, self.named_at = event["agent_name"], t
@@ -161,8 +161,10 @@ class AgentModel:
         day = self.days.get(iso)
         if day is None:
             day = self.days[iso] = {}
+            closed_before = self.closed_until.get(DAY, -math.inf)  # a day not closed yet is kept for its record
             for old in sorted(self.days)[:-DAYS_KEPT]:
-                del self.days[old]
+                if self.business_day.start_of_iso(old) < closed_before:
+                    del self.days[old]
         return day
 
     def _slot(self, minutes: int, t: float) -> dict[str, float]:
@@ -334,22 +336,38 @@ class AgentModel:
 
     def _periods_due(self, period: int, horizon: float, cursor: float):
         """(start, end) of the periods from the one containing `cursor` that end at or before
-        `horizon`. Spans without counts (no slot, and before the open state's uncounted seconds)
-        are skipped: an agent away for a week costs a few steps, not 672 intervals."""
+        `horizon`. Spans without counts (no slot or day counters, and before the open state's
+        uncounted seconds) are skipped: an agent away for a week costs a few steps, not 672."""
         assert self.business_day is not None
-        zone = self.business_day.zone
+        day = self.business_day
         while True:
             start, end = self._bounds(period, cursor)
             if end > horizon:
                 return
             yield start, end
             cursor = end
-            if period != DAY and (period, self._bounds(period, cursor)[0]) not in self.slots:
-                live_from = self.counted_until if self.state is not None else math.inf
+            live_from = self.counted_until if self.state is not None else math.inf
+            if period == DAY:
+                if day.bounds(cursor)[2] in self.days:
+                    continue
+                later_iso = min((iso for iso in self.days if iso > day.bounds(cursor)[2]), default=None)
+                target = min(day.start_of_iso(later_iso) if later_iso else math.inf, live_from, horizon)
+                if target > cursor:
+                    cursor = day.bounds(target)[0]
+            elif (period, self._bounds(period, cursor)[0]) not in self.slots:
                 later = min((s for (m, s) in self.slots if m == period and s >= cursor), default=math.inf)
                 target = min(later, live_from, horizon)
                 if target > cursor:
-                    cursor = interval_start(target, period, zone)
+                    cursor = interval_start(target, period, day.zone)
+
+    def _cursor(self, period: int) -> float:
+        """Where the next period to close begins: after the last one closed, else at the first
+        event applied (or an earlier slot of an event that came late)."""
+        if period in self.closed_until:
+            return self.closed_until[period]
+        if period == DAY:
+            return self.first_time
+        return min(self.first_time, min((s for (m, s) in self.slots if m == period), default=math.inf))
 
     def _close(self, horizon: float) -> None:
         """Close every period that ended at or before `horizon` (the watermark minus the lateness:
@@ -358,60 +376,63 @@ class AgentModel:
             return
         next_close = math.inf
         for period in (*self.minutes, DAY):
-            cursor = self.closed_until.get(period, self.first_time)
+            cursor = self._cursor(period)
+            if cursor == math.inf:
+                continue
             for start, end in self._periods_due(period, horizon, cursor):
                 self._account_state(end)
                 counters = self._counters(period, start, take=True)
                 if counters:
-                    self.final[(period, start)] = [horizon, end, counters]
-                    self.closed.append(self._record(period, start, end, counters, final=True))
-                cursor = end
-            self.closed_until[period] = cursor
+                    record = self._record(period, start, end, counters, final=True)
+                    self.final[(period, start)] = [horizon, record]
+                    self.closed.append(record)
+                cursor = self.closed_until[period] = end
             next_close = min(next_close, self._bounds(period, cursor)[1])
         self._next_close = next_close
+        self._pending_from = {}
         keep_after = horizon - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
-        for key in [k for k, (at, _, _) in self.final.items() if at < keep_after]:
+        for key in [k for k, (at, _) in self.final.items() if at < keep_after]:
             del self.final[key]
 
     def pending_records(self, now: float) -> list[dict]:
         """Preliminary records of the periods that ended more than the lateness before clock `now`
         but are not closed, because the agent went quiet (with the open state's seconds up to
-        their end); [] when they are the same as last time."""
+        their end). Each is built once: while no event comes, only periods that newly ended are."""
         horizon = now - self.lateness
         if horizon < self._next_close or self.business_day is None:
             return []
         version, next_due = self._pending_seen or (-1, -math.inf)
-        if version == self._version and horizon < next_due:
+        if version != self._version:
+            self._pending_from = {}  # an event changed the counters: the preliminary records again
+        elif horizon < next_due:
             return []  # nothing happened and no other period ended since the last records
-        due = []
+        records = []
         next_due = math.inf
         for period in (*self.minutes, DAY):
-            cursor = self.closed_until.get(period, self.first_time)
+            cursor = max(self._cursor(period), self._pending_from.get(period, -math.inf))
+            if cursor == math.inf:
+                continue
             for n, (start, end) in enumerate(self._periods_due(period, horizon, cursor)):
-                if n == MAX_PENDING_PERIODS:
+                if n == MAX_PENDING_PERIODS:  # the rest in the next calls
                     break
-                due.append((period, start, end))
-                cursor = end
+                counters = dict(self._counters(period, start, take=False))
+                if self.state is not None and end > self.counted_until:
+                    self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, start), end, out=counters)
+                if counters:
+                    records.append(self._record(period, start, end, counters, final=False))
+                cursor = self._pending_from[period] = end
             next_due = min(next_due, self._bounds(period, cursor)[1])
         self._pending_seen = (self._version, next_due)
-        records = []
-        for period, start, end in due:
-            counters = dict(self._counters(period, start, take=False))
-            if self.state is not None and end > self.counted_until:
-                self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, start), end, out=counters)
-            if counters:
-                records.append(self._record(period, start, end, counters, final=False))
         return records
 
     def final_records(self) -> list[dict]:
-        """The records of the periods closed recently, to publish again after a takeover."""
-        return [self._record(period, start, end, counters, final=True)
-                for (period, start), (_, end, counters) in sorted(self.final.items())]
+        """The records of the periods closed recently, as they were sent, to send again after a takeover."""
+        return [record for _, (_, record) in sorted(self.final.items())]
 
     def _record(self, period: int, start: float, end: float, counters: dict[str, float], final: bool) -> dict:
         assert self.business_day is not None
         zone = self.business_day.zone
-        view = day_view(counters)
+        view = day_view(counters, by_states=period != DAY)
         record = {
             "agent_id": self.agent_id, "agent_name": self.display_name(),
             "period": "day" if period == DAY else "interval", "interval_minutes": None if period == DAY else period,
@@ -483,7 +504,9 @@ class AgentModel:
             "queues": self.queues, "slots": [[m, start, end, c] for (m, start), (end, c) in self.slots.items()],
             "first_time": self.first_time if self.first_time < math.inf else None,
             "closed_until": [[m, v] for m, v in self.closed_until.items()],
-            "final": [[m, start, at, end, c] for (m, start), (at, end, c) in self.final.items()],
+            "final": [[m, start, at, record] for (m, start), (at, record) in self.final.items()],
+            "periods": [self.business_day.zone.key, self.business_day.day_start.isoformat(), list(self.minutes)]
+            if self.business_day is not None else None,
             "calls": self.calls, "wrapping": self.wrapping, "ended_early": self.ended_early,
             "named_at": self.named_at if self.named_at > -math.inf else None, "days": self.days, "totals": self.totals,
             "seen": [[s, ids] for s, ids in self.seen.items()],
@@ -502,7 +525,7 @@ class AgentModel:
         self.slots = {(m, start): [end, dict(c)] for m, start, end, c in state.get("slots", []) if m in self.minutes}
         self.first_time = math.inf if state.get("first_time") is None else state["first_time"]
         self.closed_until = {m: v for m, v in state.get("closed_until", []) if m in (*self.minutes, DAY)}
-        self.final = {(m, start): [at, end, dict(c)] for m, start, at, end, c in state.get("final", [])}
+        self.final = {(m, start): [at, record] for m, start, at, record in state.get("final", [])}
         self._current, self._next_close, self._pending_seen = {}, -math.inf, None
         self.queues = list(state["queues"])
         self.calls = {c: list(v) for c, v in state["calls"].items()}
@@ -517,6 +540,23 @@ class AgentModel:
         self.applied_offset = state["applied_offset"]
         if self.first_time == math.inf and self.watermark > -math.inf:  # an older snapshot: periods from now on
             self.first_time = self.watermark
+        if self.business_day is not None and state.get("periods") != [self.business_day.zone.key,
+                                                                      self.business_day.day_start.isoformat(), list(self.minutes)]:
+            self._periods_changed(state.get("periods"))
+
+    def _periods_changed(self, before: list | None) -> None:
+        """The config changed the agent's time zone, day start or interval lengths since the
+        snapshot: the periods whose bounds moved start again from the next event (the one open at
+        the change is partial); the days keep their counters under their dates."""
+        assert self.business_day is not None
+        zone, day_start, minutes = before or (None, None, [])
+        if zone != self.business_day.zone.key or day_start != self.business_day.day_start.isoformat():
+            self.slots, self.closed_until = {}, {}
+        else:  # lengths added or removed: a new length starts now
+            for m in self.minutes:
+                if m not in minutes:
+                    self.closed_until.pop(m, None)
+        self.first_time = self.watermark if self.watermark > -math.inf else math.inf
 
 
 def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: float) -> None:
@@ -524,14 +564,18 @@ def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: fl
         counters[name] = counters.get(name, 0.0) + seconds
 
 
-def day_view(c: dict[str, float]) -> dict:
-    """A day's (or any period's) agent totals and the KPIs computed from them."""
+def day_view(c: dict[str, float], by_states: bool = False) -> dict:
+    """A day's (or any period's) agent totals and the KPIs computed from them. Occupancy and
+    utilization take talk + hold + wrap-up seconds of the calls that ended (the issue's formulas);
+    `by_states` (interval records) takes the seconds on_call + wrap_up instead: a call's seconds
+    count when it ends, so a 40-minute call would put 0 % and 267 % in three intervals."""
 
     def get(name: str) -> float:
         return c.get(name, 0.0)
 
     talk, hold, wrap = get("talk_seconds"), get("hold_seconds"), get("wrapup_seconds")
     logged_in, not_ready = get("logged_in_seconds"), get("not_ready_seconds")
+    busy = get("on_call_seconds") + get("wrap_up_seconds")
     # the keyed counters (score:N, reason and code counts), in one pass over the day's counters
     csat: dict[int, float] = {}
     nps: dict[int, float] = {}
@@ -567,8 +611,9 @@ def day_view(c: dict[str, float]) -> dict:
         "average_handle_seconds": formulas.average_handle_seconds(get("handled"), talk, hold, wrap),
         "state_seconds": {"logged_in": logged_in, **{s: get(f"{s}_seconds") for s in AGENT_STATES}},
         "not_ready_seconds_by_reason": top_counts(reasons, MAX_CODES),
-        "occupancy": occupancy(talk, hold, wrap, logged_in, not_ready),
-        "utilization": utilization(talk, hold, wrap, logged_in),
+        "occupancy": (formulas.ratio(busy, logged_in - not_ready) if by_states
+                      else occupancy(talk, hold, wrap, logged_in, not_ready)),
+        "utilization": formulas.ratio(busy, logged_in) if by_states else utilization(talk, hold, wrap, logged_in),
         "surveys": get("surveys"),
         "csat_ratio": quality.csat_ratio(csat),
         "csat_average_score": quality.csat_average_score(csat),

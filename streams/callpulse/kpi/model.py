@@ -142,6 +142,10 @@ class BusinessDay:
     def _start_of(self, day: date) -> float:
         return datetime.combine(day, self.day_start, tzinfo=self.zone).timestamp()
 
+    def start_of_iso(self, iso: str) -> float:
+        """Start (epoch seconds) of the business day of ISO date `iso`."""
+        return self._start_of(date.fromisoformat(iso))
+
     def bounds(self, t: float) -> tuple[float, float, str]:
         """(start, end, ISO date) of the business day containing instant t (epoch seconds)."""
         start, end, iso = self._cached

@@ -315,3 +315,23 @@ def test_a_changed_day_start_between_snapshot_and_load_starts_the_periods_again(
     starts = sorted(r["start_epoch"] - T0 for r in closed(restored) if r["interval_minutes"] == 15)
     # from the interval of the watermark at the load (+760) on, each once; that one is partial
     assert starts[0] == 0 and len(starts) == len(set(starts))
+
+
+def test_an_agent_gone_for_a_week_is_closed_and_forgotten_and_its_old_events_stay_too_late():
+    from callpulse.kpi.agents import FORGET_AGENT_AFTER, AgentShard
+
+    shard = AgentShard(AgentSettings(zones, 60.0))
+    for e in [event("agent.logged_in", T0, queues=["продажи"], agent_id="gone"),
+              event("call.ring_no_answer", T0 + 100, call_id="c", **Q, agent_id="gone"),
+              event("agent.logged_out", T0 + 200, queues=["продажи"], agent_id="gone")]:
+        shard.apply(e, epoch(e["time"]))
+    later = T0 + FORGET_AGENT_AFTER + 3600
+    shard.apply(event("agent.logged_in", later, queues=["продажи"], agent_id="stays"), later)
+    assert "gone" not in shard.agents and "stays" in shard.agents
+    days = [r for r in shard.closed_intervals if r["agent_id"] == "gone" and r["period"] == "day"]
+    assert len(days) == 1 and days[0]["final"] and days[0]["ring_no_answers"] == 1
+    # a copy of its old event arriving now is too late, not a new agent's first count
+    assert shard.apply(event("call.ring_no_answer", T0 + 150, call_id="c2", **Q, agent_id="gone"), T0 + 150) == "too_late"
+    restored = AgentShard(AgentSettings(zones, 60.0))
+    restored.load_state(orjson.loads(orjson.dumps(shard.to_state())))
+    assert restored.forgotten == shard.forgotten and restored.watermark == shard.watermark

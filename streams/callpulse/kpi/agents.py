@@ -44,6 +44,10 @@ DAYS_KEPT = 3  # business days of totals kept (today, and two before for late re
 #: in a day's totals, the rest summed as "other".
 MAX_CODES = 20
 DAY = 0  # the period key of business days, beside the interval lengths in minutes
+#: An agent logged out and silent this long (event time, by its shard's newest event) is forgotten:
+#: its periods are closed and published, its model dropped (a departed agent costs nothing).
+FORGET_AGENT_AFTER = 7 * 86400.0
+SWEEP_EVERY = 3600.0  # the shard looks for such agents once per hour of its event time
 # A quiet agent's preliminary records: at most this many periods per agent per pass (a logged-in
 # agent with no events has state seconds in every interval).
 MAX_PENDING_PERIODS = 200
@@ -651,11 +655,18 @@ class AgentShard:
         self.applied_offset = -1  # newest batch offset applied (the pipeline's redelivery guard)
         self.unmatched: list = []  # (the pipeline reads this of every model: agents reject nothing)
         self.closed_intervals: list[dict] = []  # agent records closed since last taken: to publish
+        self.watermark = -math.inf  # newest event time of any agent of the shard
+        self.swept_at = -math.inf
+        # forgotten agents -> the shard's watermark when forgotten: an event of theirs older than it
+        # minus the lateness stays too late (their periods were closed); kept FORGET_AGENT_AFTER more
+        self.forgotten: dict[str, float] = {}
 
     def _agent(self, agent_id: str) -> AgentModel:
         model = self.agents.get(agent_id)
         if model is None:
             model = self.agents[agent_id] = AgentModel(agent_id, self.settings)
+            if agent_id in self.forgotten:
+                model.watermark = self.forgotten.pop(agent_id)
         return model
 
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
@@ -664,7 +675,25 @@ class AgentShard:
         if model.closed:
             self.closed_intervals += model.closed
             model.closed = []
+        if t > self.watermark:
+            self.watermark = t
+            if t - self.swept_at >= SWEEP_EVERY:
+                self._forget_departed()
         return outcome
+
+    def _forget_departed(self) -> None:
+        """Close and drop the agents logged out and silent for FORGET_AGENT_AFTER (deterministic:
+        decided by the shard's event time, so a rebuild forgets the same ones)."""
+        self.swept_at = self.watermark
+        gone_before = self.watermark - FORGET_AGENT_AFTER
+        for agent_id, model in list(self.agents.items()):
+            if model.state is None and model.watermark < gone_before:
+                model._close(self.watermark - model.lateness)
+                self.closed_intervals += model.closed
+                self.forgotten[agent_id] = self.watermark  # its periods are closed up to this minus the lateness
+                del self.agents[agent_id]
+        for agent_id in [a for a, w in self.forgotten.items() if w < gone_before - FORGET_AGENT_AFTER]:
+            del self.forgotten[agent_id]
 
     @property
     def final_records(self) -> dict[tuple[str, int, float], tuple[float, dict]]:
@@ -683,10 +712,15 @@ class AgentShard:
 
     def to_state(self) -> dict:
         return {"agents": {agent_id: m.to_state() for agent_id, m in self.agents.items()},
-                "applied_offset": self.applied_offset}
+                "applied_offset": self.applied_offset, "forgotten": self.forgotten,
+                "watermark": self.watermark if self.watermark > -math.inf else None,
+                "swept_at": self.swept_at if self.swept_at > -math.inf else None}
 
     def load_state(self, state: dict) -> None:
         self.agents = {}
         for agent_id, agent_state in state["agents"].items():
             self._agent(agent_id).load_state(agent_state)
         self.applied_offset = state["applied_offset"]
+        self.forgotten = dict(state.get("forgotten", {}))
+        self.watermark = -math.inf if state.get("watermark") is None else state["watermark"]
+        self.swept_at = -math.inf if state.get("swept_at") is None else state["swept_at"]

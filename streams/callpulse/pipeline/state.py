@@ -338,7 +338,9 @@ class QueueStates:
         out = []
         for record in records:
             if "agent_id" in record:  # an agent's record (kpi/agents.py), for the agent intervals topic
-                key: tuple = ("agent", record["agent_id"], record["period"], record["interval_minutes"], record["start_epoch"])
+                # a day is keyed by its date: a changed day start replaces its record, not adds one
+                when = record["business_day"] if record["period"] == "day" else record["start_epoch"]
+                key: tuple = ("agent", record["agent_id"], record["period"], record["interval_minutes"], when)
                 message_key = orjson.dumps(list(key[1:]))
             else:
                 key = (record["queue"], record["interval_minutes"], record["start_epoch"])

@@ -361,7 +361,7 @@ def test_a_decimal_score_counts_as_its_integer_and_an_early_answer_of_a_bridged_
 def test_the_callers_keyed_hash():
     one = quality.caller_hash("+7 (495) 111-22-33", b"secret")
     assert one == quality.caller_hash("74951112233", b"secret")  # the digits are the caller
-    assert one != quality.caller_hash("74951112233", b"other secret") and len(one) == 32
+    assert one != quality.caller_hash("74951112233", b"other secret") and len(one) == 16
     assert "74951112233" not in one and "4951112233" not in one
     assert quality.caller_hash("anonymous", b"secret") is None
     assert quality.repeat_caller_fcr(3, 2) == pytest.approx(1 / 3) and quality.repeat_caller_fcr(0, 0) is None
@@ -443,3 +443,46 @@ def test_without_a_key_no_caller_is_hashed_or_kept():
     feed(m, caller_calls())
     assert m.call_callers == {} and m.handled_callers == {}
     assert m.read(T0 + 5000)["totals"]["repeat_caller_checked"] == 0
+
+
+def test_a_call_transferred_back_into_the_queue_is_one_call_not_a_repeat():
+    m = repeat_model()
+    q = {"queue": "sales", "call_id": "X"}
+    feed(m, [event("call.offered", T0, caller="+7 495 111-22-33", **q),
+             event("call.answered", T0 + 5, agent_id="a1", **q),
+             event("call.transferred", T0 + 60, agent_id="a1", **q),
+             event("call.offered", T0 + 62, caller="+7 495 111-22-33", **q),
+             event("call.answered", T0 + 70, agent_id="a2", **q),
+             event("call.ended", T0 + 200, agent_id="a2", **q),
+             event("call.offered", T0 + 9000, queue="sales", call_id="probe")])
+    totals = m.read(T0 + 9000)["totals"]
+    assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 0)
+
+
+def test_a_frequent_caller_keeps_only_the_offers_of_the_lateness():
+    m = repeat_model()
+    events = []
+    for n in range(300):  # a switchboard number calling every 10 s, each call handled
+        events += handled(f"f{n}", T0 + 10 * n)
+        events[-3]["caller"] = "+49 30 1234567"  # the offer of that call
+    feed(m, events[:-2])  # up to the last offer
+    offers = m.recent_contacts[quality.caller_hash("+49301234567", b"secret")]
+    assert len(offers) <= 7  # the offers of the last 60 s, not all 300
+    assert sum(len(calls) for calls in m.handled_callers.values()) == 299  # each handled call in its period
+    # each call ends 65 s after its offer: the offers from 70 s later on repeat it (all but the last 6)
+    flags = [flag for calls in m.handled_callers.values() for _, flag in calls]
+    assert flags.count(1.0) == 299 - 6
+
+
+def test_an_offer_at_exactly_the_period_edge_counts_even_when_it_comes_last():
+    m = repeat_model()
+    feed(m, [event("call.offered", T0, queue="sales", call_id="A", caller="555-0100"),
+             event("call.answered", T0 + 5, queue="sales", call_id="A", agent_id="a1"),
+             event("call.ended", T0 + 100, queue="sales", call_id="A", agent_id="a1"),
+             # the watermark reaches the edge plus the lateness before the edge's offer is applied
+             event("call.offered", T0 + 100 + 3600 + 60, queue="sales", call_id="other")])
+    assert m.read(T0 + 3760)["totals"]["repeat_caller_checked"] == 0  # not counted yet: the edge may still come
+    m.apply(event("call.offered", T0 + 3700, queue="sales", call_id="B", caller="5550100"), T0 + 3700)
+    m.apply(event("call.offered", T0 + 3800, queue="sales", call_id="later"), T0 + 3800)
+    totals = m.read(T0 + 3800)["totals"]
+    assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 1)

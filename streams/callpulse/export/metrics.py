@@ -345,7 +345,8 @@ class QueueCollector(Collector):
         }
         fcr = _gauge("first_call_resolution_ratio", "First-call resolution by method. survey: answers resolved=true / answers to the resolved question. repeat_caller: handled calls whose caller (by keyed hash) called the queue again within repeat_caller_seconds (default 24 h), subtracted from the handled calls whose period passed, over those; final only once the period has passed, so a call counts here repeat_caller_seconds after it ended, in the window of that moment." + window_rule, ["queue", "window", "method"])
         checked = _counter("repeat_caller_checked_calls", "Handled calls with a known caller whose repeat_caller_seconds passed (counted then): the denominator of the repeat-caller FCR. Needs stream.caller_hash_key; caller numbers are kept only as keyed hashes.", ["queue"])
-        repeated = _counter("repeat_caller_repeated_calls", "Of repeat_caller_checked_calls, those the same caller called the queue again within repeat_caller_seconds after (not first-call resolved); counted when the period passed.", ["queue"])
+        repeated = _counter("repeat_caller_repeated_calls", "Of callcenter_repeat_caller_checked_calls_total, those whose caller called the queue again within repeat_caller_seconds after the call ended (not first-call resolved); counted when the period passed.", ["queue"])
+        untracked = _counter("repeat_caller_untracked_calls", "Handled calls with a known caller left out of the repeat-caller FCR because the queue already tracked 20,000 calls in their period (a bound on the snapshot): shorten repeat_caller_seconds when this grows.", ["queue"])
         cost = _gauge("cost_per_handled_call", "Cost per handled call: logged-in agent-hours (any state) x the queue's cost_per_agent_hour / handled calls, in the queue's currency; windows today only (the rolling windows keep no logged-in seconds; interval reports have it too). Absent when cost_per_agent_hour is 0 or no call was handled.", ["queue", "window", "currency"])
         cb_open = _gauge("callbacks_open", "Callbacks requested and not yet completed (connected or cancelled); forgotten after 7 days.", ["queue"])
         cb_over = _gauge("callbacks_open_over_limit", "Open callbacks requested longer ago than callback_open_limit_seconds (stream clock). Absent when that limit is 0.", ["queue"])
@@ -367,6 +368,7 @@ class QueueCollector(Collector):
             add(resolved, [queue, "false"], totals["fcr:unresolved"])
             add(checked, [queue], totals["repeat_caller_checked"])
             add(repeated, [queue], totals["repeat_caller_repeated"])
+            add(untracked, [queue], totals["repeat_caller_untracked"])
             for result in OUTBOUND_RESULTS:
                 add(attempts, [queue, result], totals[f"outbound:{result}"])
             add(live, [queue], totals["outbound_live_connects"])
@@ -404,7 +406,7 @@ class QueueCollector(Collector):
 
         self._each("quality", views, fill)
         yield from (surveys, csat, nps, resolved, unlinked, attempts, live, agent, requested, completed, unmatched,
-                    cb_wait, logged_in, checked, repeated)
+                    cb_wait, logged_in, checked, repeated, untracked)
         yield from ratios.values()
         yield from (fcr, cost, cb_open, cb_over, rule_ratio, rule_live, rule_limit, cb_limit, cost_rate)
 

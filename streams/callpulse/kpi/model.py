@@ -92,6 +92,11 @@ FORGET_UNENDED_CONVERSATION_AFTER = 12 * 3600.0
 FORGET_WRAPUP_AFTER = 3600.0
 # A survey is linked to its call if the call was handled in the queue within this many seconds.
 SURVEY_LINK_SECONDS = 24 * 3600.0
+#: Repeat-caller FCR keeps at most this many handled calls of a queue in their period (one keyed
+#: hash and one time each, about 25 bytes in the compressed snapshot): with more, a handled call is
+#: not tracked but counted as untracked (callcenter_repeat_caller_untracked_calls_total). A queue
+#: handling more calls per repeat_caller_seconds than this needs a shorter period.
+MAX_TRACKED_CALLS = 20_000
 FORGET_OPEN_CALLBACK_AFTER = 7 * 24 * 3600.0
 FORGET_OUTBOUND_CALL_AFTER = 3600.0
 # Business days of outbound counts kept per campaign for the regulators' 30-day abandon rule.
@@ -117,7 +122,7 @@ def field_layout(thresholds: Iterable[float]) -> list[str]:
         "talk_seconds", "hold_seconds", "wrapup_seconds",
         "agent_busy_seconds", "agent_staffed_seconds", "agent_logged_in_seconds",
         "surveys", "surveys_unlinked", "fcr:resolved", "fcr:unresolved",
-        "repeat_caller_checked", "repeat_caller_repeated",
+        "repeat_caller_checked", "repeat_caller_repeated", "repeat_caller_untracked",
         "outbound_attempts", "outbound_live_connects", "outbound_agent_connects",
         "callbacks_requested", "callbacks_unmatched", "callbacks_waited", "callback_wait_seconds",
     ]
@@ -518,17 +523,27 @@ class QueueModel:
 
     def _caller_offered(self, call_id: str, caller: str | None, t: float) -> None:
         """A call from `caller` at t: it repeats each handled call of that caller that ended in the
-        period before t."""
-        if caller is None:
+        period before t. The same call offered again (transferred back into the queue) repeats
+        nothing and is tracked once."""
+        if caller is None or call_id in self.recent_handled:
             return
         self.call_callers[call_id] = caller
         period = self.config.repeat_caller_seconds
-        for handled in self.handled_callers.get(caller, ()):
+        for handled in reversed(self.handled_callers.get(caller, ())):  # newest first
+            if handled[0] + period + self.lateness < t:
+                break  # the older ones ended longer ago still (give or take the lateness)
             if handled[0] < t <= handled[0] + period:
                 handled[1] = 1.0
-        self.recent_contacts.setdefault(caller, []).append(t)
+        offers = self.recent_contacts.setdefault(caller, [])
+        offers.append(t)
+        if len(offers) > 1:  # only the offers a handled call applied late can still find are kept
+            keep_from = self.watermark - self.lateness
+            offers[:] = [o for o in offers if o >= keep_from]
 
     def _caller_handled(self, caller: str, t: float) -> None:
+        if len(self._maturing) >= MAX_TRACKED_CALLS:  # keeps the queue's snapshot small (see the constant)
+            self._count(t, [(self.index["repeat_caller_untracked"], 1.0)])
+            return
         period = self.config.repeat_caller_seconds
         repeated = any(t < offered <= t + period for offered in self.recent_contacts.get(caller, ()))
         self.handled_callers.setdefault(caller, []).append([t, 1.0 if repeated else 0.0])
@@ -539,7 +554,7 @@ class QueueModel:
         no late offer can still repeat them): checked, and repeated or not. Counted at the watermark."""
         horizon = self.watermark - self.lateness - self.config.repeat_caller_seconds
         checked = repeated = 0.0
-        while self._maturing and self._maturing[0][0] <= horizon:
+        while self._maturing and self._maturing[0][0] < horizon:  # an offer at exactly the edge may still come
             ended, caller = heapq.heappop(self._maturing)
             calls = self.handled_callers.get(caller, [])
             for i, (at, flag) in enumerate(calls):
@@ -982,6 +997,7 @@ class QueueModel:
             "first_call_resolution_ratio": quality.first_call_resolution(resolved, unresolved),
             "repeat_caller_checked": c["repeat_caller_checked"],
             "repeat_caller_repeated": c["repeat_caller_repeated"],
+            "repeat_caller_untracked": c["repeat_caller_untracked"],
             "repeat_caller_fcr_ratio": quality.repeat_caller_fcr(c["repeat_caller_checked"], c["repeat_caller_repeated"]),
         }
 

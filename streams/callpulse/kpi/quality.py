@@ -30,13 +30,14 @@ def repeat_caller_fcr(checked: float, repeated: float) -> float | None:
 
 
 def caller_hash(caller: str, key: bytes) -> str | None:
-    """The keyed hash (BLAKE2b-128, hex) that stands for a caller number; the number is reduced to
-    its digits first, so "+7 (495) 123-45-67" and "74951234567" are one caller. None: no digits
-    (an anonymous or withheld caller is nobody's repeat)."""
+    """The keyed hash (BLAKE2b-64, hex) that stands for a caller number; the number is reduced to
+    its digits first, so "+7 (495) 123-45-67" and "74951234567" are one caller. 64 bits keep the
+    queues' snapshots small; two of 20,000 callers share one with a chance of about 1e-11. None:
+    no digits (an anonymous or withheld caller is nobody's repeat)."""
     digits = re.sub(r"\D", "", caller)
     if not digits:
         return None
-    return hashlib.blake2b(digits.encode(), key=hashlib.sha256(key).digest(), digest_size=16).hexdigest()
+    return hashlib.blake2b(digits.encode(), key=hashlib.sha256(key).digest(), digest_size=8).hexdigest()
 
 
 def csat_ratio(answers_by_score: Mapping[int, float]) -> float | None:

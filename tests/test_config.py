@@ -350,7 +350,7 @@ def test_every_env_override_reaches_its_field():
         "CALLPULSE_DEAD_LETTER_MASK_CALLERS": "true",
         "CALLPULSE_EXPORT_AGENT_METRICS": "yes",
         "CALLPULSE_AGENT_METRICS_LIMIT": "50",
-        "CALLPULSE_CALLER_HASH_KEY": "k3y",
+        "CALLPULSE_CALLER_HASH_KEY": "k3y-0123456789abcdef",
     }
     assert set(env) == set(ENV_OVERRIDES)
     cfg = load_config(env=env)
@@ -362,7 +362,7 @@ def test_every_env_override_reaches_its_field():
     assert (k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile) == ("/ca.pem", "/cert.pem", "/key.pem")
     assert (k.topic_events, k.topic_batches, k.topic_dead_letter, k.topic_intervals) == ("ev", "ba", "dl", "iv")
     assert k.topic_agent_intervals == "ai"
-    assert s.caller_hash_key == "k3y" and "k3y" not in repr(cfg)
+    assert s.caller_hash_key == "k3y-0123456789abcdef" and "k3y" not in repr(cfg)
     assert (k.partitions, k.replication_factor) == (8, 3)
     assert (s.app_id, s.web_host, s.web_port) == ("cp-prod", "127.0.0.1", 9100)
     assert s.lateness_seconds == 120.0

@@ -166,6 +166,10 @@ def cmd_report(args) -> int:
     if (args.agent or args.days) and not args.agents:
         print("callpulse report: --agent and --days need --agents", file=sys.stderr)
         return 2
+    if args.days and args.interval_minutes is not None:
+        print("callpulse report: --days selects the day records; --interval-minutes the interval ones (not both)",
+              file=sys.stderr)
+        return 2
     if args.agents and args.queue:
         print("callpulse report: --queue selects queue records; with --agents use --agent", file=sys.stderr)
         return 2

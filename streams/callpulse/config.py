@@ -193,6 +193,15 @@ def _optional_string(value: Any, where: str) -> str | None:
     return value if value.strip() else None
 
 
+def _hash_key(value: Any, where: str) -> str | None:
+    """A secret key for a keyed hash: long enough that the hashes of the few billion phone numbers
+    cannot be tried out without it."""
+    key = _secret(value, where)
+    if key is not None and len(key) < 16:
+        _fail(where, "must be at least 16 characters (e.g. `openssl rand -hex 32`); value not shown")
+    return key
+
+
 def _secret(value: Any, where: str) -> str | None:
     """Like _optional_string, but never echoes the value."""
     if value is None:
@@ -733,7 +742,8 @@ class AgentsConfig:
     """With timezone: local time the agents' business day starts."""
     names_file: str | None = None
     """Optional CSV with columns agent_id, agent_name and optionally scheduled_hours (a header row
-    names them). A name there takes precedence over the events' agent_name."""
+    names them; a relative path is relative to the working directory, read at start). A name there
+    takes precedence over the events' agent_name."""
     names: Mapping[str, str] = field(default_factory=dict)
     """agent_id -> display name: [agents.names] merged over names_file."""
     scheduled_hours: float = 0.0
@@ -854,7 +864,7 @@ _STREAM_SPEC: dict[str, tuple[str, Check]] = {
     "dead_letter_mask_callers": (_BOOL, _boolean),
     "export_agent_metrics": (_BOOL, _boolean),
     "agent_metrics_limit": (_INT, _integer(1, 100_000)),
-    "caller_hash_key": (_SECRET, _secret),
+    "caller_hash_key": (_SECRET, _hash_key),
 }
 _KAFKA_FIELDS = {name: check for name, (_, check) in _KAFKA_SPEC.items()}
 _STREAM_FIELDS = {name: check for name, (_, check) in _STREAM_SPEC.items()}
@@ -1409,6 +1419,10 @@ def _agents(table: Mapping[str, Any]) -> AgentsConfig:
         names[agent_id] = _short_name(name, f"agents.names.{_key(agent_id)}")
     if "scorecard" in table:
         values["scorecard"] = _scorecard(_table(table["scorecard"], "agents.scorecard", "one line per measure"))
+    if (any(m.name == "adherence" for m in values.get("scorecard", ())) and not values.get("scheduled_hours")
+            and not schedule):
+        _fail("agents.scorecard.adherence", "needs a schedule: agents.scheduled_hours, or a scheduled_hours "
+                                            "column in agents.names_file (without one it would always be left out)")
     return AgentsConfig(names=names, schedule=schedule, **values)
 
 
@@ -1456,6 +1470,16 @@ def _agent_names_file(path: str) -> tuple[dict[str, str], dict[str, float]]:
     return names, schedule
 
 
+#: The values a measure can take, for its target or band: ratios (0.8, not 80), CSAT's scale, NPS.
+_RATIO = (0.0, 1.0, "a ratio in [0, 1] (0.8, not 80)")
+_MEASURE_RANGES = {
+    "csat_ratio": _RATIO, "first_call_resolution_ratio": _RATIO, "occupancy": _RATIO, "utilization": _RATIO,
+    "not_ready_ratio": _RATIO, "csat_average_score": (1.0, 5.0, "a CSAT score in [1, 5]"),
+    "net_promoter_score": (-100.0, 100.0, "an NPS in [-100, 100]"),
+    "adherence": (0.0, 2.0, "a ratio of the schedule in [0, 2] (0.95, not 95)"),
+}
+
+
 def _scorecard(table: Mapping[str, Any]) -> tuple[Measure, ...]:
     card = []
     for name, line in table.items():
@@ -1474,13 +1498,15 @@ def _scorecard(table: Mapping[str, Any]) -> tuple[Measure, ...]:
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band)
                     or not 0 <= band[0] <= band[1]):
                 _fail(f"{where}.band", f"must be [low, high] with 0 <= low <= high, got {_show(band)}")
+            low, high, what = _MEASURE_RANGES.get(name, (0.0, math.inf, "a number >= 0"))
+            if not (low <= band[0] and band[1] <= high):
+                _fail(f"{where}.band", f"both ends must be {what}, got {_show(band)}")
             card.append(Measure(name, weight, band=(float(band[0]), float(band[1]))))
         else:
             target = _number(line["target"], f"{where}.target")
-            if name != "net_promoter_score" and target < 0:
-                _fail(f"{where}.target", f"must be >= 0, got {_show(line['target'])}")
-            if name == "net_promoter_score" and not -100 <= target <= 100:
-                _fail(f"{where}.target", f"must be an NPS in [-100, 100], got {_show(line['target'])}")
+            low, high, what = _MEASURE_RANGES.get(name, (0.0, math.inf, "a number >= 0"))
+            if not low <= target <= high:
+                _fail(f"{where}.target", f"must be {what}, got {_show(line['target'])}")
             card.append(Measure(name, weight, target=target))
     if card and not any(m.weight > 0 for m in card):
         _fail("agents.scorecard", "every weight is 0: give at least one measure a weight > 0")

@@ -302,19 +302,19 @@ def test_a_long_call_keeps_interval_occupancy_at_most_one():
     assert [round(r["occupancy"], 4) for r in records] == [1.0, 1.0, round(660 / 900, 4), 0.0]
 
 
-def test_a_changed_day_start_between_snapshot_and_load_starts_the_periods_again():
+def test_a_changed_day_start_between_snapshot_and_load_starts_the_days_again():
     m = make()
     feed(m, shift()[:6])
     state = orjson.loads(orjson.dumps(m.to_state()))
     moved = AgentSettings(lambda q: ("Europe/Moscow", datetime.time(6, 0), (15, 30)), 60.0)
     restored = AgentModel("a1", moved)
     restored.load_state(state)
-    assert restored.slots == {} and restored.closed_until == {} and restored.first_time == m.watermark
+    # the intervals' bounds did not move (same zone): their counts stay; the days start again
+    assert restored.slots == m.slots and 0 not in restored.closed_until and restored.first_time == m.watermark
     restored.apply(event("agent.logged_out", T0 + 4000, queues=["продажи"], **A), T0 + 4000)
     restored.apply(event("agent.logged_in", T0 + 9000, queues=["продажи"], **A), T0 + 9000)
     starts = sorted(r["start_epoch"] - T0 for r in closed(restored) if r["interval_minutes"] == 15)
-    # from the interval of the watermark at the load (+760) on, each once; that one is partial
-    assert starts[0] == 0 and len(starts) == len(set(starts))
+    assert starts[0] == 0 and len(starts) == len(set(starts))  # each interval once, the first whole
 
 
 def test_an_agent_gone_for_a_week_is_closed_and_forgotten_and_its_old_events_stay_too_late():
@@ -330,8 +330,11 @@ def test_an_agent_gone_for_a_week_is_closed_and_forgotten_and_its_old_events_sta
     assert "gone" not in shard.agents and "stays" in shard.agents
     days = [r for r in shard.closed_intervals if r["agent_id"] == "gone" and r["period"] == "day"]
     assert len(days) == 1 and days[0]["final"] and days[0]["ring_no_answers"] == 1
-    # a copy of its old event arriving now is too late, not a new agent's first count
+    # a copy of its old event arriving now is too late, not a new agent's first count (nor a model)
     assert shard.apply(event("call.ring_no_answer", T0 + 150, call_id="c2", **Q, agent_id="gone"), T0 + 150) == "too_late"
+    assert "gone" not in shard.agents
+    # its last records are published again by a worker that takes the shard over
+    assert {r["period"] for (agent, _, _), (_, r) in shard.final_records.items() if agent == "gone"} == {"interval", "day"}
     restored = AgentShard(AgentSettings(zones, 60.0))
     restored.load_state(orjson.loads(orjson.dumps(shard.to_state())))
     assert restored.forgotten == shard.forgotten and restored.watermark == shard.watermark
@@ -354,3 +357,55 @@ def test_a_short_caller_hash_key_is_refused_without_showing_it():
     with pytest.raises(ConfigError, match="at least 16 characters") as info:
         load_config(None, {"CALLPULSE_CALLER_HASH_KEY": "short-secret"})
     assert "short-secret" not in str(info.value)
+
+
+def test_an_nps_band_is_scored_on_nps_plus_100_and_may_be_negative(tmp_path):
+    assert measure_score("net_promoter_score", -50, band=(10, 40)) == pytest.approx(50 / 110)
+    assert measure_score("net_promoter_score", 0, band=(-20, 40)) == 1.0
+    assert measure_score("net_promoter_score", 60, band=(-20, 40)) == pytest.approx(140 / 160)
+    path = tmp_path / "c.toml"
+    path.write_text("[agents.scorecard]\nnet_promoter_score = { band = [-20, 40] }\n", encoding="utf-8")
+    assert load_config(path, {}).agents.scorecard[0].band == (-20.0, 40.0)
+
+
+def test_an_older_state_change_applied_after_the_logout_does_not_log_the_agent_in_again():
+    m = make()
+    feed(m, [event("agent.logged_in", T0, queues=["продажи"], **A)])
+    m.apply(event("agent.logged_out", T0 + 40, queues=["продажи"], **A), T0 + 40)
+    assert m.apply(event("agent.state_changed", T0 + 30, queues=["продажи"], state="available", **A), T0 + 30) == "late"
+    view = m.read(T0 + 7200)
+    assert view["state"] == "logged_out" and view["today"]["state_seconds"]["logged_in"] == 40
+
+
+def test_a_preliminary_record_the_agents_late_events_contradict_is_replaced_by_a_final_one():
+    m = make()
+    m.apply(event("agent.logged_in", T0, queues=["продажи"], **A), T0)
+    shown = {(r["interval_minutes"], r["start_epoch"]) for r in m.pending_records(T0 + 2 * 3600)}
+    m.apply(event("agent.logged_out", T0 + 1200, queues=["продажи"], **A), T0 + 1200)  # its adapter lagged
+    m.apply(event("call.ring_no_answer", T0 + 2 * 3600 + 60, call_id="x", **Q, **A), T0 + 2 * 3600 + 60)
+    final = {(r["interval_minutes"], r["start_epoch"]): r for r in closed(m)}
+    assert shown <= set(final)
+    assert final[(15, T0 + 5400)]["state_seconds"]["logged_in"] == 0 and final[(15, T0 + 5400)]["final"]
+
+
+def test_a_duplicate_moves_no_shard_clock_so_a_rebuild_matches():
+    from callpulse.kpi.agents import AgentShard
+
+    live, rebuilt = AgentShard(AgentSettings(zones, 60.0)), AgentShard(AgentSettings(zones, 60.0))
+    first = event("agent.logged_in", T0, queues=[], agent_id="a0", event_id="e0")
+    again = dict(first, time=event("x", T0 + 0.001)["time"])  # the same id, a millisecond later
+    live.apply(first, T0)
+    assert live.apply(again, T0 + 0.001) == "duplicate"
+    rebuilt.apply(first, T0)  # a rebuild replays the applied events only
+    assert live.to_state() == rebuilt.to_state()
+
+
+def test_a_shard_builds_a_backlog_of_preliminary_records_over_several_calls():
+    from callpulse.kpi.agents import PENDING_BUDGET, AgentShard
+
+    shard = AgentShard(AgentSettings(zones, 60.0))
+    for n in range(30):
+        shard.apply(event("agent.logged_in", T0, queues=["продажи"], agent_id=f"q{n}"), T0)
+    now = T0 + 3 * 86400  # quiet for 3 days: 30 agents x (287 + 143 + 3) periods ended a minute ago
+    sizes = [len(shard.pending_interval_records(now)) for _ in range(12)]
+    assert max(sizes) <= PENDING_BUDGET and sum(sizes) == 30 * (287 + 143 + 3) and sizes[-1] == 0

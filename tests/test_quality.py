@@ -486,3 +486,27 @@ def test_an_offer_at_exactly_the_period_edge_counts_even_when_it_comes_last():
     m.apply(event("call.offered", T0 + 3800, queue="sales", call_id="later"), T0 + 3800)
     totals = m.read(T0 + 3800)["totals"]
     assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 1)
+
+
+def test_a_late_older_offer_does_not_drop_a_newer_one_still_needed():
+    m = repeat_model()
+    feed(m, [event("call.offered", T0, queue="sales", call_id="A", caller="555-0100"),
+             event("call.answered", T0 + 5, queue="sales", call_id="A", agent_id="a1")])
+    m.apply(event("call.offered", T0 + 100, queue="sales", call_id="B", caller="5550100"), T0 + 100)
+    m.apply(event("call.offered", T0 + 50, queue="sales", call_id="C", caller="5550100"), T0 + 50)  # late
+    m.apply(event("call.offered", T0 + 140, queue="sales", call_id="x"), T0 + 140)  # prunes the old offers
+    m.apply(event("call.ended", T0 + 90, queue="sales", call_id="A", agent_id="a1"), T0 + 90)  # A ends late
+    m.apply(event("call.offered", T0 + 9000, queue="sales", call_id="probe"), T0 + 9000)
+    totals = m.read(T0 + 9000)["totals"]
+    assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 1)  # B repeats A
+
+
+def test_a_call_offered_again_before_its_first_leg_ended_is_not_its_own_repeat():
+    m = repeat_model()
+    q = {"queue": "sales", "call_id": "X"}
+    feed(m, [event("call.offered", T0, caller="555-0100", **q), event("call.answered", T0 + 5, agent_id="a1", **q)])
+    m.apply(event("call.offered", T0 + 62, caller="555-0100", **q), T0 + 62)  # applied before the transfer
+    m.apply(event("call.transferred", T0 + 60, agent_id="a1", **q), T0 + 60)
+    m.apply(event("call.offered", T0 + 9000, queue="sales", call_id="probe"), T0 + 9000)
+    totals = m.read(T0 + 9000)["totals"]
+    assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 0)

@@ -1496,8 +1496,8 @@ def _scorecard(table: Mapping[str, Any]) -> tuple[Measure, ...]:
             band = line["band"]
             if (not isinstance(band, (list, tuple)) or len(band) != 2
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band)
-                    or not 0 <= band[0] <= band[1]):
-                _fail(f"{where}.band", f"must be [low, high] with 0 <= low <= high, got {_show(band)}")
+                    or not band[0] <= band[1]):
+                _fail(f"{where}.band", f"must be [low, high] with low <= high, got {_show(band)}")
             low, high, what = _MEASURE_RANGES.get(name, (0.0, math.inf, "a number >= 0"))
             if not (low <= band[0] and band[1] <= high):
                 _fail(f"{where}.band", f"both ends must be {what}, got {_show(band)}")

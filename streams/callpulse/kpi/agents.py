@@ -48,6 +48,7 @@ DAY = 0  # the period key of business days, beside the interval lengths in minut
 #: its periods are closed and published, its model dropped (a departed agent costs nothing).
 FORGET_AGENT_AFTER = 7 * 86400.0
 SWEEP_EVERY = 3600.0  # the shard looks for such agents once per hour of its event time
+PENDING_BUDGET = 2000  # preliminary records a shard builds per call (once a second)
 # A quiet agent's preliminary records: at most this many periods per agent per pass (a logged-in
 # agent with no events has state seconds in every interval).
 MAX_PENDING_PERIODS = 200
@@ -92,8 +93,8 @@ class AgentModel:
         self.name: str | None = None  # agent_name from the events, the newest one
         self.named_at = -math.inf
         self.state: str | None = None  # None: logged out
-        self.since = 0.0
-        self.counted_until = 0.0  # the current state's seconds are in the counters up to here
+        self.since = -math.inf  # when the current state (or the logout) began
+        self.counted_until = -math.inf  # the current state's seconds are in the counters up to here
         self.reason: str | None = None
         self.queues: list[str] = []
         # Calls in progress, by id: [queue, answered_at, hold_started_at | None, hold seconds]. Usually
@@ -123,6 +124,9 @@ class AgentModel:
         self._version = 0  # applied events, for the preliminary records' repeat check
         self._pending_seen: tuple[int, float] | None = None  # (version, next period end) of the last preliminary records
         self._pending_from: dict[int, float] = {}  # per period: preliminary records built up to here
+        # periods a preliminary record was built for: when one closes with no counts after all (the
+        # agent's late events said it had logged out), a final record of zeros replaces it
+        self.prelim: set[tuple[int, float]] = set()
 
     # ---- applying events -------------------------------------------------------------------
 
@@ -216,16 +220,16 @@ class AgentModel:
             self.counted_until = until
 
     def _set_state(self, t: float, state: str | None, reason: str | None) -> None:
+        if t < self.since:  # an older state change arriving late (a logout included): the newer one stands
+            return
         if self.state is not None:
-            if t < self.since:  # an older state change arriving late: the newer one stands
-                return
             self._account_state(t)
         self.state, self.since, self.counted_until, self.reason = state, t, t, reason
 
     def _on_state(self, event: dict, t: float) -> None:
         kind = event["type"]
-        if self.state is not None and t < self.since:
-            return  # older than the agent's current state: the newer events stand
+        if t < self.since:
+            return  # older than the agent's current state (or its logout): the newer events stand
         if kind == "agent.state_changed":
             self.queues = list(event["queues"])
             self._set_state(t, event["state"], event.get("reason"))
@@ -351,16 +355,18 @@ class AgentModel:
             yield start, end
             cursor = end
             live_from = self.counted_until if self.state is not None else math.inf
+            # a period that had a preliminary record is visited too: its final one replaces it
+            prelim = min((s for (m, s) in self.prelim if m == period and s >= cursor), default=math.inf)
             if period == DAY:
                 if day.bounds(cursor)[2] in self.days:
                     continue
                 later_iso = min((iso for iso in self.days if iso > day.bounds(cursor)[2]), default=None)
-                target = min(day.start_of_iso(later_iso) if later_iso else math.inf, live_from, horizon)
+                target = min(day.start_of_iso(later_iso) if later_iso else math.inf, live_from, prelim, horizon)
                 if target > cursor:
                     cursor = day.bounds(target)[0]
             elif (period, self._bounds(period, cursor)[0]) not in self.slots:
                 later = min((s for (m, s) in self.slots if m == period and s >= cursor), default=math.inf)
-                target = min(later, live_from, horizon)
+                target = min(later, live_from, prelim, horizon)
                 if target > cursor:
                     cursor = interval_start(target, period, day.zone)
 
@@ -386,10 +392,11 @@ class AgentModel:
             for start, end in self._periods_due(period, horizon, cursor):
                 self._account_state(end)
                 counters = self._counters(period, start, take=True)
-                if counters:
+                if counters or (period, start) in self.prelim:
                     record = self._record(period, start, end, counters, final=True)
                     self.final[(period, start)] = [horizon, record]
                     self.closed.append(record)
+                    self.prelim.discard((period, start))
                 cursor = self.closed_until[period] = end
             next_close = min(next_close, self._bounds(period, cursor)[1])
         self._next_close = next_close
@@ -397,11 +404,14 @@ class AgentModel:
         keep_after = horizon - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
         for key in [k for k, (at, _) in self.final.items() if at < keep_after]:
             del self.final[key]
+        if self.prelim:  # (a period closed before this pass: nothing replaces its preliminary any more)
+            self.prelim = {(m, start) for m, start in self.prelim if start >= self.closed_until.get(m, -math.inf)}
 
-    def pending_records(self, now: float) -> list[dict]:
+    def pending_records(self, now: float, limit: int = 10**9) -> list[dict]:
         """Preliminary records of the periods that ended more than the lateness before clock `now`
         but are not closed, because the agent went quiet (with the open state's seconds up to
-        their end). Each is built once: while no event comes, only periods that newly ended are."""
+        their end). Each is built once: while no event comes, only periods that newly ended are.
+        At most `limit` records; the rest come in the next calls."""
         horizon = now - self.lateness
         if horizon < self._next_close or self.business_day is None:
             return []
@@ -410,20 +420,22 @@ class AgentModel:
             self._pending_from = {}  # an event changed the counters: the preliminary records again
         elif horizon < next_due:
             return []  # nothing happened and no other period ended since the last records
-        records = []
+        records: list[dict] = []
         next_due = math.inf
         for period in (*self.minutes, DAY):
             cursor = max(self._cursor(period), self._pending_from.get(period, -math.inf))
             if cursor == math.inf:
                 continue
             for n, (start, end) in enumerate(self._periods_due(period, horizon, cursor)):
-                if n == MAX_PENDING_PERIODS:  # the rest in the next calls
+                if n == MAX_PENDING_PERIODS or len(records) >= limit:  # the rest in the next calls
+                    next_due = -math.inf
                     break
                 counters = dict(self._counters(period, start, take=False))
                 if self.state is not None and end > self.counted_until:
                     self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, start), end, out=counters)
                 if counters:
                     records.append(self._record(period, start, end, counters, final=False))
+                    self.prelim.add((period, start))
                 cursor = self._pending_from[period] = end
             next_due = min(next_due, self._bounds(period, cursor)[1])
         self._pending_seen = (self._version, next_due)
@@ -504,11 +516,13 @@ class AgentModel:
     def to_state(self) -> dict:
         return {
             "home_queue": self.home_queue, "initialized": self.business_day is not None, "name": self.name,
-            "state": self.state, "since": self.since, "counted_until": self.counted_until, "reason": self.reason,
+            "state": self.state, "since": _finite(self.since), "counted_until": _finite(self.counted_until),
+            "reason": self.reason,
             "queues": self.queues, "slots": [[m, start, end, c] for (m, start), (end, c) in self.slots.items()],
             "first_time": self.first_time if self.first_time < math.inf else None,
             "closed_until": [[m, v] for m, v in self.closed_until.items()],
             "final": [[m, start, at, record] for (m, start), (at, record) in self.final.items()],
+            "prelim": sorted(self.prelim),
             "periods": [self.business_day.zone.key, self.business_day.day_start.isoformat(), list(self.minutes)]
             if self.business_day is not None else None,
             "calls": self.calls, "wrapping": self.wrapping, "ended_early": self.ended_early,
@@ -523,13 +537,14 @@ class AgentModel:
         if state["initialized"]:
             self._set_day()
         self.name = state["name"]
-        self.state, self.since, self.reason = state["state"], state["since"], state["reason"]
+        self.state, self.since, self.reason = state["state"], _or_minus_inf(state["since"]), state["reason"]
         # (snapshots written before interval records existed have none of these)
-        self.counted_until = state.get("counted_until", self.since)
+        self.counted_until = _or_minus_inf(state.get("counted_until", state["since"]))
         self.slots = {(m, start): [end, dict(c)] for m, start, end, c in state.get("slots", []) if m in self.minutes}
         self.first_time = math.inf if state.get("first_time") is None else state["first_time"]
         self.closed_until = {m: v for m, v in state.get("closed_until", []) if m in (*self.minutes, DAY)}
         self.final = {(m, start): [at, record] for m, start, at, record in state.get("final", [])}
+        self.prelim = {(m, start) for m, start in state.get("prelim", [])}
         self._current, self._next_close, self._pending_seen = {}, -math.inf, None
         self.queues = list(state["queues"])
         self.calls = {c: list(v) for c, v in state["calls"].items()}
@@ -544,23 +559,33 @@ class AgentModel:
         self.applied_offset = state["applied_offset"]
         if self.first_time == math.inf and self.watermark > -math.inf:  # an older snapshot: periods from now on
             self.first_time = self.watermark
-        if self.business_day is not None and state.get("periods") != [self.business_day.zone.key,
-                                                                      self.business_day.day_start.isoformat(), list(self.minutes)]:
-            self._periods_changed(state.get("periods"))
+        if self.business_day is not None and "periods" in state and state["periods"] != [
+                self.business_day.zone.key, self.business_day.day_start.isoformat(), list(self.minutes)]:
+            self._periods_changed(state["periods"])
 
-    def _periods_changed(self, before: list | None) -> None:
+    def _periods_changed(self, before: list) -> None:
         """The config changed the agent's time zone, day start or interval lengths since the
         snapshot: the periods whose bounds moved start again from the next event (the one open at
         the change is partial); the days keep their counters under their dates."""
         assert self.business_day is not None
-        zone, day_start, minutes = before or (None, None, [])
-        if zone != self.business_day.zone.key or day_start != self.business_day.day_start.isoformat():
+        zone, day_start, minutes = before
+        if zone != self.business_day.zone.key:  # every bound moved
             self.slots, self.closed_until = {}, {}
-        else:  # lengths added or removed: a new length starts now
-            for m in self.minutes:
+        else:
+            if day_start != self.business_day.day_start.isoformat():  # the days' bounds moved, the intervals' not
+                self.closed_until.pop(DAY, None)
+            for m in self.minutes:  # lengths added: they start now
                 if m not in minutes:
                     self.closed_until.pop(m, None)
         self.first_time = self.watermark if self.watermark > -math.inf else math.inf
+
+
+def _finite(t: float) -> float | None:
+    return t if math.isfinite(t) else None
+
+
+def _or_minus_inf(t: float | None) -> float:
+    return -math.inf if t is None else t
 
 
 def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: float) -> None:
@@ -657,6 +682,7 @@ class AgentShard:
         self.closed_intervals: list[dict] = []  # agent records closed since last taken: to publish
         self.watermark = -math.inf  # newest event time of any agent of the shard
         self.swept_at = -math.inf
+        self.gone_final: list[list] = []  # [forgotten at, record]: their last records, to publish again too
         # forgotten agents -> the shard's watermark when forgotten: an event of theirs older than it
         # minus the lateness stays too late (their periods were closed); kept FORGET_AGENT_AFTER more
         self.forgotten: dict[str, float] = {}
@@ -670,12 +696,15 @@ class AgentShard:
         return model
 
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
-        model = self._agent(event["agent_id"])
+        agent_id = event["agent_id"]
+        if agent_id not in self.agents and t < self.forgotten.get(agent_id, -math.inf) - self.settings.lateness_seconds:
+            return TOO_LATE  # an old event of a forgotten agent: its periods were closed
+        model = self._agent(agent_id)
         outcome = model.apply(event, t, raw)
         if model.closed:
             self.closed_intervals += model.closed
             model.closed = []
-        if t > self.watermark:
+        if outcome in (APPLIED, LATE) and t > self.watermark:  # (what a rebuild replays: accepted events only)
             self.watermark = t
             if t - self.swept_at >= SWEEP_EVERY:
                 self._forget_departed()
@@ -690,19 +719,28 @@ class AgentShard:
             if model.state is None and model.watermark < gone_before:
                 model._close(self.watermark - model.lateness)
                 self.closed_intervals += model.closed
+                self.gone_final += [[self.watermark, r] for r in model.final_records()]
                 self.forgotten[agent_id] = self.watermark  # its periods are closed up to this minus the lateness
                 del self.agents[agent_id]
         for agent_id in [a for a, w in self.forgotten.items() if w < gone_before - FORGET_AGENT_AFTER]:
             del self.forgotten[agent_id]
+        self.gone_final = [[at, r] for at, r in self.gone_final if at >= self.watermark - KEEP_FINAL_RECORDS_SECONDS]
 
     @property
     def final_records(self) -> dict[tuple[str, int, float], tuple[float, dict]]:
         """Like a queue model's: the recently closed records (closed at, record), by agent and period."""
-        return {(m.agent_id, r["interval_minutes"] or DAY, r["start_epoch"]): (r["end_epoch"], r)
-                for m in self.agents.values() for r in m.final_records()}
+        records = [r for _, r in self.gone_final] + [r for m in self.agents.values() for r in m.final_records()]
+        return {(r["agent_id"], r["interval_minutes"] or DAY, r["start_epoch"]): (r["end_epoch"], r) for r in records}
 
     def pending_interval_records(self, now: float) -> list[dict]:
-        return [r for m in self.agents.values() for r in m.pending_records(now)]
+        """The agents' preliminary records, at most PENDING_BUDGET a call (a worker that took a shard
+        of quiet agents over builds their backlog over several seconds, not in one blocking pass)."""
+        records: list[dict] = []
+        for model in self.agents.values():
+            records += model.pending_records(now, PENDING_BUDGET - len(records))
+            if len(records) >= PENDING_BUDGET:
+                break
+        return records
 
     def read(self, now: float, queue: str | None = None) -> list[dict]:
         """The agents read at `now`; `queue`: only those serving it or with a call in progress in it
@@ -712,7 +750,7 @@ class AgentShard:
 
     def to_state(self) -> dict:
         return {"agents": {agent_id: m.to_state() for agent_id, m in self.agents.items()},
-                "applied_offset": self.applied_offset, "forgotten": self.forgotten,
+                "applied_offset": self.applied_offset, "forgotten": self.forgotten, "gone_final": self.gone_final,
                 "watermark": self.watermark if self.watermark > -math.inf else None,
                 "swept_at": self.swept_at if self.swept_at > -math.inf else None}
 
@@ -722,5 +760,6 @@ class AgentShard:
             self._agent(agent_id).load_state(agent_state)
         self.applied_offset = state["applied_offset"]
         self.forgotten = dict(state.get("forgotten", {}))
+        self.gone_final = [list(x) for x in state.get("gone_final", [])]
         self.watermark = -math.inf if state.get("watermark") is None else state["watermark"]
         self.swept_at = -math.inf if state.get("swept_at") is None else state["swept_at"]

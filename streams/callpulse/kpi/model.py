@@ -525,8 +525,8 @@ class QueueModel:
         """A call from `caller` at t: it repeats each handled call of that caller that ended in the
         period before t. The same call offered again (transferred back into the queue) repeats
         nothing and is tracked once."""
-        if caller is None or call_id in self.recent_handled:
-            return
+        if caller is None or call_id in self.recent_handled or call_id in self.call_callers:
+            return  # (the same call again, its first leg handled, or not yet: no contact of its own)
         self.call_callers[call_id] = caller
         period = self.config.repeat_caller_seconds
         for handled in reversed(self.handled_callers.get(caller, ())):  # newest first
@@ -568,7 +568,7 @@ class QueueModel:
             ix = self.index
             self._count(self.watermark, [(ix["repeat_caller_checked"], checked), (ix["repeat_caller_repeated"], repeated)])
         offers_after = self.watermark - self.lateness
-        for caller in [c for c, offers in self.recent_contacts.items() if offers[-1] < offers_after]:
+        for caller in [c for c, offers in self.recent_contacts.items() if max(offers) < offers_after]:
             del self.recent_contacts[caller]
 
     def _on_wrapup_ended(self, event: dict, t: float, raw: bytes) -> None:

@@ -51,16 +51,18 @@ class Measure:
 def measure_score(name: str, value: float, target: float | None = None,
                   band: tuple[float, float] | None = None) -> float:
     """The score (0..1) of one measure's value against its target or band."""
+    if name == "net_promoter_score":  # on NPS + 100, so that a negative NPS still scores
+        value += NPS_SHIFT
+        target = None if target is None else target + NPS_SHIFT
+        band = None if band is None else (band[0] + NPS_SHIFT, band[1] + NPS_SHIFT)
     if band is not None:
         low, high = band
         if value < low:
-            return value / low if low > 0 else 0.0
+            return max(0.0, value) / low if low > 0 else 0.0
         if value > high:
             return high / value if value > 0 else 0.0
         return 1.0
     assert target is not None, "a measure has a target or a band"
-    if name == "net_promoter_score":
-        value, target = value + NPS_SHIFT, target + NPS_SHIFT
     if MEASURES[name] == HIGHER:
         if value >= target:
             return 1.0

@@ -43,10 +43,14 @@ def stack(broker, tmp_path_factory):
     with contextlib.ExitStack() as cleanup:  # whatever started is stopped, also when a later part fails
         # A forecast of the simulated traffic (without the surge) for the forecast panels.
         forecast = write_forecast(work / "forecast.csv", time.time() - HISTORY, HOUR_OF_DAY)
-        # A cost per agent-hour, for the cost-per-call panel (0, the default, turns it off).
+        # A cost per agent-hour, for the cost-per-call panel (0, the default, turns it off), and a
+        # 2-minute repeat-caller period with a hash key, so that calls are checked within the run
+        # (the simulator repeats 12 % of its callers) and the repeat-caller FCR panel has data.
         config = work / "callpulse.toml"
-        config.write_text('[queue_defaults]\ncost_per_agent_hour = 20.0\ncurrency = "EUR"\n', encoding="utf-8")
-        pipeline = Pipeline(broker, "monitoring", CALLPULSE_FORECAST_FILE=str(forecast), CALLPULSE_CONFIG=str(config))
+        config.write_text('[queue_defaults]\ncost_per_agent_hour = 20.0\ncurrency = "EUR"\nrepeat_caller_seconds = 120\n',
+                          encoding="utf-8")
+        pipeline = Pipeline(broker, "monitoring", CALLPULSE_FORECAST_FILE=str(forecast), CALLPULSE_CONFIG=str(config),
+                            CALLPULSE_CALLER_HASH_KEY="monitoring-test-caller-key")
         cleanup.callback(pipeline.stop)
         worker = pipeline.start_worker()
         webhook = WebhookReceiver()

@@ -230,6 +230,9 @@ def _comparable(model, now: float) -> dict:
     state = model.to_state()
     for read_side in ("understaffed_since", "understaffed_read_at", "buckets", "agent_seconds"):
         state.pop(read_side, None)  # (a queue's; an agent's model has none of them)
+    if isinstance(model, AgentShard):  # which periods got a preliminary record: by the clock's reads
+        for agent in state["agents"].values():
+            agent.pop("prelim")
     # ids older than the dedup horizon are forgotten, by the live model and the rebuilt one alike
     for each in model.agents.values() if isinstance(model, AgentShard) else [model]:  # a shard: its every agent
         cutoff = math.floor(each.watermark - each.dedup_horizon)

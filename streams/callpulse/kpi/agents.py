@@ -125,7 +125,8 @@ class AgentModel:
         self._pending_seen: tuple[int, float] | None = None  # (version, next period end) of the last preliminary records
         self._pending_from: dict[int, float] = {}  # per period: preliminary records built up to here
         # periods a preliminary record was built for: when one closes with no counts after all (the
-        # agent's late events said it had logged out), a final record of zeros replaces it
+        # agent's late events said it had logged out), a final record of zeros replaces it. Built by
+        # the stream clock's reads, so a rebuild starts it empty (a new owner replaces only its own)
         self.prelim: set[tuple[int, float]] = set()
 
     # ---- applying events -------------------------------------------------------------------

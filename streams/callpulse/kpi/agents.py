@@ -386,22 +386,32 @@ class AgentModel:
         if horizon < self._next_close or self.business_day is None:
             return
         next_close = math.inf
+        closed_now = False
         for period in (*self.minutes, DAY):
             cursor = self._cursor(period)
             if cursor == math.inf:
                 continue
+            closed_any = period in self.closed_until
             for start, end in self._periods_due(period, horizon, cursor):
                 self._account_state(end)
                 counters = self._counters(period, start, take=True)
-                if counters or (period, start) in self.prelim:
+                if counters:
                     record = self._record(period, start, end, counters, final=True)
                     self.final[(period, start)] = [horizon, record]
                     self.closed.append(record)
-                    self.prelim.discard((period, start))
-                cursor = self.closed_until[period] = end
+                elif (period, start) in self.prelim:
+                    # zeros replace a preliminary record this worker sent; not kept for republishing:
+                    # the marks come from the clock's reads, and the kept state must be the events'
+                    self.closed.append(self._record(period, start, end, counters, final=True))
+                self.prelim.discard((period, start))
+                closed_any = closed_now = True
+            if closed_any:  # every period before the horizon's is closed (however many were skipped)
+                cursor = self.closed_until[period] = self._bounds(period, horizon)[0]
             next_close = min(next_close, self._bounds(period, cursor)[1])
         self._next_close = next_close
         self._pending_from = {}
+        if not closed_now:  # (pruning only when periods close: after a load, _next_close is unknown)
+            return
         keep_after = horizon - max(KEEP_FINAL_RECORDS_SECONDS, 2 * self.lateness)
         for key in [k for k, (at, _) in self.final.items() if at < keep_after]:
             del self.final[key]

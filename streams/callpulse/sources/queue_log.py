@@ -514,15 +514,20 @@ def _on_refused(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
          attributes=attributes)
 
 
+def _next_ring_attempt(m: QueueLogMapper, r: QueueLogRecord) -> int:
+    """Count one more ring attempt of the call in its queue (the member serves it); its number."""
+    key = (r.queue, r.call_id)
+    attempt = m.ring_attempts[key] = m.ring_attempts.get(key, 0) + 1
+    m._learn_queue(r.agent, r.queue)
+    return attempt
+
+
 def _on_ring_ended(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     # RINGNOANSWER(ms) / RINGCANCELED(ms): one ring attempt at a member ended unanswered. The
     # ring's start is not logged, so no call.ringing is sent.
     if not _needs(m, r, agent=True):
         return
-    key = (r.queue, r.call_id)
-    attempt = m.ring_attempts.get(key, 0) + 1
-    m.ring_attempts[key] = attempt
-    m._learn_queue(r.agent, r.queue)
+    attempt = _next_ring_attempt(m, r)
     ms = _number(r.field(1))
     emit("call.ring_no_answer", r.time, queue=r.queue, call_id=r.call_id, agent_id=r.agent, attempt=attempt,
          ring_seconds=None if ms is None else ms / 1000.0,
@@ -537,10 +542,7 @@ def _on_agent_dump(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None
     # CONNECT), so its state stays what it was: no state event.
     if not _needs(m, r, agent=True):
         return
-    key = (r.queue, r.call_id)
-    attempt = m.ring_attempts.get(key, 0) + 1
-    m.ring_attempts[key] = attempt
-    m._learn_queue(r.agent, r.queue)
+    attempt = _next_ring_attempt(m, r)
     emit("call.ring_no_answer", r.time, queue=r.queue, call_id=r.call_id, agent_id=r.agent, attempt=attempt,
          attributes={"asterisk_event": "AGENTDUMP"})
 

@@ -137,3 +137,36 @@ def test_one_loss_seen_by_the_stage_and_the_probe_counts_once():
         watch.observe("route", 2, 0, 40 + int(t))
         watch.probed("route", 2, 41 + int(t))
     assert watch.data_lost == {"route": 1, "aggregate": 0}
+
+
+def test_a_partition_owned_without_a_completed_recovery_is_reported_after_30_s_through_rebalances():
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    watch.recovering("aggregate", {0, 1})
+    clock.now = 20.0
+    watch.recovering("aggregate", {1, 3})  # a rebalance: 0 went, 3 came, 1 stayed unrecovered
+    assert watch.problems() == [] and watch.unrecovered_seconds("aggregate") == {1: 20.0, 3: 0.0}
+    clock.now = 30.0
+    assert watch.stalled() == {"route": [], "aggregate": [1]}
+    assert watch.problems() == ["aggregate stage: input partition(s) 1 assigned here 30 s ago or more and not "
+                                "recovered yet: their queues are not exported"]
+    registry = CollectorRegistry()
+    registry.register(ProgressCollector(watch))
+    assert 'callcenter_pipeline_stalled_partitions{stage="aggregate"} 1.0' in generate_latest(registry).decode()
+    watch.recovering("aggregate", {3})  # 1 recovered
+    clock.now = 60.0
+    assert watch.stalled()["aggregate"] == [3]
+    watch.recovering("aggregate", set())
+    assert watch.problems() == [] and watch.unrecovered_seconds("aggregate") == {}
+
+
+def test_a_partition_both_stalled_and_unrecovered_is_counted_once_and_named_once():
+    clock = Clock()
+    watch = ProgressWatch(stalled_after=30.0, clock=clock)
+    watch.observe("aggregate", 2, 100, 200)  # applied up to 100 while owned before
+    watch.recovering("aggregate", {2})  # owned again, its recovery not complete
+    clock.now = 31.0
+    watch.observe("aggregate", 2, 100, 250)
+    assert watch.stalled()["aggregate"] == [2]
+    assert [p for p in watch.problems() if "no progress" in p] == []
+    assert len(watch.problems()) == 1 and "not recovered yet" in watch.problems()[0]

@@ -203,6 +203,7 @@ class ChaosWorker:
         self.log = LOGS / f"{pipeline.name}-worker{number}.log"
         self.process: subprocess.Popen | None = None
         self.log_start = 0  # where this run of the worker began writing its log
+        self.failed: dict[str, str] = {}  # path -> the latest failed request's error (diagnostics)
 
     def start(self) -> None:
         self.log_start = self.log.stat().st_size if self.log.exists() else 0
@@ -231,7 +232,8 @@ class ChaosWorker:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
                 return response.read()
-        except OSError:
+        except OSError as exc:  # also an HTTP error status (urllib's HTTPError)
+            self.failed[path] = repr(exc)[:200]
             return None
 
 
@@ -466,23 +468,41 @@ async def _dead_letter_reasons(consumer, kafka) -> dict[str, int]:
 #: What a worker logs when it stops itself on a frozen fetch (pipeline/app.py, stop_if_fetch_frozen):
 #: by design, so that Compose or Kubernetes restart it and its partitions are read again.
 FROZEN_FETCH_STOP = b"reached the agent for 60 s although the broker has more; stopping"
+STUCK_RECOVERY_STOP = b"stopping so that a fresh start recovers them"
 
 
 def restart_self_stopped(pool: list[ChaosWorker], result: Result) -> None:
     """Restart workers that exited by themselves, as an orchestrator would. A stop on a frozen
-    fetch is the designed reaction (counted in the figures; the totals must still be exact); any
-    other exit is a finding."""
+    fetch or a stuck recovery is the designed reaction (counted in the figures; the totals must
+    still be exact); any other exit is a finding."""
     for w in pool:
         if w.alive or w.process is None:
             continue
         with open(w.log, "rb") as f:
             f.seek(w.log_start)
-            designed = FROZEN_FETCH_STOP in f.read()
-        if designed:
+            text = f.read()
+        if FROZEN_FETCH_STOP in text:
             result.frozen_fetch_stops += 1
+        elif STUCK_RECOVERY_STOP in text:
+            result.stuck_recovery_stops += 1
         else:
             result.problems.append(f"worker {w.number} exited by itself (exit code {w.process.returncode}), see {w.log}")
         w.start()
+
+
+def worker_states(pool: list[ChaosWorker], owners: dict) -> list[str]:
+    """One line per worker for a failed run's diagnostics: running or not, what /healthz says, how
+    many queues it exports, and the last line of its log."""
+    out = []
+    for w in pool:
+        health = w.get("/healthz") if w.alive else None
+        health_text = "no answer" if health is None else health.decode(errors="replace").strip().replace("\n", "; ")
+        exported_here = sum(1 for exporters in owners.values() if w.number in exporters)
+        lines = w.log.read_text(errors="replace").splitlines() if w.log.exists() else []
+        out.append(f"worker {w.number}: {'running' if w.alive else 'not running'}, /healthz: {health_text[:300]}, "
+                   f"exports {exported_here} queue(s), latest failed requests: {w.failed or 'none'}, "
+                   f"last log line: {(lines[-1] if lines else '')[:300]}")
+    return out
 
 
 def rebalances(workers: list[ChaosWorker]) -> int:
@@ -503,6 +523,7 @@ class Result:
     intervals_compared: int = 0
     agents_compared: int = 0  # agents whose /api/agents totals matched what was produced
     frozen_fetch_stops: int = 0  # workers that stopped themselves on a frozen fetch, restarted
+    stuck_recovery_stops: int = 0  # and on a recovery that did not complete (app.py stop_if_recovery_stuck)
     problems: list[str] = field(default_factory=list)
     slowest_sigterm_seconds: float = 0.0
     worker_logs: list[Path] = field(default_factory=list)
@@ -528,6 +549,7 @@ class Result:
             f"interval records compared: {self.intervals_compared}",
             f"agents compared (totals in /api/agents): {self.agents_compared}",
             f"stops on a frozen fetch (restarted as an orchestrator would): {self.frozen_fetch_stops}",
+            f"stops on a stuck recovery (restarted likewise): {self.stuck_recovery_stops}",
             f"events lost: {self.lost}",
             f"events counted twice: {self.twice}",
         ])
@@ -620,6 +642,8 @@ def run(*, kills: int = 20, seconds: float = 150.0, rate: float = 1000.0, worker
         unhealthy = [w.number for w in pool if w.alive and w.get("/healthz") != b"ok\n"]
         if unhealthy:
             result.problems.append(f"worker(s) {unhealthy} do not answer ok on /healthz at the end")
+        if result.problems:
+            result.problems += worker_states(pool, owners)
         result.rebalances = rebalances(pool)
         result.worker_logs = [w.log for w in pool]
     finally:

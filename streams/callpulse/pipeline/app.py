@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable
 from collections.abc import Set as AbstractSet
@@ -65,11 +66,18 @@ AHEAD_OF_SEEK_TIMEOUT_SECONDS = 30.0
 # rebalance, with the broker answering and holding more: the fetch is frozen and the worker stops
 # (stop_if_fetch_frozen).
 FETCH_FROZEN_SECONDS = 60.0
+# A batches partition owned this long without a completed recovery (its queues not exported), or a
+# rebalance that has not ended for this long, with no progress of Faust's changelog reading either,
+# the broker answering: the recovery is stuck and the worker stops (stop_if_recovery_stuck).
+RECOVERY_STUCK_SECONDS = 90.0
 AGENT_IDLE = "waiting for the next batch message"
 # How often the first stage reports its partitions' progress to the other workers (align.py).
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
 FORECAST_CHECK_SECONDS = 5.0
+# A worker asked to stop that is still stopping this long after the signal exits at once (see
+# _patch_stop_deadline); within the 10 s the README promises.
+STOP_DEADLINE_SECONDS = 8.0
 
 
 def _patch_fetch_max_wait() -> None:
@@ -117,6 +125,37 @@ def _patch_seek_uncommitted_to_beginning() -> None:
 
 
 _patch_seek_uncommitted_to_beginning()
+
+
+def _patch_stop_deadline() -> None:
+    """A worker asked to stop (SIGTERM, SIGINT) exits at the latest STOP_DEADLINE_SECONDS later.
+    Faust's consumer waits for a group join in progress before it leaves the group (12 s seen in a
+    chaos run), beyond what an orchestrator's grace period may allow. Exiting without leaving costs
+    the group a session timeout and loses nothing: nothing is acknowledged before it is written,
+    the same guarantee that makes a SIGKILL safe (the chaos run kills 20 times)."""
+    from mode.worker import Worker
+
+    schedule = Worker._schedule_shutdown
+    if getattr(schedule, "callpulse_patched", False):
+        return
+
+    def exit_now(signum: int) -> None:
+        log.warning("still stopping %.0f s after signal %d; exiting now (nothing unwritten was acknowledged)",
+                    STOP_DEADLINE_SECONDS, signum)
+        os._exit(0)
+
+    def schedule_shutdown(self, signum):
+        if not self._signal_stop_time:  # the first stop signal
+            deadline = threading.Timer(STOP_DEADLINE_SECONDS, exit_now, args=(int(signum),))
+            deadline.daemon = True  # a stop that ends in time exits with it
+            deadline.start()
+        schedule(self, signum)
+
+    schedule_shutdown.callpulse_patched = True  # type: ignore[attr-defined]  # a marker: patch once
+    Worker._schedule_shutdown = schedule_shutdown  # type: ignore[method-assign]
+
+
+_patch_stop_deadline()
 
 
 def broker_credentials(kafka) -> faust.types.auth.CredentialsArg | None:
@@ -207,6 +246,8 @@ def create_app(config: Config) -> SimpleNamespace:
     next_offset: dict[int, int] = {}  # per accepting partition: the batch message to apply next
     ahead_since: dict[int, float] = {}  # per partition: since when only messages beyond next_offset came
     rebalances = [0]  # revocations so far: a recovery callback that outlived its rebalance stops
+    rebalance_began: list[float | None] = [None]  # monotonic time of the revocation not yet followed by an assignment
+    recovery_moved = [-1, time.monotonic()]  # Faust's changelog records still to read, and when that last changed
 
     # Every send below returns its delivery future. Offsets are committed (first stage) and batch
     # messages acknowledged (second stage) only once the futures of everything they caused resolved
@@ -538,6 +579,8 @@ def create_app(config: Config) -> SimpleNamespace:
         """Second stage progress, read beside the agent (a stuck agent cannot report itself)."""
         owned = {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == kafka.topic_batches}
         watch.retain("aggregate", set(owned))
+        watch.recovering("aggregate", set(owned) - accepting)
+        await stop_if_recovery_stuck(owned)
         for partition, tp in owned.items():
             try:
                 end = app.consumer.highwater(tp)
@@ -598,6 +641,36 @@ def create_app(config: Config) -> SimpleNamespace:
                       f"again from their committed offsets ({fetch_diagnostics(owned, set(frozen))})")
             log.critical(reason)
             await app.crash(RuntimeError(reason))
+
+    async def stop_if_recovery_stuck(owned: dict) -> None:
+        """A recovery that never completes leaves the worker owning partitions it neither applies
+        nor exports, answering its web requests as if healthy: Faust's recovery has hung before
+        (faust-streaming #21, #74), and an exception in its recovery callback is never raised
+        (it runs the callbacks as tasks nobody awaits). /healthz reports such partitions after 30 s
+        (progress.py); after RECOVERY_STUCK_SECONDS without any progress of the changelog reading
+        either, the worker stops so that an orchestrator starts it afresh and the group rebalances.
+        Judged only while the broker answers, so an outage is no reason."""
+        now = time.monotonic()
+        recovery = cast(TableManager, app.tables).recovery
+        remaining = recovery.active_remaining_total()
+        if remaining != recovery_moved[0] or watch.unanswered_since is not None:  # (an outage: counts from its end)
+            recovery_moved[:] = [remaining, now]
+        if app.should_stop or now - recovery_moved[1] < RECOVERY_STUCK_SECONDS:
+            return
+        waited = {p: seconds for p, seconds in watch.unrecovered_seconds("aggregate").items()
+                  if p in owned and seconds >= RECOVERY_STUCK_SECONDS}
+        began = rebalance_began[0]
+        if waited:
+            what = f"partition(s) {sorted(waited)} owned for {max(waited.values()):.0f} s without a completed recovery"
+        elif began is not None and now - began >= RECOVERY_STUCK_SECONDS:
+            what = f"a rebalance began {now - began:.0f} s ago and has not ended"
+        else:
+            return
+        reason = (f"second stage: {what}, and no changelog record read for {now - recovery_moved[1]:.0f} s; "
+                  f"stopping so that a fresh start recovers them (Faust in recovery {recovery.in_recovery}, "
+                  f"changelog records remaining {remaining}; {fetch_diagnostics(owned, set(waited))})")
+        log.critical(reason)
+        await app.crash(RuntimeError(reason))
 
     probe_state: dict = {"clients": None}
 
@@ -661,6 +734,8 @@ def create_app(config: Config) -> SimpleNamespace:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as above
     async def park_models(sender, revoked, **kwargs) -> None:
         rebalances[0] += 1
+        if rebalance_began[0] is None:
+            rebalance_began[0] = time.monotonic()
         accepting.clear()
         states.park()  # nothing is exported while the group rebalances
 
@@ -672,6 +747,7 @@ def create_app(config: Config) -> SimpleNamespace:
         (resume_models then never runs for it): a partition it did not give to this worker may
         have been worked on elsewhere meanwhile, so its model is not kept nor its tail trusted."""
         nonlocal owned_before
+        rebalance_began[0] = None
         partitions = {tp.partition for tp in assigned if tp.topic == kafka.topic_batches}
         owned_before &= partitions
         states.assigned(partitions)
@@ -685,13 +761,19 @@ def create_app(config: Config) -> SimpleNamespace:
             log.info("second stage: a recovery finished after the next assignment arrived; waiting for that one's")
             return
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == kafka.topic_batches}
-        rebuilt = states.resume(owned, list(state_table.data.items()))
-        # Models of partitions not owned now are gone: should this recovery be overtaken, they count
-        # as new the next time (their changelog tail read again), whatever happens below.
-        owned_before &= owned
         # Faust neither awaits errors of this callback nor cancels it when the next rebalance
         # starts: an error would leave the agent waiting for good, so it stops the worker; and a
         # callback overtaken by a rebalance must not mark its (stale) partitions as complete.
+        try:
+            rebuilt = states.resume(owned, list(state_table.data.items()))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be rebuilt: see above
+            log.exception("second stage: the models of partitions %s could not be rebuilt from the changelog; "
+                          "stopping this worker", sorted(owned))
+            await app.crash(exc)
+            return
+        # Models of partitions not owned now are gone: should this recovery be overtaken, they count
+        # as new the next time (their changelog tail read again), whatever happens below.
+        owned_before &= owned
         try:
             committed = await asyncio.wait_for(committed_batch_offsets(owned), 30)
             start = await asyncio.wait_for(start_offsets(committed), 30)

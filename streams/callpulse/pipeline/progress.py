@@ -64,6 +64,8 @@ class ProgressWatch:
     data_lost: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     lost_detail: str | None = None  # the latest loss, for /healthz
     unanswered_since: float | None = None  # when the broker stopped answering the probe (see app.py)
+    # (stage, partition) -> since when it is owned and its recovery not complete (see recovering)
+    unrecovered: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def observe(self, stage: str, partition: int, next_offset: int, end_offset: int) -> None:
         """One reading: the next offset the stage will process in a partition, and the end offset."""
@@ -155,19 +157,47 @@ class ProgressWatch:
         for end_key in [k for k in self.ends if k[0] == stage and k[1] == "input" and k[2] not in partitions]:
             del self.ends[end_key]  # a new owner's consumer starts its own readings
 
+    def recovering(self, stage: str, partitions: set[int]) -> None:
+        """The stage's owned input partitions whose recovery is not complete now (their queues are not
+        exported). Each counts from the first reading that found it so, through any rebalances, until
+        a reading finds it recovered or not owned."""
+        now = self.clock()
+        for key in [k for k in self.unrecovered if k[0] == stage and k[1] not in partitions]:
+            del self.unrecovered[key]
+        for partition in partitions:
+            self.unrecovered.setdefault((stage, partition), now)
+
+    def unrecovered_seconds(self, stage: str) -> dict[int, float]:
+        """Per owned input partition not recovered yet: for how long."""
+        now = self.clock()
+        return {partition: now - since for (s, partition), since in sorted(self.unrecovered.items()) if s == stage}
+
+    def not_recovered(self) -> dict[str, list[int]]:
+        """Per stage, the owned partitions not recovered for `stalled_after` seconds or more."""
+        return {stage: [p for p, seconds in self.unrecovered_seconds(stage).items() if seconds >= self.stalled_after]
+                for stage in STAGES}
+
     def stalled(self) -> dict[str, list[int]]:
+        """Per stage, the partitions with records waiting and no progress, and those not recovered."""
         now = self.clock()
         out: dict[str, list[int]] = {stage: [] for stage in STAGES}
         for (stage, partition), seen in sorted(self.partitions.items()):
             if self._judge(stage, partition, seen, now):
                 out[stage].append(partition)
+        for stage, partitions in self.not_recovered().items():
+            out[stage] = sorted(set(out[stage]) | set(partitions))
         return out
 
     def problems(self) -> list[str]:
         """What /healthz reports; empty when healthy."""
+        not_recovered = self.not_recovered()
         out = [f"{stage} stage: no progress for {self.stalled_after:.0f} s or more on input partition(s) "
                f"{', '.join(map(str, partitions))} with records waiting"
-               for stage, partitions in self.stalled().items() if partitions]
+               for stage, all_stalled in self.stalled().items()
+               if (partitions := [p for p in all_stalled if p not in not_recovered[stage]])]
+        out += [f"{stage} stage: input partition(s) {', '.join(map(str, partitions))} assigned here "
+                f"{self.stalled_after:.0f} s ago or more and not recovered yet: their queues are not exported"
+                for stage, partitions in not_recovered.items() if partitions]
         if self.lost_detail:
             out.append(self.lost_detail)
         if self.unanswered_seconds() >= self.stalled_after:
@@ -183,7 +213,8 @@ class ProgressCollector(Collector):
         stalled = GaugeMetricFamily(
             "callcenter_pipeline_stalled_partitions",
             f"Input partitions of the stage this worker owns with records waiting and no progress for "
-            f"{self.watch.stalled_after:.0f} s or more (0 when healthy).", labels=["stage"])
+            f"{self.watch.stalled_after:.0f} s or more, or owned that long without a completed recovery "
+            f"(0 when healthy).", labels=["stage"])
         for stage, partitions in self.watch.stalled().items():
             stalled.add_metric([stage], len(partitions))
         yield stalled

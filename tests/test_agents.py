@@ -434,3 +434,61 @@ async def test_route_waits_for_other_workers_partitions(pipeline):
     times = sent_times()
     assert len(times) == 20 and times[9:] == sorted(times[9:])
     assert len(queue_batches(pipeline)) == 2  # one message per queue each time
+
+
+async def test_a_worker_owning_a_partition_whose_recovery_never_completes_stops_after_90_s(pipeline, monkeypatch, caplog):
+    """A partition owned and not exported (its recovery never completed) stops the worker once
+    RECOVERY_STUCK_SECONDS passed with no progress: not while Faust reads the changelog, nor while
+    the worker's own recovery step runs, nor within that time of the latest assignment, nor during
+    a broker outage (the time counts from its end). A rebalance that never ends stops it too."""
+    import callpulse.pipeline.app
+    from callpulse.pipeline.app import RECOVERY_STUCK_SECONDS
+
+    crash = pipeline.app.crash = AsyncMock()
+    clock = [1000.0]
+    monkeypatch.setattr(callpulse.pipeline.app.time, "monotonic", lambda: clock[0])
+    pipeline.watch.clock = lambda: clock[0]
+    topic = pipeline.batches_topic.get_topic_name()
+    consumer = pipeline.app.consumer
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP(topic, 0), TP(topic, 1)})
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 0)
+    recovery = pipeline.app.tables.recovery
+    remaining = [500]
+    monkeypatch.setattr(recovery, "active_remaining_total", lambda: remaining[0])
+    pipeline.assigned_at[0] = clock[0]
+    assert 1 not in pipeline.accepting  # partition 0 recovered (the fixture), 1 not
+
+    async def after(seconds: float) -> None:
+        clock[0] += seconds
+        await pipeline.check_aggregate_progress()
+
+    await after(0)
+    for _ in range(10):  # Faust reads the changelog slowly for 100 s
+        remaining[0] -= 10
+        await after(10)
+    assert not crash.called, "the changelog reading moves"
+    pipeline.resuming[0] = 1  # then the worker's own recovery step runs for 100 s
+    await after(100)
+    pipeline.resuming[0] = 0
+    assert not crash.called, "the recovery step moves"
+    pipeline.assigned_at[0] = clock[0]  # a new assignment, partition 1 still not recovered
+    await after(RECOVERY_STUCK_SECONDS - 1)
+    assert not crash.called, "within the time of the latest assignment"
+    pipeline.watch.unanswered_since = clock[0]
+    await after(5)
+    pipeline.watch.unanswered_since = None
+    await after(RECOVERY_STUCK_SECONDS - 1)
+    assert not crash.called, "an outage: the time counts from its end"
+    with caplog.at_level("CRITICAL", logger="callpulse"):
+        await after(2)
+    assert crash.call_count == 1
+    stopped = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert "partition(s) [1] owned for" in stopped[0] and "without a completed recovery" in stopped[0], stopped
+
+    crash.reset_mock()
+    pipeline.accepting.add(1)  # everything recovered; then a revocation with no assignment after it
+    pipeline.rebalance_began[0] = clock[0]
+    await after(RECOVERY_STUCK_SECONDS - 1)
+    assert not crash.called
+    await after(2)
+    assert crash.call_count == 1 and "a rebalance began" in str(crash.await_args.args[0])

@@ -7,6 +7,7 @@ recovery hangs are real (faust-streaming #21, #74) but cannot be made on demand.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -52,8 +53,8 @@ def test_a_model_that_cannot_be_rebuilt_stops_the_worker_with_the_reason(broker)
     now = time.time()
     pipeline.produce([e for n in range(10) for e in call("sales", f"c{n}", now - 60 + n, "answered", now - 55 + n)])
     wait_for(lambda: b'queue="sales"' in (first.get("/metrics") or b""), timeout=60, message="sales exported")
-    first.process.send_signal(signal.SIGKILL)
-    first.process.wait()
+    first.process.send_signal(signal.SIGTERM)  # leaves the group: the next worker need not wait for its session to time out
+    first.process.wait(30)
     patch = ("import callpulse.pipeline.state as state\n"
              "def _rebuild(self, queue, entry):\n"
              "    raise RuntimeError('test: this model cannot be rebuilt')\n"
@@ -62,23 +63,30 @@ def test_a_model_that_cannot_be_rebuilt_stops_the_worker_with_the_reason(broker)
     code = exit_code(process, 60, log)
     text = log.read_text(errors="replace")
     assert code != 0
-    assert "could not be rebuilt from the changelog; stopping this worker" in text, text[-3000:]
+    # rebuilt from the table Faust recovered, or from the changelog tail read after it (complete_recovery)
+    assert ("could not be rebuilt from the changelog; stopping this worker" in text
+            or re.search(r"recovery of partitions \[.*\] failed .*; stopping this worker", text)), text[-3000:]
     assert "test: this model cannot be rebuilt" in text
 
 
 def test_a_recovery_that_never_completes_is_reported_then_stops_the_worker(broker):
     """Faust finishes its recovery but never calls the worker's recovery callback (as when its
     recovery hangs): /healthz reports the partitions within the stall time, and the worker stops
-    once RECOVERY_STUCK_SECONDS passed without progress. Both times are shortened for the test."""
+    once RECOVERY_STUCK_SECONDS passed without progress (both shortened for the test). Its stop
+    hangs too (Faust's consumer stop, as in the test below): it still exits in time, non-zero."""
     pipeline = Pipeline(broker, "recovery-stuck")
-    patch = ("import faust.tables.base\n"
+    patch = ("import asyncio\n"
+             "import faust.tables.base\n"
+             "import faust.transport.drivers.aiokafka as drivers\n"
              "import callpulse.pipeline.app as app\n"  # creates the worker's app
              "async def never(self):\n"
              "    pass\n"
+             "async def hang(self):\n"
+             "    await asyncio.sleep(3600)\n"
              "faust.tables.base.Collection.call_recover_callbacks = never\n"
+             "drivers.AIOKafkaConsumerThread.on_thread_stop = hang\n"
              "app.pipeline.watch.stalled_after = 5.0\n"
-             "app.RECOVERY_STUCK_SECONDS = 20.0\n")
-    started = time.monotonic()
+             "app.RECOVERY_STUCK_SECONDS = 12.0\n")
     process, url, log = patched_worker(pipeline, "never-recovered", patch)
     try:
         wait_for(lambda: "not recovered yet" in urlopen_status(url + "/healthz")[1], timeout=60,
@@ -91,9 +99,10 @@ def test_a_recovery_that_never_completes_is_reported_then_stops_the_worker(broke
         if process.poll() is None:
             process.kill()
     text = log.read_text(errors="replace")
-    assert code != 0
-    assert "without a completed recovery" in text and "stopping so that a fresh start recovers them" in text, text[-3000:]
-    assert time.monotonic() - started >= 20.0
+    stopped = re.search(r"partition\(s\) \[[0-9, ]+\] owned for (\d+) s without a completed recovery", text)
+    assert stopped and int(stopped.group(1)) >= 12, text[-3000:]
+    assert "stopping so that a fresh start recovers them" in text
+    assert "exiting now with code 1" in text and code == 1
 
 
 def test_a_worker_whose_stop_hangs_exits_within_the_deadline_after_sigterm(broker):
@@ -107,8 +116,7 @@ def test_a_worker_whose_stop_hangs_exits_within_the_deadline_after_sigterm(broke
              "drivers.AIOKafkaConsumerThread.on_thread_stop = hang\n")
     process, url, log = patched_worker(pipeline, "worker", patch)
     try:
-        wait_for(lambda: urlopen_status(url + "/healthz")[0] == 200, timeout=60, message="the worker answers")
-        time.sleep(8)  # past the group join
+        wait_for(lambda: "Worker]: Ready" in log.read_text(errors="replace"), timeout=60, message="the worker is ready")
         began = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = exit_code(process, 30, log)
@@ -118,5 +126,5 @@ def test_a_worker_whose_stop_hangs_exits_within_the_deadline_after_sigterm(broke
             process.kill()
     text = log.read_text(errors="replace")
     assert took <= 10.0, f"{took:.1f} s, see {log}"
-    assert "exiting now (nothing unwritten was acknowledged)" in text, text[-3000:]
+    assert "exiting now with code 0 (nothing unwritten was acknowledged)" in text, text[-3000:]
     assert code == 0

@@ -75,8 +75,8 @@ AGENT_IDLE = "waiting for the next batch message"
 PROGRESS_REPORT_SECONDS = 0.05
 # How often the forecast file is checked for changes (one stat() call).
 FORECAST_CHECK_SECONDS = 5.0
-# A worker asked to stop that is still stopping this long after the signal exits at once (see
-# _patch_stop_deadline); within the 10 s the README promises.
+# A worker still stopping this long after its stop began exits at once (see _patch_stop_deadline):
+# within the 10 s the README promises.
 STOP_DEADLINE_SECONDS = 8.0
 
 
@@ -128,31 +128,45 @@ _patch_seek_uncommitted_to_beginning()
 
 
 def _patch_stop_deadline() -> None:
-    """A worker asked to stop (SIGTERM, SIGINT) exits at the latest STOP_DEADLINE_SECONDS later.
-    Faust's consumer waits for a group join in progress before it leaves the group (12 s seen in a
-    chaos run), beyond what an orchestrator's grace period may allow. Exiting without leaving costs
-    the group a session timeout and loses nothing: nothing is acknowledged before it is written,
-    the same guarantee that makes a SIGKILL safe (the chaos run kills 20 times)."""
+    """A worker that begins to stop (SIGTERM, SIGINT, or its own stop on an error) exits at the
+    latest STOP_DEADLINE_SECONDS later, with exit code 1 after an error and 0 otherwise. Faust's
+    consumer waits for a group join in progress before it leaves the group (12 s seen in a chaos
+    run), beyond what an orchestrator's grace period may allow. Exiting without leaving costs the
+    group a session timeout and loses nothing: nothing is acknowledged before it is written, the
+    same guarantee that makes a SIGKILL safe (the chaos run kills 20 times)."""
     from mode.worker import Worker
 
-    schedule = Worker._schedule_shutdown
+    schedule, stop_and_shutdown = Worker._schedule_shutdown, Worker.stop_and_shutdown
     if getattr(schedule, "callpulse_patched", False):
         return
+    armed: list[threading.Timer] = []
 
-    def exit_now(signum: int) -> None:
-        log.warning("still stopping %.0f s after signal %d; exiting now (nothing unwritten was acknowledged)",
-                    STOP_DEADLINE_SECONDS, signum)
-        os._exit(0)
+    def arm(worker: Worker) -> None:
+        if armed:
+            return
 
-    def schedule_shutdown(self, signum):
-        if not self._signal_stop_time:  # the first stop signal
-            deadline = threading.Timer(STOP_DEADLINE_SECONDS, exit_now, args=(int(signum),))
-            deadline.daemon = True  # a stop that ends in time exits with it
-            deadline.start()
+        def exit_now() -> None:
+            code = 1 if worker.crash_reason else 0
+            log.warning("still stopping %.0f s after the stop began; exiting now with code %d (nothing unwritten "
+                        "was acknowledged)", STOP_DEADLINE_SECONDS, code)
+            os._exit(code)
+
+        deadline = threading.Timer(STOP_DEADLINE_SECONDS, exit_now)
+        deadline.daemon = True  # a stop that ends in time exits with it
+        deadline.start()
+        armed.append(deadline)
+
+    def schedule_shutdown(self, signum):  # a stop signal
+        arm(self)
         schedule(self, signum)
+
+    def stop_and_shutdown_in_time(self):  # every way out of the worker, a crash included
+        arm(self)
+        stop_and_shutdown(self)
 
     schedule_shutdown.callpulse_patched = True  # type: ignore[attr-defined]  # a marker: patch once
     Worker._schedule_shutdown = schedule_shutdown  # type: ignore[method-assign]
+    Worker.stop_and_shutdown = stop_and_shutdown_in_time  # type: ignore[method-assign]
 
 
 _patch_stop_deadline()
@@ -247,7 +261,10 @@ def create_app(config: Config) -> SimpleNamespace:
     ahead_since: dict[int, float] = {}  # per partition: since when only messages beyond next_offset came
     rebalances = [0]  # revocations so far: a recovery callback that outlived its rebalance stops
     rebalance_began: list[float | None] = [None]  # monotonic time of the revocation not yet followed by an assignment
-    recovery_moved = [-1, time.monotonic()]  # Faust's changelog records still to read, and when that last changed
+    assigned_at = [time.monotonic()]  # monotonic time of the latest assignment
+    # Faust's changelog records still to read, and when that last changed or our recovery step ran
+    recovery_moved = [-1, time.monotonic()]
+    resuming = [0]  # resume_models calls running (each step in them has its own timeout)
 
     # Every send below returns its delivery future. Offsets are committed (first stage) and batch
     # messages acknowledged (second stage) only once the futures of everything they caused resolved
@@ -653,12 +670,16 @@ def create_app(config: Config) -> SimpleNamespace:
         now = time.monotonic()
         recovery = cast(TableManager, app.tables).recovery
         remaining = recovery.active_remaining_total()
-        if remaining != recovery_moved[0] or watch.unanswered_since is not None:  # (an outage: counts from its end)
+        # progress: Faust reads the changelog, or our own recovery step runs; an outage counts from its end
+        if remaining != recovery_moved[0] or watch.unanswered_since is not None or resuming[0]:
             recovery_moved[:] = [remaining, now]
         if app.should_stop or now - recovery_moved[1] < RECOVERY_STUCK_SECONDS:
             return
+        # A partition counts from when it was last found not exporting, through rebalances (as on
+        # /healthz), but only once the latest assignment is as old: a storm of overtaken
+        # recoveries is left to end by itself.
         waited = {p: seconds for p, seconds in watch.unrecovered_seconds("aggregate").items()
-                  if p in owned and seconds >= RECOVERY_STUCK_SECONDS}
+                  if p in owned and seconds >= RECOVERY_STUCK_SECONDS and now - assigned_at[0] >= RECOVERY_STUCK_SECONDS}
         began = rebalance_began[0]
         if waited:
             what = f"partition(s) {sorted(waited)} owned for {max(waited.values()):.0f} s without a completed recovery"
@@ -747,7 +768,7 @@ def create_app(config: Config) -> SimpleNamespace:
         (resume_models then never runs for it): a partition it did not give to this worker may
         have been worked on elsewhere meanwhile, so its model is not kept nor its tail trusted."""
         nonlocal owned_before
-        rebalance_began[0] = None
+        rebalance_began[0], assigned_at[0] = None, time.monotonic()
         partitions = {tp.partition for tp in assigned if tp.topic == kafka.topic_batches}
         owned_before &= partitions
         states.assigned(partitions)
@@ -755,6 +776,13 @@ def create_app(config: Config) -> SimpleNamespace:
     @state_table.on_recover
     async def resume_models() -> None:
         """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""
+        resuming[0] += 1  # stop_if_recovery_stuck: this step is progress (its waits have timeouts)
+        try:
+            await recover_models()
+        finally:
+            resuming[0] -= 1
+
+    async def recover_models() -> None:
         nonlocal owned_before
         rebalance = rebalances[0]
         if stale_recovery():
@@ -941,7 +969,7 @@ def create_app(config: Config) -> SimpleNamespace:
         state_table=state_table, take=take, send_ready=send_ready, aggregate=aggregate,
         complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
         next_offset=next_offset, check_aggregate_progress=check_aggregate_progress, agent_step=agent_step,
-        last_delivery=last_delivery,
+        last_delivery=last_delivery, rebalance_began=rebalance_began, assigned_at=assigned_at, resuming=resuming,
     )
 
 

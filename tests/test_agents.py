@@ -467,10 +467,15 @@ async def test_a_worker_owning_a_partition_whose_recovery_never_completes_stops_
         remaining[0] -= 10
         await after(10)
     assert not crash.called, "the changelog reading moves"
-    pipeline.resuming[0] = 1  # then the worker's own recovery step runs for 100 s
-    await after(100)
-    pipeline.resuming[0] = 0
+    pipeline.resuming[pipeline.rebalances[0] - 1] = clock[0] + 1000  # a step left over from an earlier assignment
+    pipeline.resuming[pipeline.rebalances[0]] = clock[0] + 100  # then this assignment's own step, bounded at 100 s
+    await after(99)
     assert not crash.called, "the recovery step moves"
+    await after(RECOVERY_STUCK_SECONDS)
+    assert crash.call_count == 1, "a step past its bound is no progress, nor one of an earlier assignment"
+    crash.reset_mock()
+    pipeline.resuming.clear()
+    remaining[0] -= 1  # Faust reads again
     pipeline.assigned_at[0] = clock[0]  # a new assignment, partition 1 still not recovered
     await after(RECOVERY_STUCK_SECONDS - 1)
     assert not crash.called, "within the time of the latest assignment"

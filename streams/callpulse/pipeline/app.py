@@ -264,7 +264,9 @@ def create_app(config: Config) -> SimpleNamespace:
     assigned_at = [time.monotonic()]  # monotonic time of the latest assignment
     # Faust's changelog records still to read, and when that last changed or our recovery step ran
     recovery_moved = [-1, time.monotonic()]
-    resuming = [0]  # resume_models calls running (each step in them has its own timeout)
+    # resume_models steps running, by the revocation count they began at: until when each may take
+    # (its waits are bounded; stop_if_recovery_stuck counts the current one as progress until then)
+    resuming: dict[int, float] = {}
 
     # Every send below returns its delivery future. Offsets are committed (first stage) and batch
     # messages acknowledged (second stage) only once the futures of everything they caused resolved
@@ -671,7 +673,8 @@ def create_app(config: Config) -> SimpleNamespace:
         recovery = cast(TableManager, app.tables).recovery
         remaining = recovery.active_remaining_total()
         # progress: Faust reads the changelog, or our own recovery step runs; an outage counts from its end
-        if remaining != recovery_moved[0] or watch.unanswered_since is not None or resuming[0]:
+        step_until = resuming.get(rebalances[0], -math.inf)  # this assignment's own recovery step
+        if remaining != recovery_moved[0] or watch.unanswered_since is not None or now < step_until:
             recovery_moved[:] = [remaining, now]
         if app.should_stop or now - recovery_moved[1] < RECOVERY_STUCK_SECONDS:
             return
@@ -776,19 +779,21 @@ def create_app(config: Config) -> SimpleNamespace:
     @state_table.on_recover
     async def resume_models() -> None:
         """After recovery (start-up and every rebalance): keep, rebuild or forget each queue."""
-        resuming[0] += 1  # stop_if_recovery_stuck: this step is progress (its waits have timeouts)
-        try:
-            await recover_models()
-        finally:
-            resuming[0] -= 1
-
-    async def recover_models() -> None:
-        nonlocal owned_before
         rebalance = rebalances[0]
+        try:
+            await recover_models(rebalance)
+        finally:
+            resuming.pop(rebalance, None)
+
+    async def recover_models(rebalance: int) -> None:
+        nonlocal owned_before
         if stale_recovery():
             log.info("second stage: a recovery finished after the next assignment arrived; waiting for that one's")
             return
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == kafka.topic_batches}
+        # complete_recovery may read each partition's changelog tail for up to its timeout
+        tails_seconds = len(owned) * (CHANGELOG_TAIL_TIMEOUT_SECONDS + 30.0)
+        resuming[rebalance] = time.monotonic() + 60.0 + tails_seconds  # with the two 30 s waits below
         # Faust neither awaits errors of this callback nor cancels it when the next rebalance
         # starts: an error would leave the agent waiting for good, so it stops the worker; and a
         # callback overtaken by a rebalance must not mark its (stale) partitions as complete.
@@ -806,7 +811,7 @@ def create_app(config: Config) -> SimpleNamespace:
             committed = await asyncio.wait_for(committed_batch_offsets(owned), 30)
             start = await asyncio.wait_for(start_offsets(committed), 30)
             kept = owned & owned_before
-            await complete_recovery(owned, committed, kept)
+            await asyncio.wait_for(complete_recovery(owned, committed, kept), tails_seconds)
         except Exception as exc:  # noqa: BLE001 - any error: see above
             if rebalance != rebalances[0]:
                 return  # overtaken: the next recovery starts afresh
@@ -970,6 +975,7 @@ def create_app(config: Config) -> SimpleNamespace:
         complete_recovery=complete_recovery, resume_models=resume_models, watch=watch, accepting=accepting,
         next_offset=next_offset, check_aggregate_progress=check_aggregate_progress, agent_step=agent_step,
         last_delivery=last_delivery, rebalance_began=rebalance_began, assigned_at=assigned_at, resuming=resuming,
+        rebalances=rebalances,
     )
 
 

@@ -67,8 +67,9 @@ AHEAD_OF_SEEK_TIMEOUT_SECONDS = 30.0
 # (stop_if_fetch_frozen).
 FETCH_FROZEN_SECONDS = 60.0
 # A batches partition owned this long without a completed recovery (its queues not exported), or a
-# rebalance that has not ended for this long, with no progress of Faust's changelog reading either,
-# the broker answering: the recovery is stuck and the worker stops (stop_if_recovery_stuck).
+# rebalance that has not ended for this long, with neither Faust's changelog reading nor our own
+# recovery step moving, the broker answering: the recovery is stuck and the worker stops
+# (stop_if_recovery_stuck).
 RECOVERY_STUCK_SECONDS = 90.0
 AGENT_IDLE = "waiting for the next batch message"
 # How often the first stage reports its partitions' progress to the other workers (align.py).
@@ -681,8 +682,9 @@ def create_app(config: Config) -> SimpleNamespace:
         # A partition counts from when it was last found not exporting, through rebalances (as on
         # /healthz), but only once the latest assignment is as old: a storm of overtaken
         # recoveries is left to end by itself.
+        settled = now - assigned_at[0] >= RECOVERY_STUCK_SECONDS
         waited = {p: seconds for p, seconds in watch.unrecovered_seconds("aggregate").items()
-                  if p in owned and seconds >= RECOVERY_STUCK_SECONDS and now - assigned_at[0] >= RECOVERY_STUCK_SECONDS}
+                  if settled and p in owned and seconds >= RECOVERY_STUCK_SECONDS}
         began = rebalance_began[0]
         if waited:
             what = f"partition(s) {sorted(waited)} owned for {max(waited.values()):.0f} s without a completed recovery"

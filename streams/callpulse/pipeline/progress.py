@@ -177,24 +177,27 @@ class ProgressWatch:
         return {stage: [p for p, seconds in self.unrecovered_seconds(stage).items() if seconds >= self.stalled_after]
                 for stage in STAGES}
 
-    def stalled(self) -> dict[str, list[int]]:
-        """Per stage, the partitions with records waiting and no progress, and those not recovered."""
+    def _waiting_without_progress(self) -> dict[str, list[int]]:
+        """Per stage, the partitions with records waiting and no progress (judged on the clock now)."""
         now = self.clock()
         out: dict[str, list[int]] = {stage: [] for stage in STAGES}
         for (stage, partition), seen in sorted(self.partitions.items()):
             if self._judge(stage, partition, seen, now):
                 out[stage].append(partition)
-        for stage, partitions in self.not_recovered().items():
-            out[stage] = sorted(set(out[stage]) | set(partitions))
         return out
 
+    def stalled(self) -> dict[str, list[int]]:
+        """Per stage, the partitions with records waiting and no progress, and those not recovered."""
+        waiting, not_recovered = self._waiting_without_progress(), self.not_recovered()
+        return {stage: sorted(set(waiting[stage]) | set(not_recovered[stage])) for stage in STAGES}
+
     def problems(self) -> list[str]:
-        """What /healthz reports; empty when healthy."""
-        not_recovered = self.not_recovered()
+        """What /healthz reports; empty when healthy. A partition both waiting and not recovered is
+        named once, as not recovered."""
+        waiting, not_recovered = self._waiting_without_progress(), self.not_recovered()
         out = [f"{stage} stage: no progress for {self.stalled_after:.0f} s or more on input partition(s) "
                f"{', '.join(map(str, partitions))} with records waiting"
-               for stage, all_stalled in self.stalled().items()
-               if (partitions := [p for p in all_stalled if p not in not_recovered[stage]])]
+               for stage in STAGES if (partitions := [p for p in waiting[stage] if p not in not_recovered[stage]])]
         out += [f"{stage} stage: input partition(s) {', '.join(map(str, partitions))} assigned here "
                 f"{self.stalled_after:.0f} s ago or more and not recovered yet: their queues are not exported"
                 for stage, partitions in not_recovered.items() if partitions]

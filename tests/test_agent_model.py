@@ -5,7 +5,8 @@ import datetime
 import orjson
 import pytest
 
-from callpulse.kpi.agents import AgentModel, AgentSettings, occupancy, utilization
+from callpulse.config import DEFAULT_SCORECARD
+from callpulse.kpi.agents import AgentModel, AgentSettings, day_view, occupancy, utilization
 from callpulse.kpi.model import DUPLICATE, TOO_LATE
 from helpers import epoch, event
 
@@ -261,3 +262,40 @@ def test_out_of_order_ends_older_states_and_names_and_decimal_scores():
     restored = make()
     restored.load_state(orjson.loads(orjson.dumps(m.to_state())))
     assert restored.read(T0 + 60) == view
+
+
+def fresh_read(m: AgentModel, now: float) -> dict:
+    """read() computed from scratch, as it was before it kept a cache: a copy of today's counters,
+    the open state's seconds added to it, then day_view and the scorecard."""
+    day_start, _, iso = m.business_day.bounds(now)
+    today = dict(m.days.get(iso, {}))
+    if m.state is not None and now > m.counted_until:
+        m._state_seconds(m.state, m.reason, max(m.since, m.counted_until, day_start), now, out=today)
+    view = day_view(today)
+    if m.settings.card:
+        view["scorecard"] = m.score(view, today)
+    return view
+
+
+def test_reads_kept_between_events_equal_reads_from_scratch():
+    """read() keeps the part of today's view that only events change (kpi/agents.py read's cache):
+    after every event of a shift, and at clock readings between them (the open state's seconds
+    growing, a not-ready reason's too, a business-day change), it equals a read from scratch."""
+    m = make(AgentSettings(zones, 60.0, card=DEFAULT_SCORECARD))
+    events = sorted(shift(), key=lambda e: e["time"])
+    events.append(event("agent.state_changed", T0 + 3700, agent_id="a1", queues=["продажи"], state="not_ready",
+                        reason="перерыв"))
+    checked = 0
+    for e in events:
+        m.apply(e, epoch(e["time"]))
+        for later in (0, 1, 59, 600):  # all in the same business day: the cache of the last event's read
+            now = epoch(e["time"]) + later
+            for _ in range(2):  # the second read comes from the cache
+                assert m.read(now)["today"] == fresh_read(m, now)
+                checked += 1
+    assert checked == 2 * 4 * len(events)
+    for now in (T0 + 86400, T0 + 86400 + 60, T0 + 3800):  # the next business day (nothing counted in it yet), and back
+        assert m.read(now)["today"] == fresh_read(m, now)
+    # a read of the open not-ready state adds its seconds to its reason, not to the cached counters
+    assert m.read(T0 + 3760)["today"]["not_ready_seconds_by_reason"]["перерыв"] == pytest.approx(60)
+    assert "not_ready:перерыв" not in m.days[m.business_day.bounds(T0)[2]]

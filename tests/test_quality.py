@@ -510,3 +510,104 @@ def test_a_call_offered_again_before_its_first_leg_ended_is_not_its_own_repeat()
     m.apply(event("call.offered", T0 + 9000, queue="sales", call_id="probe"), T0 + 9000)
     totals = m.read(T0 + 9000)["totals"]
     assert (totals["repeat_caller_checked"], totals["repeat_caller_repeated"]) == (1, 0)
+
+
+# ---- repeat-caller FCR across a group of queues (repeat_caller_group) -------------------------
+
+GROUP_TOML = """
+[queues.sales]
+repeat_caller_group = "retail"
+repeat_caller_seconds = 3600
+[queues.support]
+repeat_caller_group = "retail"
+repeat_caller_seconds = 3600
+[queues.billing]
+repeat_caller_seconds = 3600
+"""
+
+
+def group_models(tmp_path) -> tuple[dict[str, QueueModel], dict[str, tuple[str, ...]]]:
+    path = tmp_path / "callpulse.toml"
+    path.write_text(GROUP_TOML, encoding="utf-8")
+    config = load_config(path, {})
+    models = {q: QueueModel(config.queue(q), lateness_seconds=60.0, histogram_bounds=(5, 10, 20), caller_key=b"secret")
+              for q in ("sales", "support", "billing")}
+    return models, config.repeat_caller_contacts()
+
+
+def route(models: dict[str, QueueModel], contacts, events: list[dict]) -> list[tuple[str, str]]:
+    """Apply each event, in time order, to every queue model events.keys_of sends it to, as the
+    pipeline does: (queue, outcome) per application."""
+    outcomes = []
+    for e in sorted(events, key=lambda e: e["time"]):
+        for key in ev.keys_of(e, contacts):
+            if key in models:
+                outcomes.append((key, models[key].apply(e, epoch(e["time"]))))
+    return outcomes
+
+
+def test_a_group_routes_each_offer_with_a_caller_to_its_other_queues(tmp_path):
+    _, contacts = group_models(tmp_path)
+    assert contacts == {"sales": ("support",), "support": ("sales",)}  # billing is in no group
+    offer = event("call.offered", T0, queue="sales", call_id="A", caller="555-0100")
+    assert ev.keys_of(offer, contacts) == ("sales", "support")
+    assert ev.keys_of(event("call.offered", T0, queue="sales", call_id="B"), contacts) == ("sales",)  # no caller
+    assert ev.keys_of(event("call.abandoned", T0, queue="sales", call_id="A"), contacts) == ("sales",)
+    assert ev.keys_of(event("call.offered", T0, queue="billing", call_id="C", caller="1"), contacts) == ("billing",)
+    router = ev.Router(contacts=contacts)
+    valid, rejected = router.validate([(0, orjson.dumps(offer))])
+    assert rejected == [] and valid[0].queues == ("sales", "support")
+
+
+def test_a_call_to_another_queue_of_the_group_repeats_a_handled_call(tmp_path):
+    """By hand, period 3600 s, lateness 60 s:
+      A: sales, caller 555-0100, handled (ends +65); the caller calls support at +1000 (B): A repeated.
+      C: sales, caller 777, handled (ends +165); the caller calls billing at +500 (no group: not a
+         repeat) and support at +165 + 3600 + 1 (D, past the period): C resolved.
+      E: support, caller 888, handled (ends +265), then transferred to sales at +300 (the same call:
+         not E's repeat); sales handles its leg (ends +400).
+      B is handled in support (ends +1065); its caller calls sales at +2000 (F): B repeated.
+    Checked: sales A, C, E's sales leg (ends +400): A repeated; support B, E's support leg: B repeated."""
+    models, contacts = group_models(tmp_path)
+
+    def in_queue(queue, call_id, t, caller, end=None):
+        out = [event("call.offered", t, queue=queue, call_id=call_id, caller=caller)]
+        if end is None:
+            return out + [event("call.abandoned", t + 5, queue=queue, call_id=call_id)]
+        return out + [event("call.answered", t + 5, queue=queue, call_id=call_id, agent_id="a1"),
+                      event("call.ended", end, queue=queue, call_id=call_id, agent_id="a1")]
+
+    events = [*in_queue("sales", "A", T0, "555-0100", end=T0 + 65),
+              *in_queue("support", "B", T0 + 1000, "+5550100", end=T0 + 1065),
+              *in_queue("sales", "C", T0 + 100, "777", end=T0 + 165),
+              *in_queue("billing", "X", T0 + 500, "777"),
+              *in_queue("support", "D", T0 + 3766, "777"),
+              event("call.offered", T0 + 200, queue="support", call_id="E", caller="888"),
+              event("call.answered", T0 + 205, queue="support", call_id="E", agent_id="a2"),
+              event("call.transferred", T0 + 265, queue="support", call_id="E", agent_id="a2"),
+              event("call.offered", T0 + 300, queue="sales", call_id="E", caller="888"),
+              event("call.answered", T0 + 305, queue="sales", call_id="E", agent_id="a1"),
+              event("call.ended", T0 + 400, queue="sales", call_id="E", agent_id="a1"),
+              *in_queue("sales", "F", T0 + 2000, "555-0100")]
+    outcomes = route(models, contacts, events)
+    assert outcomes.count(("support", "contact")) == 4  # sales' offers: A, C, E, F
+    assert outcomes.count(("sales", "contact")) == 3  # support's: B, D, E
+    assert ("billing", "contact") not in outcomes
+    later = T0 + 9000  # every period and the lateness passed
+    for queue, model in models.items():
+        model.apply(event("call.offered", later, queue=queue, call_id=f"probe-{queue}"), later)
+    sales, support = models["sales"].read(later)["totals"], models["support"].read(later)["totals"]
+    assert (sales["repeat_caller_checked"], sales["repeat_caller_repeated"]) == (3, 1)  # A, C, E; A repeated
+    assert (support["repeat_caller_checked"], support["repeat_caller_repeated"]) == (2, 1)  # B, E; B repeated
+    assert sales["offered"] == 5 and support["offered"] == 4  # own offers and the probe: a contact is no offer
+    billing = models["billing"].read(later)["totals"]
+    assert (billing["repeat_caller_checked"], billing["offered"]) == (0, 2)
+
+
+def test_a_group_is_made_of_configured_queues(tmp_path):
+    path = tmp_path / "callpulse.toml"
+    path.write_text('[queue_defaults]\nrepeat_caller_group = "all"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^queue_defaults.repeat_caller_group: a repeat-caller group is made of configured queues"):
+        load_config(path, {})
+    path.write_text('[queues.sales]\nrepeat_caller_group = "solo"\n', encoding="utf-8")
+    assert load_config(path, {}).repeat_caller_contacts() == {}  # a group of one is the queue alone

@@ -515,8 +515,13 @@ class QueueConfig:
     """ISO 4217 code of cost_per_agent_hour, e.g. "EUR", "CNY", "RUB"."""
     repeat_caller_seconds: float = 86400.0
     """Repeat-caller FCR: a handled call counts as resolved when the same caller (by keyed hash,
-    stream.caller_hash_key) offers no further call to the queue within this long after it ended
-    (0: off; 7 days = 604800 is also common)."""
+    stream.caller_hash_key) offers no further call to the queue, or to another queue of its
+    repeat_caller_group, within this long after it ended (0: off; 7 days = 604800 is also common)."""
+    repeat_caller_group: str = ""
+    """Queues that name the same group (in their [queues.ID] sections) count each other's calls as
+    repeats in repeat-caller FCR: a caller handled in billing who calls support the next morning
+    was not resolved. Empty: the queue alone. Each call.offered with a caller is then also routed
+    to the group's other queues, which track it for this only."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -795,6 +800,9 @@ class Config:
         for name, queue in self.queues.items():
             if queue.name != name:
                 _fail(_queue_path(name), f"QueueConfig.name is {queue.name!r}, expected {name!r}")
+        if self.queue_defaults.repeat_caller_group:  # its members must be known to route their offers
+            _fail("queue_defaults.repeat_caller_group", "a repeat-caller group is made of configured queues: set it "
+                  "in the [queues.ID] section of each member, not in [queue_defaults]")
         object.__setattr__(self, "queues", _ReadOnlyDict(self.queues))
         # Not a dataclass field: stays out of repr, ==, asdict() and replace().
         object.__setattr__(self, "_queue_cache", {})
@@ -812,6 +820,16 @@ class Config:
             queue = dataclasses.replace(self.queue_defaults, name=name, label=name)
         cache[name] = queue
         return queue
+
+    def repeat_caller_contacts(self) -> dict[str, tuple[str, ...]]:
+        """Queue -> the other queues of its repeat_caller_group (configured queues only; a group
+        of one queue is that queue alone)."""
+        groups: dict[str, list[str]] = {}
+        for name, queue in self.queues.items():
+            if queue.repeat_caller_group:
+                groups.setdefault(queue.repeat_caller_group, []).append(name)
+        return {name: tuple(other for other in members if other != name)
+                for members in groups.values() if len(members) > 1 for name in members}
 
     def all_thresholds(self) -> tuple[float, ...]:
         """Sorted union of every threshold of queue_defaults and the configured queues, plus their
@@ -896,6 +914,7 @@ _QUEUE_SIMPLE_FIELDS: dict[str, Check] = {
     "cost_per_agent_hour": _non_negative,
     "currency": _currency,
     "repeat_caller_seconds": _non_negative,
+    "repeat_caller_group": _label,
 }
 _QUEUE_KEYS = ("label", "thresholds_seconds", "targets", *list(_QUEUE_SIMPLE_FIELDS)[1:])
 

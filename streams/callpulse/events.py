@@ -16,7 +16,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -256,8 +256,11 @@ class Valid(NamedTuple):
 class Router:
     """Validates raw messages and finds the queue(s) each valid one concerns."""
 
-    def __init__(self, schema: dict | None = None, max_future_seconds: float = 300.0, clock: Callable[[], float] = time.time):
+    def __init__(self, schema: dict | None = None, max_future_seconds: float = 300.0, clock: Callable[[], float] = time.time,
+                 contacts: Mapping[str, tuple[str, ...]] | None = None):
+        """contacts: queue -> the other queues of its repeat-caller group (Config.repeat_caller_contacts)."""
         schema = schema or load_schema()
+        self.contacts = contacts or {}
         self.validators = compile_validators(schema)
         self.known_types = frozenset(schema["properties"]["type"]["enum"])
         missing = self.known_types - set(self.validators)
@@ -307,7 +310,7 @@ class Router:
                 rejected.append(why)
             else:
                 assert event is not None and raw is not None  # not rejected: _check() parsed raw into an event
-                valid.append(Valid(event_time, offset, raw, keys_of(event), event["type"]))
+                valid.append(Valid(event_time, offset, raw, keys_of(event, self.contacts), event["type"]))
         return valid, rejected
 
 
@@ -363,9 +366,13 @@ def display_key(key: str) -> str:
     return f"agent shard {key[len(AGENT_KEY_PREFIX):]}" if is_agent_key(key) else key
 
 
-def keys_of(event: dict) -> tuple[str, ...]:
-    """Where an event goes: its queues (queues_of) and, if it names an agent, the agent's key."""
+def keys_of(event: dict, contacts: Mapping[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """Where an event goes: its queues (queues_of); if it names an agent, the agent's key; and
+    for a call.offered with a caller, the other queues of its queue's repeat-caller group
+    (`contacts`: queue -> those queues), which track the caller's contact for FCR only."""
     keys = queues_of(event)
+    if contacts and event["type"] == "call.offered" and event.get("caller"):
+        keys += contacts.get(event.get("queue") or "", ())
     agent_id = event.get("agent_id")
     if agent_id is not None:
         keys.append(agent_key(agent_id))

@@ -247,6 +247,65 @@ def agent_shifts(agents: int, base: float, tag: str) -> tuple[list[dict], dict]:
 
 
 SNAPSHOT_EVERY_SECOND = Path(__file__).resolve().parent / "snapshot-every-second.toml"
+REPEAT_CALLER_GROUP = Path(__file__).resolve().parent / "repeat-caller-group.toml"
+
+
+def callers_calling_back(base: float) -> tuple[list[dict], dict[str, tuple[int, int]]]:
+    """Calls handled in sales and support, some of whose callers call again within the 10-minute
+    period (repeat-caller-group.toml): to the other queue of the group (a repeat), or to billing (no
+    group: not one). Returns the events and, per queue, (handled calls checked, repeated)."""
+    events: list[dict] = []
+
+    def handled_call(queue: str, call_id: str, t: float, caller: str) -> None:
+        events.extend([event("call.offered", t, queue=queue, call_id=call_id, caller=caller),
+                       event("call.answered", t + 5, queue=queue, call_id=call_id, agent_id="a1"),
+                       event("call.ended", t + 65, queue=queue, call_id=call_id, agent_id="a1")])
+
+    def call_back(queue: str, call_id: str, t: float, caller: str) -> None:
+        events.extend([event("call.offered", t, queue=queue, call_id=call_id, caller=caller),
+                       event("call.abandoned", t + 10, queue=queue, call_id=call_id)])
+
+    for i in range(40):  # handled in sales; even ones call support 5 minutes later, 1 mod 4 billing
+        caller, t = f"+7 900 {i:04d}", base + 30 * i
+        handled_call("sales", f"s{i}", t, caller)
+        if i % 2 == 0:
+            call_back("support", f"s{i}-back", t + 300, caller)
+        elif i % 4 == 1:
+            call_back("billing", f"s{i}-back", t + 300, caller)
+    for i in range(20):  # handled in support; even ones call sales 200 s later
+        caller, t = f"+7 901 {i:04d}", base + 2000 + 30 * i
+        handled_call("support", f"h{i}", t, caller)
+        if i % 2 == 0:
+            call_back("sales", f"h{i}-back", t + 200, caller)
+    for queue in ("sales", "support", "billing"):  # every period and the lateness passed
+        events.append(event("call.offered", base + 9000, queue=queue, call_id=f"probe-{queue}"))
+    return sorted(events, key=lambda e: e["time"]), {"sales": (40, 20), "support": (20, 10), "billing": (0, 0)}
+
+
+@pytest.mark.pipeline_env(CALLPULSE_CONFIG=str(REPEAT_CALLER_GROUP), CALLPULSE_CALLER_HASH_KEY="e2e-repeat-caller-group-key")
+def test_repeat_callers_across_a_group_are_exact_after_a_sigkill(pipeline):
+    """Each call.offered with a caller also goes to the other queue of its group, which tracks the
+    contact in its own model: after a SIGKILL mid-stream the restart rebuilds them, and every
+    queue's checked and repeated calls are as produced."""
+    events, expected = callers_calling_back(time.time() - 3 * 3600)
+    worker = pipeline.start_worker()
+    half = len(events) // 2
+    pipeline.produce(events[:half])
+    wait_for(lambda: (value(worker.samples(), "callcenter_calls_offered_total", queue="sales") or 0) > 0)
+    worker.kill(signal.SIGKILL)  # mid-stream: some batches applied, offsets not yet committed
+    pipeline.produce(events[half:])
+    restarted = pipeline.start_worker()
+
+    def repeats(s: dict) -> dict[str, tuple[float | None, float | None]]:
+        return {q: (value(s, "callcenter_repeat_caller_checked_calls_total", queue=q),
+                    value(s, "callcenter_repeat_caller_repeated_calls_total", queue=q)) for q in expected}
+
+    s = wait_for(lambda: (s := restarted.samples()) and repeats(s) == expected and s, timeout=90,
+                 message=f"checked and repeated calls per queue {expected}")
+    assert value(s, "callcenter_calls_offered_total", queue="sales") == 40 + 10 + 1  # contacts are no offers
+    assert value(s, "callcenter_calls_offered_total", queue="support") == 20 + 20 + 1
+    text = restarted.metrics_text()
+    assert "+7 900" not in text and "79000000" not in text  # no caller number, in clear or as digits
 
 
 @pytest.mark.pipeline_env(CALLPULSE_CONFIG=str(SNAPSHOT_EVERY_SECOND))

@@ -34,6 +34,7 @@ from .intervals import KEEP_FINAL_RECORDS_SECONDS, interval_bounds, interval_sta
 from .model import APPLIED, DUPLICATE, LATE, TOO_LATE, BusinessDay, threshold_key, top_counts
 
 AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
+STATE_COUNTERS = ("logged_in_seconds", *(f"{state}_seconds" for state in AGENT_STATES))  # a period's state seconds
 #: The counters read() gives since the agent's first event (today's have more: state seconds, KPIs).
 TOTALS = ("answered", "handled", "transfers", "ring_no_answers", "talk_seconds", "hold_seconds", "wrapup_seconds",
           "surveys")
@@ -43,6 +44,8 @@ DAYS_KEPT = 3  # business days of totals kept (today, and two before for late re
 #: Not-ready reasons and disposition codes are the platform's own: the most used are kept by name
 #: in a day's totals, the rest summed as "other".
 MAX_CODES = 20
+KEYED_KINDS = ("not_ready", "disposition", "answered_within", "csat", "nps")  # counters named kind:name
+STATE_FIELDS = ("state_seconds", "not_ready_seconds_by_reason", "occupancy", "utilization")  # of day_view
 DAY = 0  # the period key of business days, beside the interval lengths in minutes
 #: An agent logged out and silent this long (event time, by its shard's newest event) is forgotten:
 #: its periods are closed and published, its model dropped (a departed agent costs nothing).
@@ -128,6 +131,10 @@ class AgentModel:
         # agent's late events said it had logged out), a final record of zeros replaces it. Built by
         # the stream clock's reads, so a rebuild starts it empty (a new owner replaces only its own)
         self.prelim: set[tuple[int, float]] = set()
+        self._day_changes = 0  # calls of _day(), the only way into the day counters and totals
+        # read()'s parts of today's view that only the counters change: ((_day_changes, date), counters,
+        # calls_view, not-ready seconds by reason, totals)
+        self._read_cache: tuple | None = None
 
     # ---- applying events -------------------------------------------------------------------
 
@@ -166,6 +173,7 @@ class AgentModel:
 
     def _day(self, t: float) -> dict[str, float]:
         assert self.business_day is not None  # set by the first event
+        self._day_changes += 1  # every write of day counters and totals comes through here (read's cache)
         iso = self.business_day.bounds(t)[2]
         day = self.days.get(iso)
         if day is None:
@@ -203,7 +211,7 @@ class AgentModel:
         """Seconds of a state [start, end) into the day counters split at business-day bounds, and
         into the interval counters split at theirs; or all into `out` (a view being read)."""
         assert self.business_day is not None
-        names = ("logged_in_seconds", f"{state}_seconds") + ((f"not_ready:{reason or 'unknown'}",) if state == "not_ready" else ())
+        names = state_counter_names(state, reason)
         if out is not None:
             _add_seconds(out, names, end - start)
             return
@@ -492,19 +500,35 @@ class AgentModel:
     def read(self, now: float) -> dict:
         """The agent now: state, reason and seconds in it, queues, the call in progress, today's
         totals (open state seconds included up to `now`)."""
-        today: dict[str, float] = {}
         iso = None
+        open_from = None  # where the open state's seconds not in the counters yet begin
         if self.business_day is not None:
             day_start, _, iso = self.business_day.bounds(now)
-            today = dict(self.days.get(iso, {}))
             if self.state is not None and now > self.counted_until:
-                self._state_seconds(self.state, self.reason, max(self.since, self.counted_until, day_start), now, out=today)
+                open_from = max(self.since, self.counted_until, day_start)
+        # Only the open state's seconds change between events: the rest of today's view is kept
+        # until the counters change (every change goes through _day), so a board re-read costs little.
+        if self._read_cache is None or self._read_cache[0] != (self._day_changes, iso):
+            counters = self.days.get(iso, {}) if iso is not None else {}
+            keyed = keyed_counters(counters)
+            totals = {name: self.totals.get(name, 0.0) for name in TOTALS}
+            self._read_cache = ((self._day_changes, iso), state_counts(counters), calls_view(counters, keyed),
+                                keyed["not_ready"], top_counts(keyed["not_ready"], MAX_CODES), totals)
+        _, counted, calls, reasons, top_reasons, totals = self._read_cache
+        today = counted
+        if open_from is not None:
+            assert self.state is not None
+            today = dict(counted)
+            names = state_counter_names(self.state, self.reason)
+            _add_seconds(today, names[:2], now - open_from)
+            if self.state == "not_ready":
+                top_reasons = top_counts(_with_seconds(reasons, names[2].partition(":")[2], now - open_from), MAX_CODES)
         call = None  # the call in progress answered last
         if self.calls:
             queue, answered_at, hold_started, _ = max(self.calls.values(), key=lambda c: c[1])
             call = {"queue": queue, "phase": "holding" if hold_started is not None else "talking",
                     "seconds": max(0.0, now - answered_at), "calls_in_progress": len(self.calls)}
-        today_view = day_view(today)
+        today_view = with_state_seconds(calls, today, top_reasons, by_states=False)
         if self.settings.card:
             today_view["scorecard"] = self.score(today_view, today)
         return {
@@ -518,7 +542,7 @@ class AgentModel:
             "business_day": iso,
             "timezone": self.business_day.zone.key if self.business_day else None,
             "today": today_view,
-            "totals": {name: self.totals.get(name, 0.0) for name in TOTALS},
+            "totals": dict(totals),
             "last_event_time": self.watermark if self.watermark > -math.inf else None,
         }
 
@@ -564,6 +588,7 @@ class AgentModel:
         self.wrapping = dict(state["wrapping"])
         self.days = {iso: dict(c) for iso, c in state["days"].items()}
         self.totals = dict(state["totals"])
+        self._read_cache = None
         self.seen = {int(s): list(ids) for s, ids in state["seen"]}
         self.seen_ids = {i for ids in self.seen.values() for i in ids}
         self.watermark = -math.inf if state["watermark"] is None else state["watermark"]
@@ -599,6 +624,18 @@ def _or_minus_inf(t: float | None) -> float:
     return -math.inf if t is None else t
 
 
+def state_counter_names(state: str, reason: str | None) -> tuple[str, ...]:
+    """The counters a state's seconds go to: logged in, the state's, and not-ready's by reason."""
+    names = ("logged_in_seconds", f"{state}_seconds")
+    return (*names, f"not_ready:{reason or 'unknown'}") if state == "not_ready" else names
+
+
+def _with_seconds(counts: dict[str, float], name: str, seconds: float) -> dict[str, float]:
+    out = dict(counts)
+    out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: float) -> None:
     for name in names:
         counters[name] = counters.get(name, 0.0) + seconds
@@ -609,38 +646,41 @@ def day_view(c: dict[str, float], by_states: bool = False) -> dict:
     utilization take talk + hold + wrap-up seconds of the calls that ended (the issue's formulas);
     `by_states` (interval records) takes the seconds on_call + wrap_up instead: a call's seconds
     count when it ends, so a 40-minute call would put 0 % and 267 % in three intervals."""
+    keyed = keyed_counters(c)
+    return with_state_seconds(calls_view(c, keyed), state_counts(c), top_counts(keyed["not_ready"], MAX_CODES), by_states)
+
+
+def state_counts(c: dict[str, float]) -> dict[str, float]:
+    """The state seconds of a period's counters (logged in, and each state's)."""
+    return {name: c.get(name, 0.0) for name in STATE_COUNTERS}
+
+
+def keyed_counters(c: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The keyed counters (kind:name: not-ready reasons, disposition codes, answers within each
+    threshold, CSAT and NPS answers by score), by kind, in one pass over a period's counters."""
+    keyed: dict[str, dict[str, float]] = {kind: {} for kind in KEYED_KINDS}
+    for key, n in c.items():
+        kind, _, name = key.partition(":")
+        if name and kind in keyed:
+            keyed[kind][name] = n
+    return keyed
+
+
+def calls_view(c: dict[str, float], keyed: dict[str, dict[str, float]]) -> dict:
+    """The part of day_view that the state seconds do not change (with_state_seconds fills the
+    rest), so a reader can keep it while the counters of the calls stay the same."""
 
     def get(name: str) -> float:
         return c.get(name, 0.0)
 
     talk, hold, wrap = get("talk_seconds"), get("hold_seconds"), get("wrapup_seconds")
-    logged_in, not_ready = get("logged_in_seconds"), get("not_ready_seconds")
-    busy = get("on_call_seconds") + get("wrap_up_seconds")
-    # the keyed counters (score:N, reason and code counts), in one pass over the day's counters
-    csat: dict[int, float] = {}
-    nps: dict[int, float] = {}
-    reasons: dict[str, float] = {}
-    codes: dict[str, float] = {}
-    within: dict[str, float] = {}
-    for key, n in c.items():
-        kind, _, name = key.partition(":")
-        if not name:
-            continue
-        if kind == "not_ready":
-            reasons[name] = n
-        elif kind == "disposition":
-            codes[name] = n
-        elif kind == "answered_within":
-            within[name] = n
-        elif kind == "csat":
-            csat[int(name)] = n
-        elif kind == "nps":
-            nps[int(name)] = n
+    csat = {int(score): n for score, n in keyed["csat"].items()}
+    nps = {int(score): n for score, n in keyed["nps"].items()}
     return {
         "answered": get("answered"),
         # answered within each threshold of the answering queue (its label), by the answer's
         # wait_seconds; answers without one are counted apart
-        "answered_within": dict(sorted(within.items(), key=lambda kv: float(kv[0]))),
+        "answered_within": dict(sorted(keyed["answered_within"].items(), key=lambda kv: float(kv[0]))),
         "answered_wait_unknown": get("answered_wait_unknown"),
         "handled": get("handled"),
         "transfers": get("transfers"),
@@ -649,18 +689,29 @@ def day_view(c: dict[str, float], by_states: bool = False) -> dict:
         "hold_seconds": hold,
         "wrapup_seconds": wrap,
         "average_handle_seconds": formulas.average_handle_seconds(get("handled"), talk, hold, wrap),
-        "state_seconds": {"logged_in": logged_in, **{s: get(f"{s}_seconds") for s in AGENT_STATES}},
-        "not_ready_seconds_by_reason": top_counts(reasons, MAX_CODES),
-        "occupancy": (formulas.ratio(busy, logged_in - not_ready) if by_states
-                      else occupancy(talk, hold, wrap, logged_in, not_ready)),
-        "utilization": formulas.ratio(busy, logged_in) if by_states else utilization(talk, hold, wrap, logged_in),
+        **dict.fromkeys(STATE_FIELDS),  # (their place in the view; with_state_seconds sets them)
         "surveys": get("surveys"),
         "csat_ratio": quality.csat_ratio(csat),
         "csat_average_score": quality.csat_average_score(csat),
         "net_promoter_score": quality.net_promoter_score(nps),
         "first_call_resolution_ratio": quality.first_call_resolution(get("fcr:resolved"), get("fcr:unresolved")),
-        "dispositions": top_counts(codes, MAX_CODES),
+        "dispositions": top_counts(keyed["disposition"], MAX_CODES),
     }
+
+
+def with_state_seconds(calls: dict, seconds: dict[str, float], top_reasons: dict[str, float], by_states: bool) -> dict:
+    """A copy of calls_view's `calls` with the fields of the state seconds (`seconds`:
+    state_counts; `top_reasons`: not-ready seconds by reason, top_counts) and the ratios they divide."""
+    logged_in, not_ready = seconds["logged_in_seconds"], seconds["not_ready_seconds"]
+    busy = seconds["on_call_seconds"] + seconds["wrap_up_seconds"]
+    talk, hold, wrap = calls["talk_seconds"], calls["hold_seconds"], calls["wrapup_seconds"]
+    view = dict(calls)
+    view["state_seconds"] = {"logged_in": logged_in, **{s: seconds[f"{s}_seconds"] for s in AGENT_STATES}}
+    view["not_ready_seconds_by_reason"] = top_reasons
+    view["occupancy"] = (formulas.ratio(busy, logged_in - not_ready) if by_states
+                         else occupancy(talk, hold, wrap, logged_in, not_ready))
+    view["utilization"] = formulas.ratio(busy, logged_in) if by_states else utilization(talk, hold, wrap, logged_in)
+    return view
 
 
 _HANDLERS: dict[str, Callable[[AgentModel, dict, float], None]] = {

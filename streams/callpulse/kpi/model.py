@@ -46,6 +46,7 @@ STAFFED_STATES = frozenset(("available", "on_call", "wrap_up"))
 
 # Outcome of applying one event.
 APPLIED, LATE, DUPLICATE, TOO_LATE = "applied", "late", "duplicate", "too_late"
+CONTACT = "contact"  # another queue's call.offered, applied for repeat-caller FCR only (repeat_caller_group)
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +373,8 @@ class QueueModel:
 
     def apply(self, event: dict, t: float, raw: bytes = b"") -> str:
         """Fold one validated event (time t in epoch seconds) into the state; return its outcome."""
+        if event["type"] == "call.offered" and event["queue"] != self.name:
+            return self._group_contact(event, t)
         second = math.floor(t)
         event_id = event["event_id"]
         if event_id in self.seen_ids:
@@ -528,6 +531,22 @@ class QueueModel:
         if caller is None or call_id in self.recent_handled or call_id in self.call_callers:
             return  # (the same call again, its first leg handled, or not yet: no contact of its own)
         self.call_callers[call_id] = caller
+        self._contact(caller, t)
+
+    def _group_contact(self, event: dict, t: float) -> str:
+        """A call.offered of another queue of this queue's repeat_caller_group (events.keys_of
+        routes it here): the caller's contact repeats this queue's handled calls like an offer of
+        its own, unless it is one of this queue's calls moving on (transferred after its leg here).
+        Neither deduplicated (a repeat marked twice is marked once) nor moving the watermark."""
+        call_id = event["call_id"]
+        if self.caller_key is not None and event.get("caller") and call_id not in self.recent_handled \
+                and call_id not in self.call_callers:
+            caller = quality.caller_hash(event["caller"], self.caller_key)
+            if caller is not None:
+                self._contact(caller, t)
+        return CONTACT
+
+    def _contact(self, caller: str, t: float) -> None:
         period = self.config.repeat_caller_seconds
         for handled in reversed(self.handled_callers.get(caller, ())):  # newest first
             if handled[0] + period + self.lateness < t:

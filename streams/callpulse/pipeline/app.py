@@ -238,7 +238,7 @@ def create_app(config: Config) -> SimpleNamespace:
                                       partitions=kafka.partitions)
     state_table = app.Table(STATE_TABLE, key_type=bytes, value_type=bytes, partitions=kafka.partitions, default=None)
 
-    router = ev.Router(max_future_seconds=stream.max_future_seconds)
+    router = ev.Router(max_future_seconds=stream.max_future_seconds, contacts=config.repeat_caller_contacts())
     states = QueueStates(config)
     health = PipelineHealth(router.known_types)
     registry = CollectorRegistry(auto_describe=False)

@@ -30,7 +30,7 @@ from .. import events as ev
 from ..kpi.agents import AgentSettings, AgentShard
 from ..kpi.forecast import ForecastFile, compare
 from ..kpi.intervals import record_key
-from ..kpi.model import APPLIED, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
+from ..kpi.model import APPLIED, CONTACT, EXPORT_ERRORS, LATE, TOO_LATE, QueueModel
 
 SNAPSHOT, BATCH = b"s", b"b"
 # A snapshot is also due after this many events in a queue's batch records: the in-memory table
@@ -100,7 +100,7 @@ class BatchResult:
     offset: int
     accepted: list[bytes] = field(default_factory=list)
     rejected: list[ev.Rejected] = field(default_factory=list)
-    outcomes: dict[str, int] = field(default_factory=dict)  # applied / late / duplicate / too_late
+    outcomes: dict[str, int] = field(default_factory=dict)  # applied / late / duplicate / too_late / contact
     lags: list[float] = field(default_factory=list)  # wall clock minus event time, per applied event
     intervals: list[dict] = field(default_factory=list)  # interval records this batch closed
 
@@ -183,6 +183,8 @@ class QueueStates:
                 result.accepted.append(raw)
                 if of_queue is not None:
                     result.lags.append(wall_now - t)
+            elif outcome == CONTACT:  # kept for a rebuild; its lag is its own queue's
+                result.accepted.append(raw)
             elif outcome == TOO_LATE and of_queue is not None:
                 horizon = of_queue.watermark - of_queue.lateness
                 result.rejected.append(ev.Rejected(ev.TOO_LATE, f"time {event['time']} is older than queue {queue!r} watermark minus lateness ({horizon:.3f})", raw))

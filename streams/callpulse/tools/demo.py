@@ -22,10 +22,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
+
 from ..config import load_config
 from .broker import EmbeddedBroker, free_port
 from .procs import spawn, stop, terminate_as_interrupt
-from .simulator import SCENARIO_PARAMS, planning_forecast
+from .simulator import QUEUES, SCENARIO_PARAMS, planning_forecast
 
 
 def _child(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -86,11 +88,14 @@ def run_demo(args) -> int:
         env["CALLPULSE_FORECAST_FILE"] = str(forecast)
     # Repeat-caller FCR needs a hash key; a demo-only one unless one is set. A call is final once
     # its repeat period passed (24 h by default): the demo's own config shortens it to 10 minutes
-    # so the figure moves while one watches (a config of the user's own is used as it is).
+    # so the figure moves while one watches, and puts the simulator's queues in one repeat-caller
+    # group (its repeat callers call any of them) (a config of the user's own is used as it is).
     env.setdefault("CALLPULSE_CALLER_HASH_KEY", "callpulse-demo-only-key")
     if not env.get("CALLPULSE_CONFIG"):
         demo_config = logs / "demo.toml"
-        demo_config.write_text("# written by `callpulse demo`\n[queue_defaults]\nrepeat_caller_seconds = 600\n", encoding="utf-8")
+        members = "".join(f'[queues.{orjson.dumps(q.name).decode()}]\nrepeat_caller_group = "demo"\n' for q in QUEUES)
+        demo_config.write_text(f"# written by `callpulse demo`\n[queue_defaults]\nrepeat_caller_seconds = 600\n{members}",
+                               encoding="utf-8")
         env["CALLPULSE_CONFIG"] = str(demo_config)
     children: list[subprocess.Popen] = []
     timer: threading.Timer | None = None

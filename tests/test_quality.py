@@ -514,6 +514,7 @@ def test_a_call_offered_again_before_its_first_leg_ended_is_not_its_own_repeat()
 
 # ---- repeat-caller FCR across a group of queues (repeat_caller_group) -------------------------
 
+KEY_ENV = {"CALLPULSE_CALLER_HASH_KEY": "a-caller-key-for-tests"}
 GROUP_TOML = """
 [queues.sales]
 repeat_caller_group = "retail"
@@ -529,7 +530,7 @@ repeat_caller_seconds = 3600
 def group_models(tmp_path) -> tuple[dict[str, QueueModel], dict[str, tuple[str, ...]]]:
     path = tmp_path / "callpulse.toml"
     path.write_text(GROUP_TOML, encoding="utf-8")
-    config = load_config(path, {})
+    config = load_config(path, KEY_ENV)
     models = {q: QueueModel(config.queue(q), lateness_seconds=60.0, histogram_bounds=(5, 10, 20), caller_key=b"secret")
               for q in ("sales", "support", "billing")}
     return models, config.repeat_caller_contacts()
@@ -610,4 +611,29 @@ def test_a_group_is_made_of_configured_queues(tmp_path):
     with pytest.raises(ConfigError, match=r"^queue_defaults.repeat_caller_group: a repeat-caller group is made of configured queues"):
         load_config(path, {})
     path.write_text('[queues.sales]\nrepeat_caller_group = "solo"\n', encoding="utf-8")
-    assert load_config(path, {}).repeat_caller_contacts() == {}  # a group of one is the queue alone
+    assert load_config(path, KEY_ENV).repeat_caller_contacts() == {}  # a group of one is the queue alone
+    path.write_text(GROUP_TOML + '[queues.returns]\nrepeat_caller_group = "retail"\nrepeat_caller_seconds = 0\n',
+                    encoding="utf-8")
+    assert load_config(path, {}).repeat_caller_contacts() == {}  # no hash key: the FCR is off, nothing routed
+    # returns checks no repeats (period 0): its offers go to the others, none come to it
+    assert load_config(path, KEY_ENV).repeat_caller_contacts() == {
+        "sales": ("support",), "support": ("sales",), "returns": ("sales", "support")}
+
+
+def test_a_contact_older_than_the_lateness_is_ignored_and_a_quiet_queue_keeps_few(tmp_path):
+    models, _ = group_models(tmp_path)
+    sales = models["sales"]
+    sales.apply(event("call.offered", T0 + 1000, queue="sales", call_id="own", caller="555-0199"), T0 + 1000)
+    for n, t in enumerate((T0 + 100, T0 + 101)):  # another caller's offers in support, older than sales' lateness
+        assert sales.apply(event("call.offered", t, queue="support", call_id=f"old{n}", caller="555-0100"), t) == "contact"
+    sales.apply(event("call.abandoned", T0 + 1001.5, queue="sales", call_id="own"), T0 + 1001.5)  # (used to raise)
+    assert quality.caller_hash("5550100", b"secret") not in sales.recent_contacts
+    quiet = models["support"]  # no event of its own: 3,000 callers of sales, one a second
+    for n in range(3000):
+        quiet.apply(event("call.offered", T0 + n, queue="sales", call_id=f"q{n}", caller=f"+1 555 {n:04d}"), T0 + n)
+    assert 55 <= len(quiet.recent_contacts) <= 62  # the lateness (60 s) before the newest, not 3,000
+    restored = QueueModel(quiet.config, lateness_seconds=60.0, histogram_bounds=(5, 10, 20), caller_key=b"secret")
+    restored.load_state(orjson.loads(orjson.dumps(quiet.to_state())))
+    for m in (quiet, restored):  # a rebuild forgets the same contacts at the same events
+        m.apply(event("call.offered", T0 + 3030, queue="sales", call_id="next", caller="+1 555 9999"), T0 + 3030)
+    assert restored.recent_contacts == quiet.recent_contacts

@@ -822,14 +822,22 @@ class Config:
         return queue
 
     def repeat_caller_contacts(self) -> dict[str, tuple[str, ...]]:
-        """Queue -> the other queues of its repeat_caller_group (configured queues only; a group
-        of one queue is that queue alone)."""
+        """Queue -> the other queues of its repeat_caller_group that check repeats (configured
+        queues only, repeat_caller_seconds > 0; a group of one queue is that queue alone). Empty
+        without stream.caller_hash_key: the repeat-caller FCR is off."""
+        if not self.stream.caller_hash_key:
+            return {}
         groups: dict[str, list[str]] = {}
         for name, queue in self.queues.items():
             if queue.repeat_caller_group:
                 groups.setdefault(queue.repeat_caller_group, []).append(name)
-        return {name: tuple(other for other in members if other != name)
-                for members in groups.values() if len(members) > 1 for name in members}
+        contacts = {}
+        for members in groups.values():
+            for name in members:
+                checking = tuple(other for other in members if other != name and self.queues[other].repeat_caller_seconds > 0)
+                if checking:
+                    contacts[name] = checking
+        return contacts
 
     def all_thresholds(self) -> tuple[float, ...]:
         """Sorted union of every threshold of queue_defaults and the configured queues, plus their

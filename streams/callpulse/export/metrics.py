@@ -506,7 +506,7 @@ class QueueCollector(Collector):
         rejected = _counter("events_rejected", "Events sent to the dead-letter topic with the original bytes, by reason: malformed_json, not_an_object, unknown_type, schema_violation, future_time, too_late (older than the queue's newest event minus the lateness), unmatched_outcome (no call.offered within the lateness).", ["reason"])
         for reason, n in h.rejected.items():
             rejected.add_metric([reason], n)
-        applied = _counter("events_applied", "Event copies applied by this worker's second stage: once per queue an event concerns, and once more for the agent it names (kpi/agents.py).", [])
+        applied = _counter("events_applied", "Event copies applied by this worker's second stage: once per queue an event concerns, once more for the agent it names (kpi/agents.py), and a call.offered with a caller once more for each other queue of its repeat_caller_group (a contact for repeat-caller FCR).", [])
         applied.add_metric([], h.applied)
         duplicates = _counter("events_duplicate", "Event copies ignored because their event_id was already applied to the queue or agent (counted per queue the event concerns, and for its agent).", [])
         duplicates.add_metric([], h.duplicates)

@@ -132,8 +132,8 @@ class AgentModel:
         # the stream clock's reads, so a rebuild starts it empty (a new owner replaces only its own)
         self.prelim: set[tuple[int, float]] = set()
         self._day_changes = 0  # calls of _day(), the only way into the day counters and totals
-        # read()'s parts of today's view that only the counters change: ((_day_changes, date), counters,
-        # calls_view, not-ready seconds by reason, totals)
+        # read()'s parts of today's view that only the counters change: ((_day_changes, date),
+        # state_counts, calls_view, not-ready seconds by reason, their top_counts, totals)
         self._read_cache: tuple | None = None
 
     # ---- applying events -------------------------------------------------------------------
@@ -499,7 +499,8 @@ class AgentModel:
 
     def read(self, now: float) -> dict:
         """The agent now: state, reason and seconds in it, queues, the call in progress, today's
-        totals (open state seconds included up to `now`)."""
+        totals (open state seconds included up to `now`). Read only: the view shares its nested
+        dicts with the model's cache of them."""
         iso = None
         open_from = None  # where the open state's seconds not in the counters yet begin
         if self.business_day is not None:

@@ -348,6 +348,7 @@ class QueueModel:
         self.handled_callers: dict[str, list[list[float]]] = {}
         self._maturing: list[tuple[float, str]] = []
         self.recent_contacts: dict[str, list[float]] = {}
+        self._newest_contact = -math.inf  # newest contact from the group's other queues (_group_contact)
         self.seen: dict[int, set[str]] = {}  # second -> event ids applied, kept for the dedup horizon
         self.seen_ids: set[str] = set()  # the same ids in one set: a repeat is caught at any time stamp
         self.watermark = -math.inf  # newest event time applied
@@ -537,14 +538,31 @@ class QueueModel:
         """A call.offered of another queue of this queue's repeat_caller_group (events.keys_of
         routes it here): the caller's contact repeats this queue's handled calls like an offer of
         its own, unless it is one of this queue's calls moving on (transferred after its leg here).
-        Neither deduplicated (a repeat marked twice is marked once) nor moving the watermark."""
+        Judged by this queue's lateness like its own offers (older than its watermark minus the
+        lateness: nothing), but neither deduplicated (a repeat marked twice is marked once) nor
+        moving the watermark. A queue gone quiet keeps only the contacts of the lateness before
+        the newest one (_forget_contacts), not one per caller of the group."""
         call_id = event["call_id"]
-        if self.caller_key is not None and event.get("caller") and call_id not in self.recent_handled \
-                and call_id not in self.call_callers:
+        if self.caller_key is None or not event.get("caller") or t < self.watermark - self.lateness:
+            return CONTACT
+        if call_id not in self.recent_handled and call_id not in self.call_callers:
             caller = quality.caller_hash(event["caller"], self.caller_key)
             if caller is not None:
                 self._contact(caller, t)
+                if t > self._newest_contact:
+                    second = self._newest_contact == -math.inf or math.floor(t) != math.floor(self._newest_contact)
+                    self._newest_contact = t
+                    if second:
+                        self._forget_contacts()
         return CONTACT
+
+    def _forget_contacts(self) -> None:
+        """Offers older than the lateness before the newest event or contact seen here are
+        forgotten: a handled call that ended before them comes too late to be repeated by them
+        (the first stage releases events in event-time order, within the lateness)."""
+        keep_from = max(self.watermark, self._newest_contact) - self.lateness
+        for caller in [c for c, offers in self.recent_contacts.items() if not offers or max(offers) < keep_from]:
+            del self.recent_contacts[caller]
 
     def _contact(self, caller: str, t: float) -> None:
         period = self.config.repeat_caller_seconds
@@ -586,9 +604,7 @@ class QueueModel:
         if checked:
             ix = self.index
             self._count(self.watermark, [(ix["repeat_caller_checked"], checked), (ix["repeat_caller_repeated"], repeated)])
-        offers_after = self.watermark - self.lateness
-        for caller in [c for c, offers in self.recent_contacts.items() if max(offers) < offers_after]:
-            del self.recent_contacts[caller]
+        self._forget_contacts()
 
     def _on_wrapup_ended(self, event: dict, t: float, raw: bytes) -> None:
         ended_at = self.ended.pop(event["call_id"], None)
@@ -1159,6 +1175,7 @@ class QueueModel:
             "call_callers": self.call_callers,
             "handled_callers": self.handled_callers,
             "recent_contacts": self.recent_contacts,
+            "newest_contact": self._newest_contact if self._newest_contact > -math.inf else None,
         }
 
     def load_state(self, state: dict) -> None:
@@ -1211,6 +1228,8 @@ class QueueModel:
         self._maturing = [(h[0], c) for c, calls in self.handled_callers.items() for h in calls]
         heapq.heapify(self._maturing)
         self.recent_contacts = {c: list(offers) for c, offers in state.get("recent_contacts", {}).items()}
+        newest_contact = state.get("newest_contact")  # (snapshots from before groups have none)
+        self._newest_contact = -math.inf if newest_contact is None else newest_contact
 
 
 #: Keys of the quality, outbound and callbacks views that hold ratios or seconds, not counts.

@@ -766,3 +766,21 @@ def test_real_files_wait_seconds_is_the_holdtime_even_where_the_epochs_disagree(
             answered += 1
             epochs_disagree += epoch - enter_epoch[(queue, call)] != hold
     assert (answered, epochs_disagree) == (99, 1)
+
+
+def test_the_2018_dial_outs_count_in_the_outbound_queue_when_one_is_named():
+    """The 2018 help desk log's callback-agent dial-outs name no queue (NONE): by default their
+    attempts count in none; with outbound_queue (`--outbound-queue`) they are that queue's, and
+    its connect rate is the file's OUTANSWER lines over its result lines (OUTDIAL starts each of them):
+    77 / (77 + 24 + 18 + 9) = 77 / 128."""
+    path = DATA / "us_it_helpdesk_2018.queue_log"
+    plain = [e for e in read_file(path, SOURCE) if e["type"] == "call.outbound_attempt"]
+    assert len(plain) == 128 and all("queue" not in e for e in plain)
+    events = list(read_file(path, SOURCE, outbound_queue="callbacks"))
+    attempts = [e for e in events if e["type"] == "call.outbound_attempt"]
+    assert len(attempts) == 128 and {e["queue"] for e in attempts} == {"callbacks"}
+    assert {e["event_id"] for e in attempts} == {e["event_id"] for e in plain}  # the same ids: a replay deduplicates
+    model = fold(events)["callbacks"]
+    got = totals(model)
+    assert (got["outbound_attempts"], got["outbound_live_connects"]) == (128, 77)
+    assert totals(fold(events)["IT"]).get("outbound_live_connects", 0) == 0  # the help desk queue's own figures are untouched

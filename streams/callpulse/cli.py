@@ -141,7 +141,8 @@ def cmd_replay(args) -> int:
     config = load_config(args.config)
     try:
         replay(config, Path(args.source), args.format, speed=args.speed, source=args.source_name,
-               timezone=args.timezone, queues=set(args.queue) or None, dry_run=args.dry_run)
+               timezone=args.timezone, queues=set(args.queue) or None, dry_run=args.dry_run,
+               outbound_queue=args.outbound_queue)
     except (OSError, ValueError, KafkaError) as exc:
         print(f"callpulse replay: {exc}", file=sys.stderr)
         return 2
@@ -248,7 +249,8 @@ def cmd_follow(args) -> int:
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     source = QueueLogFollower(args.path, checkpoint, args.source_name or DEFAULT_SOURCE["queue_log"],
                               poll_seconds=args.poll, include_caller=args.include_caller,
-                              agent_aliases=dict(_alias(a) for a in args.agent_alias) or None)
+                              agent_aliases=dict(_alias(a) for a in args.agent_alias) or None,
+                              outbound_queue=args.outbound_queue)
     return run_live(config, source, f"follow {args.path}")
 
 
@@ -302,6 +304,11 @@ def cmd_demo(args) -> int:
     from .tools.demo import run_demo
 
     return run_demo(args)
+
+
+# Callback-agent dialplans write OUTDIAL and its result lines with NONE for the queue.
+OUTBOUND_QUEUE_HELP = ("the queue whose outbound figures count the dial-out lines that name no queue (OUTDIAL's "
+                       "results); left out, their attempts count in no queue (callcenter_events_unrouted_total)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", default=None, help="time zone of files that hold local times (call records)")
     p.add_argument("--queue", action="append", default=[], help="only the events of this queue (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="read and map the file, print the summary, publish nothing")
+    p.add_argument("--outbound-queue", default=None, metavar="QUEUE", help="queue_log: " + OUTBOUND_QUEUE_HELP)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("report", help="export interval reports (15/30-minute KPIs) as CSV or JSON")
@@ -382,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-alias", action="append", default=[], metavar="INTERFACE=NAME",
                    help="member interface as ADDMEMBER logs it = member name as calls log it (repeatable); "
                         "better: log_membername_as_agent = yes in queues.conf")
+    p.add_argument("--outbound-queue", default=None, metavar="QUEUE", help=OUTBOUND_QUEUE_HELP)
     p.set_defaults(func=cmd_follow)
 
     p = sub.add_parser("ami", help="live: Asterisk queue events over the Manager Interface (AMI)")

@@ -248,12 +248,15 @@ class QueueLogMapper:
     `include_caller` adds ENTERQUEUE's caller id (and transfer targets that look like phone
     numbers), which are personal data: off by default. `agent_aliases` maps agent fields to the
     agent id to use, e.g. ``{"SIP/1001": "Sathish"}``: Asterisk writes ADDMEMBER/REMOVEMEMBER
-    with the member's interface but every other line with its member name."""
+    with the member's interface but every other line with its member name. `outbound_queue`: the
+    queue whose outbound figures count the dial-out lines that name none (OUTDIAL's results)."""
 
     def __init__(self, source: str, *, include_caller: bool = False,
-                 agent_aliases: Mapping[str, str] | None = None, skips: Skips | None = None):
+                 agent_aliases: Mapping[str, str] | None = None, skips: Skips | None = None,
+                 outbound_queue: str | None = None):
         self.source = source
         self.include_caller = include_caller
+        self.outbound_queue = outbound_queue or None
         self.agent_aliases = dict(agent_aliases or {})
         self.skips = skips if skips is not None else Skips()
         self.lines = 0  # lines read (after NUL runs were split off)
@@ -649,7 +652,7 @@ def _on_outbound(m: QueueLogMapper, r: QueueLogRecord, emit: _Emitter) -> None:
     if dialled is not None and 0 <= r.time - dialled <= FORGET_CALL_AFTER_SECONDS:
         attributes = {"seconds_from_dial": r.time - dialled}
     emit("call.outbound_attempt", r.time, call_id=r.call_id, result=OUTBOUND_RESULTS[r.event],
-         queue=None if r.queue in NO_VALUE else r.queue, agent_id=None if r.agent in NO_VALUE else r.agent,
+         queue=m.outbound_queue if r.queue in NO_VALUE else r.queue, agent_id=None if r.agent in NO_VALUE else r.agent,
          caller=number if m.include_caller and 0 < len(number) <= 64 else None, attributes=attributes)
 
 

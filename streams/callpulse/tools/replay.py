@@ -49,14 +49,15 @@ def detect_format(path: Path) -> str:
 
 
 def load_events(path: Path, fmt: str, source: str | None = None, timezone: str | None = None,
-                queues: set[str] | None = None) -> tuple[list[dict], Skips]:
+                queues: set[str] | None = None, outbound_queue: str | None = None) -> tuple[list[dict], Skips]:
     """Every event of a file, in time order, and what was skipped; with `queues`, only the events
-    of those queues (agent events when they concern one of them)."""
+    of those queues (agent events when they concern one of them). `outbound_queue` (queue_log):
+    the queue of the dial-out lines that name none."""
     source = source or DEFAULT_SOURCE.get(fmt, fmt)
     if fmt == "queue_log":
         from ..sources import queue_log
 
-        reader = queue_log.read_file(path, source)
+        reader = queue_log.read_file(path, source, outbound_queue=outbound_queue)
         events = list(reader)
         skips = reader.skips
     elif fmt == "anonymous_bank":
@@ -159,12 +160,12 @@ def schedule(events: list[dict], speed: float, started: float) -> Callable[[dict
 
 def replay(config, path: Path, fmt: str | None = None, *, speed: float | None = None, source: str | None = None,
            timezone: str | None = None, queues: set[str] | None = None, dry_run: bool = False,
-           out: TextIO = sys.stderr) -> Summary:
+           outbound_queue: str | None = None, out: TextIO = sys.stderr) -> Summary:
     """Read a file and publish its events; returns the summary (also printed to `out`)."""
     from ..pipeline.publish import publish
 
     fmt = fmt or detect_format(path)
-    events, skips = load_events(path, fmt, source, timezone, queues)
+    events, skips = load_events(path, fmt, source, timezone, queues, outbound_queue)
     started = time.monotonic()
     if dry_run:
         published = len(events)

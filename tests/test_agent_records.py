@@ -400,3 +400,25 @@ def test_a_shard_builds_a_backlog_of_preliminary_records_over_several_calls():
     now = T0 + 3 * 86400  # quiet for 3 days: 30 agents x (287 + 143 + 3) periods ended a minute ago
     sizes = [len(shard.pending_interval_records(now)) for _ in range(12)]
     assert max(sizes) <= PENDING_BUDGET and sum(sizes) == 30 * (287 + 143 + 3) and sizes[-1] == 0
+
+
+def test_a_late_first_event_closes_its_period_live_as_after_a_rebuild():
+    """An event older than the agent's first (within the lateness) opens an earlier period: the
+    live model closes it when its end passes, as one rebuilt from a snapshot taken before does
+    (the cached next closing time was not in the snapshot, so only the rebuilt one did)."""
+    settings = AgentSettings(lambda queue: ("UTC", datetime.time(0, 0), (15,)), lateness_seconds=20.0)
+    start = epoch("2026-12-01T09:00:00Z")
+    live = AgentModel("a1", settings)
+    for e in (event("agent.logged_in", start + 5, agent_id="a1", queues=["q"]),
+              event("agent.state_changed", start + 10, agent_id="a1", queues=["q"], state="available")):
+        live.apply(e, epoch(e["time"]))
+    rebuilt = AgentModel("a1", settings)
+    rebuilt.load_state(orjson.loads(orjson.dumps(live.to_state())))
+    later = [event("call.ring_no_answer", start - 5, agent_id="a1", queue="q", call_id="c1"),  # late, opens 08:45
+             event("agent.state_changed", start + 26, agent_id="a1", queues=["q"], state="not_ready", reason="x")]
+    for m in (live, rebuilt):
+        for e in later:
+            m.apply(e, epoch(e["time"]))
+    records = closed(live)
+    assert [(r["start"], r["ring_no_answers"]) for r in records] == [("2026-12-01T08:45:00+00:00", 1)]
+    assert records == closed(rebuilt)

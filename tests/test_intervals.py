@@ -231,3 +231,24 @@ def test_preliminary_records_are_marked_and_not_rebuilt_while_nothing_changes():
     feed(m, [event("call.offered", T0 + 900 + 70, queue="sales", call_id="c2")])  # closes 09:00-09:15
     assert [r["final"] for r in m.closed_intervals] == [True]
     assert m.pending_interval_records(T0 + 900 + 80) == []  # final now: no preliminary any more
+
+
+def test_a_late_first_event_closes_its_interval_live_as_after_a_rebuild():
+    """Before any interval closed, a late event opens one before the interval close() waited for:
+    the live model closes it once its end passes, as a model rebuilt from a snapshot taken before
+    does (close()'s cached next end was not in the snapshot, so only the rebuilt one did)."""
+    start = epoch("2026-12-01T09:00:00Z")
+    cfg = replace(load_config(None, {}).queue("sales"), interval_minutes=(15,))
+    live = QueueModel(cfg, lateness_seconds=20.0, histogram_bounds=(5, 10, 20))
+    for e in call("sales", "c1", start + 5, "answered", start + 10):
+        live.apply(e, epoch(e["time"]))
+    rebuilt = QueueModel(cfg, lateness_seconds=20.0, histogram_bounds=(5, 10, 20))
+    rebuilt.load_state(orjson.loads(orjson.dumps(live.to_state())))
+    later = [event("call.offered", start - 5, queue="sales", call_id="c0"),  # late (within 20 s): opens 08:45
+             event("call.offered", start + 26, queue="sales", call_id="c2")]  # the horizon passes 09:00
+    for m in (live, rebuilt):
+        for e in later:
+            m.apply(e, epoch(e["time"]))
+    records = [(r["start"], r["offered"], r["final"]) for r in live.closed_intervals]
+    assert records == [("2026-12-01T08:45:00+00:00", 1, True)]
+    assert live.closed_intervals == rebuilt.closed_intervals

@@ -637,3 +637,7 @@ def test_a_contact_older_than_the_lateness_is_ignored_and_a_quiet_queue_keeps_fe
     for m in (quiet, restored):  # a rebuild forgets the same contacts at the same events
         m.apply(event("call.offered", T0 + 3030, queue="sales", call_id="next", caller="+1 555 9999"), T0 + 3030)
     assert restored.recent_contacts == quiet.recent_contacts
+    for n in range(500):  # one caller calling sales every 10 s: the quiet queue keeps its last minute only
+        t = T0 + 4000 + 10 * n
+        quiet.apply(event("call.offered", t, queue="sales", call_id=f"r{n}", caller="+1 555 0000"), t)
+    assert len(quiet.recent_contacts[quality.caller_hash("+1 555 0000", b"secret")]) <= 8

@@ -151,7 +151,9 @@ class AgentModel:
             queues = event.get("queues") or []
             self.home_queue = event.get("queue") or (queues[0] if queues else None)
             self._set_day()
-        self.first_time = min(self.first_time, t)  # periods never closed begin here
+        if t < self.first_time:  # periods never closed begin here
+            self.first_time = t
+            self._next_close = -math.inf  # an earlier period may be due now (as after a load)
         self._version += 1
         if "agent_name" in event and t >= self.named_at:  # the newest name stands
             self.name, self.named_at = event["agent_name"], t

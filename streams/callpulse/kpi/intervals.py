@@ -121,6 +121,10 @@ class IntervalCounters:
         entry = self.open[minutes].get(start)
         if entry is None:
             entry = self.open[minutes][start] = (end, [0.0] * self.size)
+            # before the first close, a late event can open an interval before the one close()
+            # waits for: it is the next to close now (as for a model rebuilt without _next_end)
+            if end < self._next_end.get(minutes, math.inf):
+                self._next_end[minutes] = end
         self._current[minutes] = (start, end, entry[1])
         return entry[1]
 

@@ -574,7 +574,7 @@ class QueueModel:
         offers = self.recent_contacts.setdefault(caller, [])
         offers.append(t)
         if len(offers) > 1:  # only the offers a handled call applied late can still find are kept
-            keep_from = self.watermark - self.lateness
+            keep_from = max(self.watermark, self._newest_contact) - self.lateness  # (see _forget_contacts)
             offers[:] = [o for o in offers if o >= keep_from]
 
     def _caller_handled(self, caller: str, t: float) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -334,12 +336,24 @@ def test_agent_records_are_exact_after_a_sigkill_and_reach_the_report(pipeline, 
     pipeline.produce(events[2 * quarter:])
     restarted = pipeline.start_worker()
 
-    def exact() -> bool:
+    def handled_per_agent() -> dict[str, float]:
         body = restarted.get("/api/agents")
-        agents = orjson.loads(body)["agents"] if body else []
-        return len(agents) == 24 and all(a["totals"]["handled"] == 15 for a in agents)
+        return {a["agent_id"]: a["totals"]["handled"] for a in orjson.loads(body)["agents"]} if body else {}
 
-    wait_for(exact, timeout=90, message="exact agent totals after the restart")
+    try:
+        wait_for(lambda: (h := handled_per_agent()) and len(h) == 24 and set(h.values()) == {15},
+                 timeout=90, message="exact agent totals after the restart")
+    except AssertionError:
+        wrong = {agent: n for agent, n in handled_per_agent().items() if n != 15}
+        try:  # (a 503 says why)
+            health = urllib.request.urlopen(restarted.url + "/healthz", timeout=5).read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            health = exc.read().decode(errors="replace")
+        except OSError as exc:
+            health = repr(exc)
+        raise AssertionError(f"agents whose handled total is not 15 after the restart: {wrong} (of "
+                             f"{len(handled_per_agent())} agents listed, 24 produced); /healthz: {health}; "
+                             f"see {restarted.log}") from None
     # Another queue's call moves the stream clock past the agents' last interval (+5400..+6300),
     # which they left no event after: its records come as preliminary ones, by the clock.
     pipeline.produce([event("call.offered", base + 7000, queue="other", call_id="ar-later")])

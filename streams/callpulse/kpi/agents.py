@@ -525,7 +525,9 @@ class AgentModel:
             names = state_counter_names(self.state, self.reason)
             _add_seconds(today, names[:2], now - open_from)
             if self.state == "not_ready":
-                top_reasons = top_counts(_with_seconds(reasons, names[2].partition(":")[2], now - open_from), MAX_CODES)
+                reasons = dict(reasons)
+                _add_seconds(reasons, (names[2].partition(":")[2],), now - open_from)
+                top_reasons = top_counts(reasons, MAX_CODES)
         call = None  # the call in progress answered last
         if self.calls:
             queue, answered_at, hold_started, _ = max(self.calls.values(), key=lambda c: c[1])
@@ -631,12 +633,6 @@ def state_counter_names(state: str, reason: str | None) -> tuple[str, ...]:
     """The counters a state's seconds go to: logged in, the state's, and not-ready's by reason."""
     names = ("logged_in_seconds", f"{state}_seconds")
     return (*names, f"not_ready:{reason or 'unknown'}") if state == "not_ready" else names
-
-
-def _with_seconds(counts: dict[str, float], name: str, seconds: float) -> dict[str, float]:
-    out = dict(counts)
-    out[name] = out.get(name, 0.0) + seconds
-    return out
 
 
 def _add_seconds(counters: dict[str, float], names: tuple[str, ...], seconds: float) -> None:

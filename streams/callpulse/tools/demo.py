@@ -22,9 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import orjson
-
-from ..config import load_config
+from ..config import _queue_path, load_config
 from .broker import EmbeddedBroker, free_port
 from .procs import spawn, stop, terminate_as_interrupt
 from .simulator import QUEUES, SCENARIO_PARAMS, planning_forecast
@@ -93,7 +91,7 @@ def run_demo(args) -> int:
     env.setdefault("CALLPULSE_CALLER_HASH_KEY", "callpulse-demo-only-key")
     if not env.get("CALLPULSE_CONFIG"):
         demo_config = logs / "demo.toml"
-        members = "".join(f'[queues.{orjson.dumps(q.name).decode()}]\nrepeat_caller_group = "demo"\n' for q in QUEUES)
+        members = "".join(f'[{_queue_path(q.name)}]\nrepeat_caller_group = "demo"\n' for q in QUEUES)
         demo_config.write_text(f"# written by `callpulse demo`\n[queue_defaults]\nrepeat_caller_seconds = 600\n{members}",
                                encoding="utf-8")
         env["CALLPULSE_CONFIG"] = str(demo_config)
